@@ -1,0 +1,11 @@
+"""plantcad-flows: evaluate DNA language models on the PlantCAD2 zero-shot benchmark.
+
+The package `plantcad_flows` is the pure core (configs, benchmark registry, sequence handling,
+model loading, scoring, metrics, storage layout). It never imports Prefect; the Prefect shell
+lives in the top-level `tasks/` and `flows/` packages.
+"""
+
+__version__ = "0.1.0"
+
+# Bumped whenever a change alters what a step computes; it is part of every cache key.
+CODE_VERSION = "2026.11.1"

@@ -1,0 +1,270 @@
+"""Typed configuration for an evaluation: models x benchmark splits, compute, sampling, storage.
+
+One pydantic model, `EvalConfig`, is at once the YAML config file (the PlantCAD pipeline format
+users already have: `models`, `splits`, `compute`, `sampling`, `executor`), the flow's parameter
+(so the Prefect UI renders a form) and the source of every cache key. It is validated once, when
+loaded; unknown keys are errors. Field-level checks that need the benchmark registry (task names,
+mask positions, crop lengths) live here too, so that every cell is checked before any model loads.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from plantcad_flows.errors import UnknownNameError, ValidationError
+from plantcad_flows.registry import (
+    BENCHMARK_REPO_ID,
+    DEFAULT_SV_FLANKING,
+    NATIVE_SEQ_LENGTH,
+    Family,
+    TaskSpec,
+    centred_mask,
+    get_task,
+)
+
+ModelType = Literal["mlm", "clm"]
+MotifMode = Literal["fwd_only", "rc_only", "fwd_rc_avg"]
+MODEL_TYPES = ("mlm", "clm")
+MOTIF_MODES = ("fwd_only", "rc_only", "fwd_rc_avg")
+DEFAULT_PREFIX = "outputs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """A DNA language model, loaded through transformers' Auto classes."""
+
+    path: str = Field(description="Local directory or Hugging Face hub id")
+    type: str = Field(default="mlm", description="mlm (masked) or clm (causal)")
+    name: str | None = Field(default=None, description="Label in results; defaults to path")
+    context_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
+    subfolder: str = ""
+    revision: str | None = None
+    trust_remote_code: bool = True
+    motif_inference_mode: str = Field(
+        default="fwd_only", description="CLM only: fwd_only, rc_only or fwd_rc_avg"
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v not in MODEL_TYPES:
+            raise UnknownNameError("models[].type", v, MODEL_TYPES)
+        return v
+
+    @field_validator("motif_inference_mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in MOTIF_MODES:
+            raise UnknownNameError("models[].motif_inference_mode", v, MOTIF_MODES)
+        return v
+
+    @model_validator(mode="after")
+    def _mode_for_type(self) -> ModelConfig:
+        if self.type == "mlm" and self.motif_inference_mode != "fwd_only":
+            raise ValidationError(
+                "models[].motif_inference_mode",
+                self.motif_inference_mode,
+                "only fwd_only is supported for type mlm",
+            )
+        if self.context_length % 2:
+            raise ValidationError(
+                "models[].context_length", self.context_length, "must be even to centre-crop"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
+
+
+class SplitOverrides(_Strict):
+    mask_token_indexes: tuple[int, ...] | None = None
+    motif_len: int | None = Field(default=None, ge=1)
+    flanking: int | None = Field(default=None, ge=1)
+
+
+class SplitConfig(_Strict):
+    """One split of one benchmark task, from the HF dataset repo or from parquet at a path."""
+
+    task: str
+    split: str
+    repo_id: str = BENCHMARK_REPO_ID
+    path: str | None = Field(default=None, description="Parquet file or directory (local, s3://, hf://)")
+    seq_column: str = "sequence"
+    label_column: str = "label"
+    seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
+    overrides: SplitOverrides = SplitOverrides()
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        get_task(v, field="splits[].task")
+        return v
+
+    @model_validator(mode="after")
+    def _split_and_masks(self) -> SplitConfig:
+        spec = self.spec
+        if self.split not in spec.splits:
+            raise UnknownNameError(f"splits[{self.task}].split", self.split, spec.splits)
+        if self.seq_length % 2:
+            raise ValidationError(
+                f"splits[{self.task}].seq_length", self.seq_length, "must be even to centre-crop"
+            )
+        if spec.family != Family.STRUCTURAL_VARIANT:
+            check_mask_positions(f"splits[{self.task}].overrides.mask_token_indexes",
+                                 self.mask_positions, self.seq_length)
+        return self
+
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.task)
+
+    @property
+    def family(self) -> Family:
+        return self.spec.family
+
+    @property
+    def mask_positions(self) -> tuple[int, ...]:
+        """Masked positions in the uncropped sequence (0-based)."""
+        if self.overrides.mask_token_indexes is not None:
+            return tuple(self.overrides.mask_token_indexes)
+        if self.spec.family == Family.STRUCTURAL_VARIANT:
+            return ()
+        k = self.overrides.motif_len or self.spec.num_masks
+        return centred_mask(k, self.seq_length)
+
+    @property
+    def flanking(self) -> int:
+        return self.overrides.flanking or DEFAULT_SV_FLANKING
+
+    @property
+    def source(self) -> str:
+        """Where the data comes from, as it enters cache keys."""
+        return self.path if self.path else f"hf-dataset:{self.repo_id}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.split}"
+
+
+def check_mask_positions(field: str, positions: tuple[int, ...], seq_length: int) -> None:
+    """Masks must be distinct, in range and centred: equal margins on each side, +/-1."""
+    if not positions:
+        raise ValidationError(field, list(positions), "at least one mask position is required")
+    if sorted(set(positions)) != list(positions):
+        raise ValidationError(field, list(positions), "positions must be distinct and ascending")
+    if positions[0] < 0 or positions[-1] >= seq_length:
+        raise ValidationError(field, list(positions), f"out of range for length {seq_length}")
+    left, right = positions[0], seq_length - 1 - positions[-1]
+    if abs(left - right) > 1:
+        raise ValidationError(
+            field, list(positions),
+            f"not centred in a {seq_length}-bp sequence (margins {left} and {right})",
+        )
+
+
+class ComputeConfig(_Strict):
+    device: str = Field(default="cpu", description="cpu, cuda or cuda:N")
+    batch_size: int | Literal["auto"] = 8
+    num_workers: int | None = Field(default=None, ge=1, description="Scoring workers; default from the cluster")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
+            raise ValidationError("compute.device", v, "expected cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValidationError("compute.batch_size", v, "must be >= 1 or 'auto'")
+        return v
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+
+class SamplingConfig(_Strict):
+    rate: float | None = Field(default=None, gt=0, le=1)
+    max_size: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
+class ExecutorConfig(_Strict):
+    prefix: str = DEFAULT_PREFIX
+    force_run_failed: bool = Field(
+        default=True, description="Accepted for compatibility: failed cells are always re-run"
+    )
+
+
+class RayConfig(_Strict):
+    enabled: bool = Field(default=True, description="Score through prefect-ray's RayTaskRunner")
+    address: str | None = Field(default=None, description="auto, host:port or ray://host:port; none = local")
+    num_shards: int | None = Field(default=None, ge=1, description="Shards per cell; default = workers")
+    cpus_per_shard: float = Field(default=1.0, gt=0)
+
+
+class EvalConfig(_Strict):
+    """Everything an evaluation needs. It is the zero-shot-eval flow's parameter."""
+
+    models: list[ModelConfig] = Field(min_length=1)
+    splits: list[SplitConfig] = Field(min_length=1)
+    compute: ComputeConfig = ComputeConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    ray: RayConfig = RayConfig()
+    force: bool = Field(default=False, description="Recompute every step, ignoring caches")
+    only: str | None = Field(default=None, description="Regex; run only cells whose id matches")
+
+    @model_validator(mode="after")
+    def _unique(self) -> EvalConfig:
+        labels = [m.label for m in self.models]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValidationError("models[].name", sorted(dup)[0], "model names must be unique")
+        keys = [s.key for s in self.splits]
+        dup = {x for x in keys if keys.count(x) > 1}
+        if dup:
+            raise ValidationError("splits", sorted(dup)[0], "each task/split may appear once")
+        if self.only is not None:
+            try:
+                re.compile(self.only)
+            except re.error as e:
+                raise ValidationError("only", self.only, f"invalid regex: {e}") from None
+        for m in self.models:
+            for s in self.splits:
+                if m.context_length < s.seq_length and s.family != Family.STRUCTURAL_VARIANT:
+                    trim = (s.seq_length - m.context_length) // 2
+                    shifted = tuple(p - trim for p in s.mask_positions)
+                    if shifted[0] < 0 or shifted[-1] >= m.context_length:
+                        raise ValidationError(
+                            f"models[{m.label}].context_length", m.context_length,
+                            f"crop removes the masks of {s.key}",
+                        )
+        return self
+
+
+def load_config(path: str | Path, **overrides: object) -> EvalConfig:
+    """Read a YAML config (PlantCAD pipeline format) and validate it.
+
+    Raises:
+        ValidationError / pydantic.ValidationError: naming the bad field.
+    """
+    text = Path(path).read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValidationError("config", str(path), "top level must be a mapping")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return EvalConfig.model_validate(data)

@@ -1,0 +1,50 @@
+"""Named exceptions for bad input.
+
+Every message names the offending field and value on one line, so a user reading a failed flow
+run or a CLI error knows what to change. These are raised before any model is loaded; Prefect
+tasks never retry them (see `tasks/retry.py`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PlantCADError(Exception):
+    """Base class for every error this project raises on purpose."""
+
+
+class ValidationError(PlantCADError, ValueError):
+    """Bad input: a config field, a data column, a sequence. Never retried."""
+
+    def __init__(self, field: str, value: object, problem: str, hint: str | None = None):
+        self.field = field
+        self.value = value
+        msg = f"{field}={value!r}: {problem}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+class UnknownNameError(ValidationError):
+    """A name (task, model type, mode) that is not in its registry; suggests the closest."""
+
+    def __init__(self, field: str, value: str, valid: Iterable[str]):
+        valid = sorted(valid)
+        close = difflib.get_close_matches(str(value), valid, n=1, cutoff=0.4)
+        hint = f"did you mean {close[0]!r}?" if close else None
+        hint = (hint + " " if hint else "") + "valid: " + ", ".join(valid)
+        super().__init__(field, value, "unknown name", hint)
+
+
+class DeviceError(ValidationError):
+    """A compute device that is not available here (e.g. cuda on a CPU-only host)."""
+
+
+class StorageError(PlantCADError):
+    """The storage prefix cannot be reached or written."""
+
+
+class IncompleteShardsError(PlantCADError):
+    """Merged shards do not cover every sampled example exactly once."""
