@@ -1,0 +1,200 @@
+"""The bodies of the pipeline's steps: prepare a split, score a shard, finalise a cell.
+
+Each function is idempotent over the content-addressed layout: when its outputs are complete it
+returns their description without touching them (same bytes, same mtime); otherwise it computes,
+writes atomically and marks the directory complete last. `force` recomputes. The Prefect tasks
+in `tasks/` are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from plantcad_flows.cells import Cell, SplitJob
+from plantcad_flows.registry import Family
+from plantcad_flows.results import CellResult
+from plantcad_flows.sharding import ShardSpec, merge_shards, shard_filename
+from plantcad_flows.storage import (
+    FAILED,
+    SUCCESS,
+    is_complete,
+    mark_complete,
+    mark_failed,
+    read_json,
+    read_parquet,
+    to_path,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+
+log = logging.getLogger(__name__)
+EXAMPLES = "examples.parquet"
+PREDICTIONS = "predictions.parquet"
+METRICS = "metrics.json"
+DEFAULT_CPU_BATCH = 16
+
+
+class PreparedSplit(BaseModel):
+    """Small description of a prepared split: where its examples are and how many."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    dir: str
+    examples: str
+    num_examples: int
+
+
+class ShardOutput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    cell_id: str
+    index: int
+    count: int
+    path: str
+    num_examples: int
+    computed: bool
+    timings: dict[str, float | int] = {}
+
+
+def prepare(job: SplitJob, force: bool = False) -> PreparedSplit:
+    """Load, validate and sample a split once; later calls reuse `examples.parquet`."""
+    from plantcad_flows.data import prepare_split
+
+    d = to_path(job.dir)
+    if is_complete(d) and not force:
+        info = read_json(d / SUCCESS)
+        return PreparedSplit(key=job.key, dir=str(d), examples=str(d / EXAMPLES),
+                             num_examples=int(info["num_examples"]))
+    frame = prepare_split(job.split, job.sampling)
+    write_parquet_atomic(d / EXAMPLES, frame)
+    mark_complete(d, job.fields, {"num_examples": len(frame)})
+    return PreparedSplit(key=job.key, dir=str(d), examples=str(d / EXAMPLES), num_examples=len(frame))
+
+
+def shard_path(cell: Cell, shard: ShardSpec) -> str:
+    return str(to_path(cell.dir) / "shards" / shard.filename)
+
+
+def _model_key(cell: Cell) -> str:
+    return f"{cell.model.model_dump_json()}|{cell.compute.device}|{cell.compute.precision}"
+
+
+def _batch_size(cell: Cell, loaded: Any) -> int:
+    if cell.compute.batch_size != "auto":
+        return int(cell.compute.batch_size)
+    if cell.compute.device_type == "cpu":
+        return DEFAULT_CPU_BATCH
+    from plantcad_flows.batch_size import auto_batch_size
+
+    return auto_batch_size(loaded, cell.model, cell.split)
+
+
+def load_cached_model(cell: Cell):
+    """The cell's model, loaded once per process and reused across shards."""
+    from plantcad_flows.model_cache import get_or_load
+    from plantcad_flows.scoring import load_model
+
+    return get_or_load(_model_key(cell), lambda: load_model(cell.model, cell.compute))
+
+
+def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bool = False) -> ShardOutput:
+    """Score rows [start, stop) of a prepared split and persist them as one shard file."""
+    from plantcad_flows.node_cache import local_copy
+    from plantcad_flows.pipeline import StageTimings
+    from plantcad_flows.scoring import score_frame
+
+    out = to_path(shard_path(cell, shard))
+    if out.exists() and not force:
+        return ShardOutput(cell_id=cell.id, index=shard.index, count=shard.count, path=str(out),
+                           num_examples=shard.size, computed=False)
+    t0 = time.perf_counter()
+    frame = read_parquet(to_path(str(local_copy(prepared.examples))))
+    rows = shard.take(frame)
+    read_s = time.perf_counter() - t0
+    loaded = load_cached_model(cell)
+    timings = StageTimings()
+    predictions = score_frame(loaded, cell.model, cell.split, rows, _batch_size(cell, loaded), timings)
+    write_parquet_atomic(out, predictions)
+    stats = {"read_examples_s": round(read_s, 4), **timings.as_dict()}
+    log.info("scored %s shard %d/%d: %d examples, stages %s", cell.id, shard.index + 1,
+             shard.count, len(rows), stats)
+    return ShardOutput(cell_id=cell.id, index=shard.index, count=shard.count, path=str(out),
+                       num_examples=len(rows), computed=True, timings=stats)
+
+
+def dataset_label(cell: Cell) -> str:
+    return cell.split.path or cell.split.repo_id
+
+
+def cell_result(cell: Cell, status: str, metrics: dict | None = None, plots: list[str] | None = None,
+                reason: str | None = None) -> CellResult:
+    return CellResult(
+        cell_id=cell.id, model=cell.model.label, task=cell.split.task, split=cell.split.split,
+        dataset=dataset_label(cell), family=cell.split.family.value, status=status,
+        metrics=metrics or {}, output_dir=cell.dir, plots=plots or [], reason=reason,
+    )
+
+
+def cell_is_complete(cell: Cell) -> bool:
+    """Complete = marked complete and every shard it was merged from still exists.
+
+    Shards are the ground truth: deleting one (or losing it with a preempted node) makes the
+    cell incomplete, and the next run re-scores only that shard.
+    """
+    d = to_path(cell.dir)
+    if not is_complete(d):
+        return False
+    count = int(read_json(d / SUCCESS).get("num_shards", 0))
+    names = [shard_filename(i, count) for i in range(count)]
+    return all((d / "shards" / n).exists() for n in names)
+
+
+def completed_shard_count(cell: Cell) -> int | None:
+    """The shard count a complete cell was scored with, so a re-run reuses its files."""
+    d = to_path(cell.dir)
+    return int(read_json(d / SUCCESS)["num_shards"]) if cell_is_complete(cell) else None
+
+
+def finalize_cell(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit,
+                  force: bool = False) -> CellResult:
+    """Merge a cell's shards (checking exact coverage), compute its metrics, draw its curves."""
+    d = to_path(cell.dir)
+    if cell_is_complete(cell) and not force and all(not s.computed for s in shards):
+        info = read_json(d / SUCCESS)
+        return cell_result(cell, "cached", info["metrics"], info.get("plots", []))
+    try:
+        return _finalize(cell, shards, prepared, d)
+    except Exception as e:
+        mark_failed(d, f"{type(e).__name__}: {e}")
+        raise
+
+
+def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d) -> CellResult:
+    from plantcad_flows.metrics import compute_metrics
+    from plantcad_flows.plots import curve_pngs
+
+    examples = read_parquet(to_path(prepared.examples))
+    ordered = sorted(shards, key=lambda s: s.index)
+    merged = merge_shards([read_parquet(to_path(s.path)) for s in ordered], examples["row_index"])
+    notes: list[str] = []
+    metrics = compute_metrics(cell.split.family, merged, notes)
+    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
+    write_parquet_atomic(d / PREDICTIONS, merged)
+    write_json_atomic(d / METRICS, {"metrics": metrics, "notes": notes})
+    plots: list[str] = []
+    if cell.split.family != Family.MOTIF:
+        pngs = curve_pngs(merged["label"].to_numpy(), merged["score"].to_numpy(), cell.id,
+                          with_roc=cell.split.family != Family.STRUCTURAL_VARIANT)
+        for name, data in pngs.items():
+            write_bytes_atomic(d / "plots" / name, data)
+            plots.append(str(d / "plots" / name))
+    mark_complete(d, cell.fields, {"metrics": metrics, "plots": plots, "notes": notes,
+                                   "num_shards": len(ordered)})
+    return cell_result(cell, "completed", metrics, plots)
+
+
+__all__ = ["FAILED", "PreparedSplit", "ShardOutput", "prepare", "score_shard", "finalize_cell"]

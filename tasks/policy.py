@@ -1,0 +1,66 @@
+"""How every task of the pipeline retries, caches and persists.
+
+* Retries: exponential backoff, but only for transient failures (storage, network, a lost
+  worker). Bad input (`ValidationError`) fails at once: retrying cannot fix it.
+* Cache keys: the content hash of the step's declared fields (see `plantcad_flows.hashing`), and
+  only while the step's outputs really exist. A step whose files were deleted, or that never
+  finished, gets no key and runs again. Prefect's default policy includes the run id, so without
+  this nothing would be reused across runs.
+* Results: persisted under the storage prefix itself (`{prefix}/prefect-results`), so a run on
+  another machine that shares the prefix sees the same cache. They hold small metadata only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+from prefect.tasks import exponential_backoff
+
+from plantcad_flows.errors import IncompleteShardsError, StorageError, ValidationError
+from plantcad_flows.storage import is_local, storage_options
+
+RESULTS_DIR = "prefect-results"
+PERMANENT = (ValidationError, IncompleteShardsError, StorageError, TypeError, KeyError)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether a failure is worth retrying: anything but bad input or a programming error."""
+    return exc is not None and not isinstance(exc, PERMANENT)
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except BaseException as exc:  # the state carries the task's exception
+        return is_transient(exc)
+    return False
+
+
+RETRY_OPTIONS: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.2,
+    "retry_condition_fn": retry_transient,
+}
+
+
+def result_storage(prefix: str):
+    """A Prefect filesystem block rooted at `{prefix}/prefect-results` (local, s3:// or hf://).
+
+    Credentials are never put in the block: s3fs and huggingface_hub read them from the
+    environment of whichever process persists or reads a result.
+    """
+    if is_local(prefix):
+        import os
+
+        return LocalFileSystem(basepath=os.path.join(os.path.abspath(prefix), RESULTS_DIR))
+    settings = {k: v for k, v in storage_options(prefix).items() if k != "token"}
+    if "endpoint_url" in settings:
+        settings = {"client_kwargs": {"endpoint_url": settings.pop("endpoint_url")}, **settings}
+    return RemoteFileSystem(basepath=f"{prefix.rstrip('/')}/{RESULTS_DIR}", settings=settings)
+
+
+def task_options(prefix: str, force: bool) -> dict[str, Any]:
+    """Per-run options: where results persist, and whether to ignore existing cache entries."""
+    return {"result_storage": result_storage(prefix), "persist_result": True, "refresh_cache": force}
