@@ -46,7 +46,7 @@ def _scoring_runner(config: EvalConfig):
         return ThreadPoolTaskRunner(max_workers=workers), workers, {}, "threads"
     from plantcad_flows import raycluster
 
-    runner = raycluster.make_task_runner(config.ray, config.compute)
+    runner = raycluster.make_task_runner(config.ray)
     return runner, None, None, "ray"
 
 
@@ -173,7 +173,7 @@ def _cluster_workers(config: EvalConfig, runner_name: str, workers: int | None) 
         return workers or 1, {}
     from plantcad_flows import raycluster
 
-    res = raycluster.cluster_resources()
+    res = raycluster.cluster_resources(config.ray.address)
     n = config.compute.num_workers or raycluster.default_num_workers(res, config.ray.cpus_per_shard)
     return n, raycluster.shard_remote_options(res.num_gpus, config.ray.cpus_per_shard)
 

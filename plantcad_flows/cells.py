@@ -21,7 +21,7 @@ from plantcad_flows.config import (
     SplitConfig,
 )
 from plantcad_flows.hashing import cell_fields, short_hash, split_fields
-from plantcad_flows.storage import has_failed, is_complete, step_dir, to_path
+from plantcad_flows.storage import has_failed, step_dir, to_path
 
 
 class CellStatus(str, Enum):
@@ -107,6 +107,7 @@ def build_cells(config: EvalConfig) -> list[Cell]:
 
 def plan_cells(config: EvalConfig) -> list[PlannedCell]:
     """Status of every cell, from the storage alone (no model loads, no data reads)."""
+    from plantcad_flows.execution import cell_is_complete
     from plantcad_flows.scoring import unsupported_reason
 
     planned = []
@@ -116,7 +117,7 @@ def plan_cells(config: EvalConfig) -> list[PlannedCell]:
             planned.append(PlannedCell(cell, CellStatus.UNSUPPORTED, reason))
             continue
         d = to_path(cell.dir)
-        if is_complete(d) and not config.force:
+        if cell_is_complete(cell) and not config.force:
             status = CellStatus.CACHED
         elif has_failed(d):
             status = CellStatus.FAILED_BEFORE

@@ -214,6 +214,19 @@ class RayConfig(_Strict):
     address: str | None = Field(default=None, description="auto, host:port or ray://host:port; none = local")
     num_shards: int | None = Field(default=None, ge=1, description="Shards per cell; default = workers")
     cpus_per_shard: float = Field(default=1.0, gt=0)
+    ship_code: bool | None = Field(
+        default=None,
+        description="Upload this repo as the Ray job's working_dir; default: only for ray:// "
+        "addresses. false when the code is baked into the cluster's image",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        from plantcad_flows.raycluster import parse_address
+
+        parse_address(v)
+        return v or None
 
 
 class EvalConfig(_Strict):

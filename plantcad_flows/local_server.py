@@ -123,8 +123,19 @@ def prefect_api(keep: bool = False, home: str | os.PathLike | None = None,
         yield server
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        if not keep:
+        if not keep and server.process is not None:
+            _flush_prefect_logs()
             server.stop()
+
+
+def _flush_prefect_logs() -> None:
+    """Ship buffered run logs to the server before it stops (they are sent in batches)."""
+    try:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
+    except Exception:  # logging must never turn a finished run into an error
+        pass
 
 
 def _port_free(port: int) -> bool:

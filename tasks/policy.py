@@ -18,7 +18,7 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.tasks import exponential_backoff
 
 from plantcad_flows.errors import IncompleteShardsError, StorageError, ValidationError
-from plantcad_flows.storage import is_local, storage_options
+from plantcad_flows.storage import is_local, storage_options, to_path
 
 RESULTS_DIR = "prefect-results"
 PERMANENT = (ValidationError, IncompleteShardsError, StorageError, TypeError, KeyError)
@@ -61,6 +61,34 @@ def result_storage(prefix: str):
     return RemoteFileSystem(basepath=f"{prefix.rstrip('/')}/{RESULTS_DIR}", settings=settings)
 
 
+def content_key(prefix: str, key: str, outputs_exist: bool) -> str:
+    """The cache key of a step, dropping its cache record when the step's files are gone.
+
+    The key is always the content hash, so the first run's record serves the second run. But
+    a record whose outputs were deleted (or lost with a preempted node) must not be served:
+    it is removed here, so the step runs again and writes both back.
+    """
+    if not outputs_exist:
+        record = to_path(prefix) / RESULTS_DIR / key
+        try:
+            if record.exists():
+                record.unlink()
+        except FileNotFoundError:
+            pass
+    return key
+
+
+def saved_result_storage(prefix: str):
+    """The result-storage block for `prefix`, saved on the server (Prefect requires it) under a
+    name derived from its location, so every run on the same prefix shares one block."""
+    from plantcad_flows.hashing import short_hash
+
+    block = result_storage(prefix)
+    block.save(f"plantcad-results-{short_hash(block.basepath)}", overwrite=True)
+    return block
+
+
 def task_options(prefix: str, force: bool) -> dict[str, Any]:
     """Per-run options: where results persist, and whether to ignore existing cache entries."""
-    return {"result_storage": result_storage(prefix), "persist_result": True, "refresh_cache": force}
+    return {"result_storage": saved_result_storage(prefix), "persist_result": True,
+            "refresh_cache": force}

@@ -15,25 +15,24 @@ from plantcad_flows.execution import PreparedSplit, ShardOutput, shard_path
 from plantcad_flows.results import CellResult
 from plantcad_flows.sharding import ShardSpec
 from plantcad_flows.storage import is_complete, to_path
-from tasks.policy import RETRY_OPTIONS
+from tasks.policy import RETRY_OPTIONS, content_key
 
 
 def _prepare_key(ctx: Any, params: dict[str, Any]) -> str | None:
     job: SplitJob = params["job"]
-    return f"prepare_split-{job.key}" if is_complete(to_path(job.dir)) else None
+    return content_key(job.prefix, f"prepare_split-{job.key}", is_complete(to_path(job.dir)))
 
 
 def _shard_key(ctx: Any, params: dict[str, Any]) -> str | None:
     cell: Cell = params["cell"]
     shard: ShardSpec = params["shard"]
-    if not to_path(shard_path(cell, shard)).exists():
-        return None
-    return f"score_shard-{cell.key}-{shard.index:05d}-of-{shard.count:05d}"
+    key = f"score_shard-{cell.key}-{shard.index:05d}-of-{shard.count:05d}"
+    return content_key(cell.prefix, key, to_path(shard_path(cell, shard)).exists())
 
 
 def _cell_key(ctx: Any, params: dict[str, Any]) -> str | None:
     cell: Cell = params["cell"]
-    return f"compute_metrics-{cell.key}" if execution.cell_is_complete(cell) else None
+    return content_key(cell.prefix, f"compute_metrics-{cell.key}", execution.cell_is_complete(cell))
 
 
 @task(name="prepare-split", task_run_name="prepare {job.split.task}/{job.split.split}",

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError as PydanticValidationError
 
-from plantcad_flows.config import ModelConfig, SamplingConfig, SplitConfig, EvalConfig
+from plantcad_flows.config import EvalConfig, ModelConfig, SamplingConfig, SplitConfig
 from plantcad_flows.data import prepare_split
 from plantcad_flows.errors import UnknownNameError, ValidationError
 from plantcad_flows.registry import TASKS, Family, all_task_splits
@@ -35,17 +35,12 @@ def one_line(err: Exception, *needles: str) -> None:
         assert n in msg, (n, msg)
 
 
-def validation_error(excinfo) -> Exception:
-    """pydantic wraps errors raised in validators; the message still carries ours."""
-    return excinfo.value
-
-
 def test_unknown_task_suggests_closest():
     with pytest.raises((UnknownNameError, PydanticValidationError)) as e:
         SplitConfig(task="tis_recovry", split="test_maize")
-    one_line_msg = str(e.value).splitlines()
+    # pydantic wraps errors raised in validators; our one-line message is one of its lines
     assert any("splits[].task='tis_recovry'" in line and "did you mean 'tis_recovery'" in line
-               for line in one_line_msg)
+               for line in str(e.value).splitlines())
 
 
 @pytest.mark.parametrize("masks,problem", [((4000,), "not centred"), ((9000,), "out of range")])

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from plantcad_flows.config import SamplingConfig, SplitConfig
 from plantcad_flows.data import NO_LABEL, prepare_split, sample_indices

@@ -1,0 +1,220 @@
+"""`plantcad-flows setup`: work pools, blocks, variables and deployments in one idempotent command.
+
+Run it against the server in PREFECT_API_URL, as often as you like:
+1. work pools `local` and `lambda` (process) and `kubernetes` (kubernetes, with the base job
+   template in infra/kubernetes/base-job-template.json) are created, or updated in place;
+2. from the environment (or a `.env` file; the environment wins):
+   * HF_TOKEN -> Secret block `hf-token`;
+   * AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_DEFAULT_REGION, AWS_ENDPOINT_URL) ->
+     AwsCredentials block `plantcad-aws`;
+   * PLANTCAD_FLOWS_REPO / PLANTCAD_FLOWS_REF (default: this checkout's origin and commit) ->
+     Variables `plantcad_flows_repo` / `plantcad_flows_ref`, which the `lambda` deployment's
+     git_clone pull step reads on the worker;
+3. `prefect --no-prompt deploy --all` from the repository root.
+
+Secrets stay in blocks. The process pools get *references* to them in their job template's env
+(`{{ prefect.blocks.secret.hf-token }}`), which the worker resolves when it starts a run, so no
+token is stored in a deployment, shown in the UI or printed here. On Kubernetes the Job reads
+them from a Kubernetes Secret instead (see infra/kubernetes/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+K8S_TEMPLATE = REPO_ROOT / "infra" / "kubernetes" / "base-job-template.json"
+PROCESS_POOLS = ("local", "lambda")
+HF_SECRET_BLOCK = "hf-token"
+AWS_BLOCK = "plantcad-aws"
+SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY",
+                    "AWS_SESSION_TOKEN", "PREFECT_API_KEY")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (quotes stripped, comments and `export ` allowed)."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def settings_from(env: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str, str]:
+    merged = dict(dotenv)
+    merged.update({k: v for k, v in env.items() if v})
+    return merged
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=20, check=True).stdout.strip()
+        return out or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def process_pool_template(blocks: list[str], settings: Mapping[str, str]) -> dict[str, Any]:
+    """The stock process template, with env defaults that reference our blocks/variables."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    env: dict[str, str] = {}
+    if HF_SECRET_BLOCK in blocks:
+        env["HF_TOKEN"] = "{{ prefect.blocks.secret.%s }}" % HF_SECRET_BLOCK
+    if AWS_BLOCK in blocks:
+        ref = "{{ prefect.blocks.aws-credentials.%s.%%s }}" % AWS_BLOCK
+        env["AWS_ACCESS_KEY_ID"] = ref % "aws_access_key_id"
+        env["AWS_SECRET_ACCESS_KEY"] = ref % "aws_secret_access_key"
+        if settings.get("AWS_DEFAULT_REGION"):
+            env["AWS_DEFAULT_REGION"] = ref % "region_name"
+    if settings.get("AWS_ENDPOINT_URL"):
+        env["AWS_ENDPOINT_URL"] = "{{ prefect.variables.plantcad_s3_endpoint_url }}"
+    if env:
+        template["variables"]["properties"]["env"]["default"] = env
+    return template
+
+
+async def _upsert_pool(client, name: str, type_: str, template: dict[str, Any]) -> str:
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        await client.create_work_pool(
+            WorkPoolCreate(name=name, type=type_, base_job_template=template)
+        )
+        return "created"
+    except ObjectAlreadyExists:
+        pool = await client.read_work_pool(name)
+        if pool.type != type_:
+            raise SystemExit(f"work pool {name!r} exists with type {pool.type!r}, expected {type_!r}; "
+                             f"delete it (prefect work-pool delete {name}) and rerun")
+        await client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+        return "updated"
+
+
+async def _upsert_variable(client, name: str, value: str) -> None:
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    existing = await client.read_variable_by_name(name)
+    if existing is None:
+        await client.create_variable(VariableCreate(name=name, value=value))
+    elif existing.value != value:
+        await client.update_variable(VariableUpdate(name=name, value=value))
+
+
+def save_blocks(settings: Mapping[str, str]) -> list[str]:
+    """Create/overwrite the credential blocks the environment provides; returns their names."""
+    saved = []
+    if settings.get("HF_TOKEN"):
+        from prefect.blocks.system import Secret
+
+        Secret(value=settings["HF_TOKEN"]).save(HF_SECRET_BLOCK, overwrite=True)
+        saved.append(HF_SECRET_BLOCK)
+    if settings.get("AWS_ACCESS_KEY_ID") and settings.get("AWS_SECRET_ACCESS_KEY"):
+        from prefect_aws import AwsCredentials
+        from prefect_aws.client_parameters import AwsClientParameters
+
+        params = AwsClientParameters(endpoint_url=settings.get("AWS_ENDPOINT_URL") or None)
+        AwsCredentials(
+            aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
+            region_name=settings.get("AWS_DEFAULT_REGION") or None,
+            aws_client_parameters=params,
+        ).save(AWS_BLOCK, overwrite=True)
+        saved.append(AWS_BLOCK)
+    return saved
+
+
+async def configure(settings: Mapping[str, str], blocks: list[str]) -> list[str]:
+    """Variables and work pools; returns one line per thing done (never a secret value)."""
+    from prefect.client.orchestration import get_client
+
+    lines = []
+    variables = {
+        "plantcad_flows_repo": settings.get("PLANTCAD_FLOWS_REPO")
+        or _git("remote", "get-url", "origin") or str(REPO_ROOT),
+        "plantcad_flows_ref": settings.get("PLANTCAD_FLOWS_REF") or _git("rev-parse", "HEAD") or "main",
+    }
+    if settings.get("AWS_ENDPOINT_URL"):
+        variables["plantcad_s3_endpoint_url"] = settings["AWS_ENDPOINT_URL"]
+    async with get_client() as client:
+        for name, value in variables.items():
+            await _upsert_variable(client, name, value)
+            lines.append(f"variable {name} = {value}")
+        for pool in PROCESS_POOLS:
+            what = await _upsert_pool(client, pool, "process", process_pool_template(blocks, settings))
+            lines.append(f"work pool {pool} (process): {what}")
+        k8s = json.loads(K8S_TEMPLATE.read_text())
+        what = await _upsert_pool(client, "kubernetes", "kubernetes", k8s)
+        lines.append(f"work pool kubernetes (kubernetes): {what}")
+    return lines
+
+
+def deploy(env: Mapping[str, str], names: list[str] | None) -> int:
+    """`prefect --no-prompt deploy` from the repository root; its output passes through masked."""
+    prefect = Path(sys.executable).parent / "prefect"
+    cmd = [str(prefect) if prefect.exists() else "prefect", "--no-prompt", "deploy"]
+    cmd += [arg for n in names for arg in ("--name", n)] if names else ["--all"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True)
+    print(mask(proc.stdout + proc.stderr, env))
+    return proc.returncode
+
+
+def mask(text: str, env: Mapping[str, str]) -> str:
+    for name in SECRET_ENV_NAMES:
+        value = env.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "<redacted>")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="plantcad-flows setup",
+        description="Create/update work pools, blocks, variables and deployments (idempotent).",
+    )
+    parser.add_argument("--env-file", default=str(REPO_ROOT / ".env"))
+    parser.add_argument("--no-deploy", action="store_true", help="pools, blocks and variables only")
+    parser.add_argument("--deployment", action="append", metavar="NAME",
+                        help="deploy only this one (repeatable; e.g. zero-shot-eval/local)")
+    args = parser.parse_args(argv)
+
+    settings = settings_from(os.environ, read_dotenv(Path(args.env_file)))
+    api_url = settings.get("PREFECT_API_URL")
+    if not api_url:
+        print("PREFECT_API_URL is not set: point it at your Prefect server "
+              "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)", file=sys.stderr)
+        return 2
+    try:
+        urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=10).close()
+    except OSError as e:
+        print(f"PREFECT_API_URL={api_url!r}: server not reachable ({e})", file=sys.stderr)
+        return 2
+    os.environ["PREFECT_API_URL"] = api_url  # a URL from .env must reach the client below
+
+    blocks = save_blocks(settings)
+    for b in blocks:
+        print(f"block {b}: saved")
+    for line in asyncio.run(configure(settings, blocks)):
+        print(line)
+    if args.no_deploy:
+        return 0
+    child_env = dict(os.environ)
+    child_env.update({k: v for k, v in settings.items() if k.startswith("PREFECT_")})
+    return deploy(child_env | {k: settings[k] for k in SECRET_ENV_NAMES if k in settings},
+                  args.deployment)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

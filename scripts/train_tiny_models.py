@@ -1,0 +1,212 @@
+"""Train the shipped tiny DNA language models on the synthetic genome (CPU, a few minutes each).
+
+    python scripts/train_tiny_models.py [--which mlm clm] [--steps 600] [--out plantcad_flows/assets/models]
+
+Both models read 512-bp windows of `plantcad_flows.genome.sample_genome` (a training genome drawn
+from its own seed, never the benchmark's examples) through a character tokenizer (lower-case
+a/c/g/t/n plus [PAD] [UNK] [CLS] [SEP] [MASK]; a Lowercase normalizer, so mixed case maps to the
+same ids, and no special tokens are added when `add_special_tokens=False`):
+
+* tiny-mlm: BertForMaskedLM, 4 layers, hidden 128. Masking picks ~15% of positions as spans of
+  1-3 bases (the benchmark masks 1-3 contiguous bases), 80/10/10 mask/random/keep.
+* tiny-clm: LlamaForCausalLM, 4 layers, hidden 128, next-base loss.
+
+Everything is seeded. After training, a check prints held-out masked accuracy and, with plain model
+calls on the synthetic benchmark (centre-cropped to 512), conservation AUROC and motif accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordLevel
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from plantcad_flows import genome
+from plantcad_flows.registry import TASKS, Family
+from plantcad_flows.synthetic import ASSETS_MODELS, build_split
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = {tok: i for i, tok in enumerate(SPECIAL + list("acgtn"))}
+CONTEXT = 512
+TRAIN_SEED = 7  # the training genome's seed; benchmarks use their own streams
+MASK_ID = VOCAB["[MASK]"]
+ACGT_IDS = [VOCAB[c] for c in "acgt"]
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    core = Tokenizer(WordLevel(vocab=VOCAB, unk_token="[UNK]"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, model_max_length=CONTEXT, pad_token="[PAD]", unk_token="[UNK]",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )
+
+
+def encode(arr: np.ndarray) -> np.ndarray:
+    """uint8 upper-case bases -> token ids (the tokenizer's ids; checked in `check_tokenizer`)."""
+    lut = np.full(256, VOCAB["[UNK]"], dtype=np.int64)
+    for c in "acgtn":
+        lut[ord(c)] = lut[ord(c.upper())] = VOCAB[c]
+    return lut[arr]
+
+
+def check_tokenizer(tok: PreTrainedTokenizerFast) -> None:
+    probe = "ACGTNacgtnGattaca"
+    assert tok(probe, add_special_tokens=False)["input_ids"] == encode(
+        np.frombuffer(probe.encode(), np.uint8)).tolist()
+
+
+def training_windows(n: int, seed: int) -> torch.Tensor:
+    """n token windows of CONTEXT bases from both species' genomes."""
+    rng = np.random.default_rng([TRAIN_SEED, seed])
+    half = [genome.sample_genome(rng, n // 2 * CONTEXT + CONTEXT, sp) for sp in genome.SPECIES_GC]
+    rows = [h[i * CONTEXT:(i + 1) * CONTEXT] for h in half for i in range(n // 2)]
+    out = encode(np.stack(rows))
+    return torch.from_numpy(out[rng.permutation(len(out))])
+
+
+def span_mask(ids: torch.Tensor, gen: torch.Generator, rate: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT-style corruption over spans of 1-3 positions; labels are -100 off the chosen set."""
+    b, length = ids.shape
+    starts = torch.rand(b, length, generator=gen) < rate / 2
+    span = torch.randint(1, 4, (b, length), generator=gen)
+    chosen = torch.zeros(b, length, dtype=torch.bool)
+    for k in range(3):
+        shifted = starts & (span > k)
+        chosen[:, k:] |= shifted[:, : length - k]
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    roll = torch.rand(b, length, generator=gen)
+    inputs = ids.clone()
+    inputs[chosen & (roll < 0.8)] = MASK_ID
+    rand = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[rand] = torch.tensor(ACGT_IDS)[torch.randint(0, 4, (int(rand.sum()),), generator=gen)]
+    return inputs, labels
+
+
+def build_model(which: str):
+    common = dict(vocab_size=len(VOCAB), hidden_size=128, num_hidden_layers=4,
+                  num_attention_heads=4, max_position_embeddings=CONTEXT, pad_token_id=0)
+    if which == "mlm":
+        return BertForMaskedLM(BertConfig(**common, intermediate_size=512,
+                                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    return LlamaForCausalLM(LlamaConfig(**common, intermediate_size=384, num_key_value_heads=4,
+                                        bos_token_id=2, eos_token_id=3, tie_word_embeddings=True))
+
+
+def train(which: str, steps: int, batch: int, lr: float, seed: int):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(which)
+    data = training_windows(steps * batch, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    model.train()
+    t0 = time.time()
+    for step in range(steps):
+        ids = data[step * batch:(step + 1) * batch]
+        if which == "mlm":
+            inputs, labels = span_mask(ids, gen)
+            loss = model(input_ids=inputs, labels=labels).loss
+        else:
+            loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"[{which}] step {step:4d} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def acgt_probs(model, which: str, ids: torch.Tensor, positions: list[int]) -> np.ndarray:
+    """(n, P, 4) A/C/G/T probabilities at `positions` (MLM: masked; CLM: logits at i-1)."""
+    out = []
+    for chunk in ids.split(32):
+        if which == "mlm":
+            chunk = chunk.clone()
+            chunk[:, positions] = MASK_ID
+            logits = model(input_ids=chunk).logits[:, positions]
+        else:
+            logits = model(input_ids=chunk).logits[:, [p - 1 for p in positions]]
+        out.append(torch.softmax(logits[..., ACGT_IDS].float(), -1).numpy())
+    return np.concatenate(out)
+
+
+def quick_check(model, which: str, n: int = 100) -> dict[str, float]:
+    """Conservation AUROC and motif accuracy with plain model calls on a small synthetic benchmark."""
+    length = 2048
+    trim = (length - CONTEXT) // 2
+    result = {}
+    for task, spec in TASKS.items():
+        if spec.family not in (Family.CONSERVATION, Family.MOTIF, Family.CORE_NONCORE):
+            continue
+        split = spec.splits[0]
+        frame = build_split(task, split, seed=123, n_examples=n, seq_length=length)
+        arr = np.stack([np.frombuffer(s.upper().encode(), np.uint8) for s in frame["sequence"]])
+        arr = arr[:, trim: trim + CONTEXT]
+        start = CONTEXT // 2 - 1 - (spec.num_masks - 1) // 2
+        pos = list(range(start, start + spec.num_masks))
+        probs = acgt_probs(model, which, torch.from_numpy(encode(arr)), pos)
+        true = np.searchsorted(np.frombuffer(b"ACGT", np.uint8), arr[:, pos]).clip(0, 3)
+        valid = np.isin(arr[:, pos], np.frombuffer(b"ACGT", np.uint8))
+        p_true = np.take_along_axis(probs, true[..., None], -1)[..., 0] * valid
+        if spec.family == Family.MOTIF:
+            ok = (probs.argmax(-1) == true) & valid
+            keep = valid.all(1)
+            result[f"{task}/motif_accuracy"] = float(ok[keep].all(1).mean())
+        else:
+            result[f"{task}/auroc"] = float(roc_auc_score(frame["label"], p_true.mean(1)))
+    return result
+
+
+def save(model, which: str, out: Path) -> Path:
+    path = out / f"tiny-{which}"
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    build_tokenizer().save_pretrained(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--which", nargs="+", default=["mlm", "clm"], choices=["mlm", "clm"])
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ASSETS_MODELS)
+    args = ap.parse_args(argv)
+    check_tokenizer(build_tokenizer())
+    for which in args.which:
+        t0 = time.time()
+        model = train(which, args.steps, args.batch, args.lr, args.seed)
+        minutes = (time.time() - t0) / 60
+        checks = quick_check(model, which)
+        path = save(model, which, args.out)
+        size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
+        print(json.dumps({"model": which, "train_minutes": round(minutes, 2), "size_mb": round(size, 2),
+                          **{k: round(v, 3) for k, v in checks.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
