@@ -25,7 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from plantcad_flows.cells import Cell, CellStatus, build_cells, format_plan, plan_cells
 from plantcad_flows.config import EvalConfig
 from plantcad_flows.errors import PlantCADError, ValidationError
-from plantcad_flows.execution import PreparedSplit, cell_result, completed_shard_count
+from plantcad_flows.execution import PreparedSplit, cell_result, completed_shard_count, record_failure
 from plantcad_flows.hashing import short_hash
 from plantcad_flows.results import CellResult
 from plantcad_flows.sharding import plan_shards
@@ -107,10 +107,12 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
         for cell in runnable:
             key = cell.split_job.key
             if key in prep_errors:
+                record_failure(cell, f"prepare failed: {prep_errors[key]}")
                 results[cell.id] = cell_result(cell, "failed", reason=f"prepare failed: {prep_errors[key]}")
                 continue
             outputs, error = _gather(shard_futures[cell.id])
             if error is not None:
+                record_failure(cell, f"scoring failed: {error}")
                 results[cell.id] = cell_result(cell, "failed", reason=f"scoring failed: {error}")
                 done += 1
                 update_progress_artifact(progress, progress=100.0 * done / total)

@@ -159,6 +159,11 @@ def completed_shard_count(cell: Cell) -> int | None:
     return int(read_json(d / SUCCESS)["num_shards"]) if cell_is_complete(cell) else None
 
 
+def record_failure(cell: Cell, reason: str) -> None:
+    """Leave a failure marker so the plan shows the cell as failed before (never as complete)."""
+    mark_failed(to_path(cell.dir), reason)
+
+
 def finalize_cell(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit,
                   force: bool = False) -> CellResult:
     """Merge a cell's shards (checking exact coverage), compute its metrics, draw its curves."""

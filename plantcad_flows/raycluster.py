@@ -400,6 +400,8 @@ def _runner_class():
             return self
 
         def submit(self, task, parameters, wait_for=None, dependencies=None):
+            if self.api_url is None:
+                self.api_url = _effective_api_url()
             if self.api_url and PREFECT_API_URL.value() != self.api_url:
                 # serialize_context ships the current settings; make them name the flow's API.
                 with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
@@ -413,7 +415,12 @@ def _runner_class():
         ctx = FlowRunContext.get()
         if ctx is not None and ctx.client is not None:
             return str(ctx.client.api_url).rstrip("/")
-        return None
+        # The flow engine enters its task runner before its FlowRunContext exists, but after
+        # its client started the ephemeral server (a per-process singleton) to create the run.
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        return server.api_url if server.running else None
 
     PlantcadRayTaskRunner.__module__ = __name__
     PlantcadRayTaskRunner.__qualname__ = "_runner_class.<locals>.PlantcadRayTaskRunner"

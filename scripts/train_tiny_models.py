@@ -1,6 +1,6 @@
 """Train the shipped tiny DNA language models on the synthetic genome (CPU, a few minutes each).
 
-    python scripts/train_tiny_models.py [--which mlm clm] [--steps 600] [--out plantcad_flows/assets/models]
+    python scripts/train_tiny_models.py [--which mlm clm] [--steps 400] [--threads 1] [--out plantcad_flows/assets/models]
 
 Both models read 512-bp windows of `plantcad_flows.genome.sample_genome` (a training genome drawn
 from its own seed, never the benchmark's examples) through a character tokenizer (lower-case
@@ -190,12 +190,15 @@ def save(model, which: str, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--which", nargs="+", default=["mlm", "clm"], choices=["mlm", "clm"])
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=8)
+    # One thread: with other work on a 2-core box, two OpenMP threads spin-wait and run 5x slower.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ASSETS_MODELS)
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     check_tokenizer(build_tokenizer())
     for which in args.which:
         t0 = time.time()

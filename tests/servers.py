@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plantcad_flows.local_server import start_server
@@ -98,3 +102,101 @@ def wait_for_flow_run(api_url: str, flow_run_id: str, timeout: float,
         if time.monotonic() > deadline:
             raise TimeoutError(f"flow run {flow_run_id} still {run['state_type']} after {timeout:.0f}s")
         time.sleep(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# One deployed stack per test session, shared by test_deployments.py and test_ui_browser.py:
+# server -> `plantcad-flows setup` -> a `local` worker -> one completed `zero-shot-eval/local` run.
+
+_STACK: dict[str, "Stack"] = {}
+RUN_TIMEOUT_S = 600
+
+
+@dataclass
+class Stack:
+    api_url: str
+    tmp: Path
+    env: dict[str, str]
+    hf_token: str
+    setup_output: str
+    snapshot_repo: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    local_run: dict | None = None
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+
+def snapshot_repo(dest: Path) -> Path:
+    """A git repository holding the working tree as it is now (tracked and untracked files,
+    minus ignored ones), committed on branch `main`: what a fresh VM would clone."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "-C", str(dest)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], check=True)
+    return dest
+
+
+def run_setup(api_url: str, home: Path, **extra: str) -> subprocess.CompletedProcess:
+    cli = VENV_BIN / "plantcad-flows"
+    cmd = [str(cli), "setup"] if cli.exists() else [sys.executable, "-m", "deployments.setup"]
+    return subprocess.run(cmd, cwd=REPO, env=client_env(api_url, home, **extra),
+                          capture_output=True, text=True, timeout=600)
+
+
+def deployment_run(stack: Stack, name: str, *args: str) -> str:
+    """`prefect deployment run NAME ...`; returns the new flow run's id."""
+    proc = subprocess.run([str(VENV_BIN / "prefect"), "deployment", "run", name, *args],
+                          cwd=stack.tmp, env=stack.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = re.search(r"UUID:\s*([0-9a-f-]{36})", proc.stdout)
+    assert m, proc.stdout
+    return m.group(1)
+
+
+def get_stack(tmp_path_factory, request) -> Stack:
+    if "stack" in _STACK:
+        return _STACK["stack"]
+    tmp = tmp_path_factory.mktemp("deployed")
+    api_url, server = start_prefect_server(tmp)
+    procs = [server]
+    request.addfinalizer(lambda: [stop(p) for p in reversed(procs)])
+    home = tmp / "client-home"
+    hf_token = "hf_" + secrets.token_hex(20)
+    repo = snapshot_repo(tmp / "snapshot")
+    setup = run_setup(api_url, home, HF_TOKEN=hf_token, PLANTCAD_FLOWS_REPO=str(repo),
+                      PLANTCAD_FLOWS_REF="main")
+    output = setup.stdout + setup.stderr
+    assert setup.returncode == 0, output[-5000:]
+    env = client_env(api_url, home)
+    stack = Stack(api_url, tmp, env, hf_token, output, repo, procs)
+    _STACK["stack"] = stack
+    return stack
+
+
+def completed_local_run(stack: Stack) -> dict:
+    """Start a `local` worker (in an unrelated directory) and run zero-shot-eval/local once."""
+    if stack.local_run is not None:
+        return stack.local_run
+    workdir = stack.tmp / "worker-local"
+    workdir.mkdir(exist_ok=True)
+    worker = start_worker("local", stack.env, stack.tmp / "worker-local.log", cwd=workdir)
+    stack.procs.append(worker)
+    run_id = deployment_run(stack, "zero-shot-eval/local")
+    run = wait_for_flow_run(stack.api_url, run_id, RUN_TIMEOUT_S, alive=[worker])
+    stack.local_run = run
+    return run
+
+
+def flow_run_logs(api_url: str, flow_run_id: str) -> str:
+    logs = api(api_url, "POST", "/logs/filter",
+               {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    return "\n".join(entry["message"] for entry in logs)

@@ -145,3 +145,23 @@ def test_bad_json_is_a_one_line_error():
     )
     assert proc.returncode != 0
     assert "--job-variables=" in proc.stderr and "not JSON" in proc.stderr
+
+
+def test_worker_manifests_are_valid_and_grant_jobs_and_pods():
+    import kubernetes_validate
+
+    docs = [d for f in sorted((REPO / "infra/kubernetes/worker").glob("*.yaml"))
+            for d in yaml.safe_load_all(f.read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceAccount", "Role", "RoleBinding", "Deployment"} <= kinds
+    role = next(d for d in docs if d["kind"] == "Role")
+    grants = {(g, r): set(rule["verbs"]) for rule in role["rules"]
+              for g in rule["apiGroups"] for r in rule["resources"]}
+    assert "create" in grants[("batch", "jobs")]
+    assert {"get", "list", "watch"} <= grants[("", "pods")] and "get" in grants[("", "pods/log")]
+    worker = next(d for d in docs if d["kind"] == "Deployment")
+    args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:6] == ["prefect", "worker", "start", "--pool", "kubernetes", "--type"]
+    assert worker["spec"]["template"]["spec"]["serviceAccountName"] == "prefect-worker"

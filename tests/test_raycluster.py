@@ -104,10 +104,12 @@ def ray_mod():
     ray.shutdown()
 
 
-def _own_ray_processes() -> list[int]:
-    """Ray daemons (gcs_server, raylet) started by this test process: a local instance."""
+def _own_ray_processes(head) -> list[int]:
+    """Ray daemons (gcs_server, raylet) this test process started outside the test head: a local
+    instance."""
     out = []
-    for pid in descendants(os.getpid()):
+    theirs = set(descendants(head.popen.pid)) | {head.popen.pid}
+    for pid in set(descendants(os.getpid())) - theirs:
         try:
             exe = Path(f"/proc/{pid}/exe").resolve().name
         except OSError:
@@ -128,7 +130,7 @@ def test_join_host_port(head, ray_mod):
     assert connect(head.address) is False  # already on it: nothing to own
     with pytest.raises(ValidationError, match="already connected"):
         connect(f"127.0.0.1:{free_port()}")
-    assert _own_ray_processes() == []
+    assert _own_ray_processes(head) == []
 
 
 @pytest.mark.slow
@@ -142,7 +144,7 @@ def test_bad_address_never_starts_local_instance(head, ray_mod):
         with make_task_runner(RayConfig(address=bad)):
             pass
     assert not ray_mod.is_initialized()
-    assert _own_ray_processes() == []
+    assert _own_ray_processes(head) == []
 
 
 @pytest.mark.slow
@@ -270,17 +272,24 @@ def test_killed_worker_task_is_rerun_by_ray(head, prefect_api, ray_mod, tmp_path
 
 @pytest.mark.slow
 def test_ephemeral_api_is_shared_with_workers(head, ray_mod, tmp_path):
-    """No PREFECT_API_URL: workers must use the driver's ephemeral server, not start their own."""
+    """No PREFECT_API_URL: workers must use the driver's ephemeral server, not start their own
+    (which fails, or locks the SQLite file the driver's server uses)."""
+    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    with temporary_settings(updates={PREFECT_HOME: str(tmp_path / "home")},
-                            restore_defaults={PREFECT_API_URL}):
-        assert PREFECT_API_URL.value() is None
-        probe = _flow_and_tasks(RayConfig(address=head.address))
-        state = probe(2, return_state=True)
-        assert state.is_completed(), state.message
-        apis = {r["api"] for r in state.result()}
-        assert len(apis) == 1 and apis.pop().startswith("http://127.0.0.1:")
-        with temporary_settings(updates={PREFECT_API_URL: state.result()[0]["api"]}):
-            runs = _task_runs(state.state_details.flow_run_id)
-        assert len(runs) == 2 and all(r.state.is_completed() for r, _ in runs)
+    ephemeral = SubprocessASGIServer()  # the per-process singleton the flow's client will start
+    try:
+        with temporary_settings(updates={PREFECT_HOME: str(tmp_path / "home")},
+                                restore_defaults={PREFECT_API_URL}):
+            assert PREFECT_API_URL.value() is None
+            probe = _flow_and_tasks(RayConfig(address=head.address))
+            state = probe(2, return_state=True)
+            assert state.is_completed(), state.message
+            assert ephemeral.running
+            apis = {r["api"] for r in state.result()}
+            assert apis == {ephemeral.api_url}
+            with temporary_settings(updates={PREFECT_API_URL: ephemeral.api_url}):
+                runs = _task_runs(state.state_details.flow_run_id)
+            assert len(runs) == 2 and all(r.state.is_completed() for r, _ in runs)
+    finally:
+        ephemeral.stop()  # now, while logging still has somewhere to write

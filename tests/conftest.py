@@ -1,0 +1,95 @@
+"""Shared fixtures: one real Prefect server per test session (SQLite, 127.0.0.1, stopped by PID),
+small synthetic benchmark data, small models built from configs, and a Prefect-client helper."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import servers  # noqa: E402
+
+TEST_EXAMPLES = 16
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` for the session; this process talks to it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    tmp = tmp_path_factory.mktemp("prefect")
+    url, proc = servers.start_prefect_server(tmp)
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        try:
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler.flush()
+        except Exception:
+            pass
+        servers.stop(proc)
+        if old is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = old
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    from plantcad_flows.synthetic import generate_benchmark
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate_benchmark(out, seed=0, n_examples=TEST_EXAMPLES)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory) -> dict[str, Path]:
+    from model_factory import save_tiny_clm, save_tiny_mlm
+
+    root = tmp_path_factory.mktemp("models")
+    save_tiny_mlm(root / "mlm", max_len=512)
+    save_tiny_clm(root / "clm", max_len=512)
+    return {"mlm": root / "mlm", "clm": root / "clm"}
+
+
+def eval_config(models: dict[str, Path], data: Path, prefix: Path | str, *,
+                tasks=(("conservation_within_andropogoneae", "test"), ("tis_recovery", "test_maize"),
+                       ("structural_variant_effect_prediction", "test")),
+                ray: bool = False, **extra) -> dict:
+    """A small config in the PlantCAD YAML format (as a dict)."""
+    cfg = {
+        "models": [
+            {"path": str(models["mlm"]), "name": "mlm", "type": "mlm", "context_length": 512},
+            {"path": str(models["clm"]), "name": "clm", "type": "clm", "context_length": 512,
+             "motif_inference_mode": "fwd_rc_avg"},
+        ],
+        "splits": [{"task": t, "split": s, "path": str(data / t / f"{s}.parquet")} for t, s in tasks],
+        "compute": {"device": "cpu", "batch_size": 8},
+        "executor": {"prefix": str(prefix)},
+        "ray": {"enabled": ray, "num_shards": 2},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def task_run_states(flow_run_id) -> dict[str, str]:
+    """Task-run name -> state name, read back through the Prefect client."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name: r.state.name for r in runs}

@@ -1,0 +1,138 @@
+"""The Prefect UI of the test server in a real headless Chromium (Debian `chromium`).
+
+Chromium is driven through the Chrome DevTools Protocol over its websocket: open the completed
+`zero-shot-eval/local` run, click its Artifacts tab, check that the results artifact is listed,
+open the artifact and check the results table is rendered, and save screenshots. The run page
+screenshot is copied to docs/img/flow-run.png for the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from servers import REPO, api, completed_local_run, get_stack, stop
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+README_SHOT = REPO / "docs" / "img" / "flow-run.png"
+
+
+class Browser:
+    """Just enough CDP: navigate, evaluate JavaScript, screenshot."""
+
+    def __init__(self, profile: Path):
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000",
+             "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text().strip():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("chromium did not open its DevTools port")
+            time.sleep(0.2)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        from websockets.sync.client import connect
+
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
+        self.ids = itertools.count(1)
+
+    def call(self, method: str, **params):
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == msg_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def eval(self, expression: str):
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                        awaitPromise=True)
+        return res["result"].get("value")
+
+    def goto(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def wait_for_text(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        body = ""
+        while time.monotonic() < deadline:
+            body = self.eval("document.body ? document.body.innerText : ''") or ""
+            if text in body:
+                return body
+            time.sleep(0.5)
+        raise AssertionError(f"{text!r} not shown within {timeout}s; page text: {body[:1500]!r}")
+
+    def click_text(self, text: str) -> bool:
+        js = (
+            "(() => { const want = %s;"
+            " const els = [...document.querySelectorAll('button, a, [role=tab], li, span, div')]"
+            "   .filter(e => e.innerText && e.innerText.trim() === want);"
+            " const el = els[els.length - 1]; if (!el) return false; el.click(); return true; })()"
+        ) % json.dumps(text)
+        return bool(self.eval(js))
+
+    def screenshot(self, path: Path) -> None:
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            stop(self.proc)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, request):
+    return get_stack(tmp_path_factory, request)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian package chromium not installed")
+def test_results_artifact_in_the_ui(stack, tmp_path):
+    run = completed_local_run(stack)
+    assert run["state_type"] == "COMPLETED"
+    artifacts = api(stack.api_url, "POST", "/artifacts/filter",
+                    {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    results = next(a for a in artifacts if a["key"] == "zero-shot-results")
+    table = results["data"] if isinstance(results["data"], list) else json.loads(results["data"])
+    model = table[0]["model"]
+
+    browser = Browser(tmp_path / "chromium-profile")
+    try:
+        browser.call("Page.enable")
+        browser.goto(f"{stack.ui_url}/runs/flow-run/{run['id']}")
+        browser.wait_for_text(run["name"])
+        browser.wait_for_text("Completed")
+        assert browser.click_text("Artifacts")
+        body = browser.wait_for_text("zero-shot-results")
+        assert "zero-shot-summary" in body
+        run_shot = tmp_path / "flow-run.png"
+        browser.screenshot(run_shot)
+
+        browser.goto(f"{stack.ui_url}/artifacts/artifact/{results['id']}")
+        body = browser.wait_for_text(model)
+        assert "zero-shot-results" in body
+        browser.screenshot(tmp_path / "results-artifact.png")
+    finally:
+        browser.close()
+
+    for shot in (run_shot, tmp_path / "results-artifact.png"):
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_shot, README_SHOT)
