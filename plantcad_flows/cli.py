@@ -16,9 +16,16 @@ DEMO_DATA_DIR = "data/synthetic"
 DEMO_PREFIX = "outputs/demo"
 
 
-def _config_error_lines(exc: Exception) -> list[str]:
+def _config_error_lines(exc: Exception, source: str | None = None) -> list[str]:
     import pydantic
+    import yaml
 
+    if isinstance(exc, yaml.YAMLError):
+        # PyYAML's message spans several lines (with a caret drawing); keep only where and what
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        return [f"config error: invalid YAML in {source or 'config'}{where}: {problem}"]
     if isinstance(exc, pydantic.ValidationError):
         out = []
         for err in exc.errors():
@@ -28,7 +35,7 @@ def _config_error_lines(exc: Exception) -> list[str]:
                 msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}"
             out.append(f"config error at {loc}: {msg}")
         return out
-    return [f"config error: {exc}"]
+    return [f"config error: {' '.join(str(exc).split())}"]
 
 
 def _load(path: str, args: argparse.Namespace):
@@ -113,7 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         cfg = _load(args.config, args)
     except Exception as e:
-        for line in _config_error_lines(e):
+        for line in _config_error_lines(e, args.config):
             print(line, file=sys.stderr)
         return 2
     return _run(cfg, args)

@@ -83,14 +83,27 @@ def _model_key(cell: Cell) -> str:
     return f"{cell.model.model_dump_json()}|{cell.compute.device}|{cell.compute.precision}"
 
 
-def _batch_size(cell: Cell, loaded: Any) -> int:
+def _batch_size(cell: Cell, loaded: Any, rows: Any) -> int:
+    """The configured batch size, or for `auto` on a GPU the largest that fits (probed once
+    per model, context length and GPU model, then remembered on the node)."""
     if cell.compute.batch_size != "auto":
         return int(cell.compute.batch_size)
-    if cell.compute.device_type == "cpu":
+    if cell.compute.device_type == "cpu" or len(rows) == 0:
         return DEFAULT_CPU_BATCH
-    from plantcad_flows.batch_size import auto_batch_size
+    import torch
 
-    return auto_batch_size(loaded, cell.model, cell.split)
+    from plantcad_flows.batch_size import auto_batch_size
+    from plantcad_flows.scoring import score_frame
+
+    def try_batch(size: int) -> None:
+        # a real batch of this cell's own examples, repeated to `size` rows
+        probe = rows.iloc[[i % len(rows) for i in range(size)]]
+        score_frame(loaded, cell.model, cell.split, probe, size)
+
+    identity = f"{cell.model.path}@{cell.model.revision}/{cell.model.subfolder}:{cell.compute.precision}"
+    size, _ = auto_batch_size(try_batch, identity, cell.model.context_length,
+                              torch.cuda.get_device_name(loaded.device))
+    return size
 
 
 def load_cached_model(cell: Cell):
@@ -117,7 +130,7 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
     read_s = time.perf_counter() - t0
     loaded = load_cached_model(cell)
     timings = StageTimings()
-    predictions = score_frame(loaded, cell.model, cell.split, rows, _batch_size(cell, loaded), timings)
+    predictions = score_frame(loaded, cell.model, cell.split, rows, _batch_size(cell, loaded, rows), timings)
     write_parquet_atomic(out, predictions)
     stats = {"read_examples_s": round(read_s, 4), **timings.as_dict()}
     log.info("scored %s shard %d/%d: %d examples, stages %s", cell.id, shard.index + 1,

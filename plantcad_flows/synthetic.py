@@ -92,7 +92,6 @@ def _protect(length: int, width: int = 400) -> tuple[int, int]:
 def _conservation_example(rng, pool, task: str, label: int, length: int, gc: float, species: str):
     centre = centred_mask(1, length)[0]
     seq = _genome_window(rng, pool, length, centre, species)
-    centre = centred_mask(1, length)[0]
     if task.endswith("_tis"):
         s = g.site("tis", rng, gc)
         if label:  # centre inside GCCACC-ATG-GC: 6 + 3 + 2 positions before the codons

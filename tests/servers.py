@@ -173,7 +173,8 @@ def get_stack(tmp_path_factory, request) -> Stack:
     hf_token = "hf_" + secrets.token_hex(20)
     repo = snapshot_repo(tmp / "snapshot")
     setup = run_setup(api_url, home, HF_TOKEN=hf_token, PLANTCAD_FLOWS_REPO=str(repo),
-                      PLANTCAD_FLOWS_REF="main")
+                      PLANTCAD_FLOWS_REF="main", AWS_ACCESS_KEY_ID="AKIATESTONLY",
+                      AWS_SECRET_ACCESS_KEY=hf_token[::-1])
     output = setup.stdout + setup.stderr
     assert setup.returncode == 0, output[-5000:]
     env = client_env(api_url, home)

@@ -6,7 +6,6 @@ import json
 import multiprocessing as mp
 
 import pytest
-import torch
 
 from plantcad_flows.batch_size import (
     BatchSizeMemo,
@@ -21,7 +20,7 @@ from plantcad_flows.errors import ValidationError
 class FakeDevice:
     """A forward pass that runs out of memory above `limit`, like CUDA does."""
 
-    def __init__(self, limit: int, exc=lambda: torch.cuda.OutOfMemoryError("CUDA out of memory.")):
+    def __init__(self, limit: int, exc=lambda: RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")):
         self.limit, self.exc, self.tried, self.freed = limit, exc, [], 0
 
     def __call__(self, size: int) -> None:
@@ -54,8 +53,10 @@ def test_ceiling_and_start_above_max():
     assert find_max_batch_size(FakeDevice(10**6), start=500, max=64) == 64
 
 
-def test_runtime_error_oom_and_other_errors():
-    dev = FakeDevice(5, exc=lambda: RuntimeError("CUDA error: out of memory"))
+def test_torch_oom_and_other_errors():
+    import torch  # here only: spawned children of this module must not pay for importing torch
+
+    dev = FakeDevice(5, exc=lambda: torch.cuda.OutOfMemoryError("CUDA out of memory."))
     assert find_max_batch_size(dev, start=4, on_oom=dev.free) == 5
 
     def broken(size):
@@ -64,6 +65,7 @@ def test_runtime_error_oom_and_other_errors():
     with pytest.raises(RuntimeError, match="shape mismatch"):
         find_max_batch_size(broken)
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
     assert not is_out_of_memory(ValueError("out of memory"))
 
 
@@ -104,14 +106,14 @@ def _probe_in_process(path, out):
     def try_batch(size):
         calls.append(size)
         if size > 24:
-            raise torch.cuda.OutOfMemoryError("oom")
+            raise RuntimeError("CUDA out of memory")
 
     size, hit = auto_batch_size(try_batch, "m", 512, "dev", memo_path=path, on_oom=lambda: None)
     out.put((size, hit, len(calls)))
 
 
 def test_concurrent_processes_probe_once(tmp_path):
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork is unsafe once Ray or Prefect threads exist
     out = ctx.Queue()
     procs = [ctx.Process(target=_probe_in_process, args=(str(tmp_path / "bs.json"), out)) for _ in range(3)]
     for p in procs:

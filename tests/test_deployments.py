@@ -37,6 +37,9 @@ def _deployments(stack) -> dict[str, dict]:
 
 def test_setup_creates_pools_and_deployments_and_never_prints_the_token(stack):
     assert stack.hf_token not in stack.setup_output
+    assert stack.hf_token[::-1] not in stack.setup_output  # the AWS secret key
+    assert "block hf-token: saved" in stack.setup_output
+    assert "block plantcad-aws: saved" in stack.setup_output
     pools = {p["name"]: p for p in api(stack.api_url, "POST", "/work_pools/filter", {})}
     assert {n: pools[n]["type"] for n in ("local", "lambda", "kubernetes")} == {
         "local": "process", "lambda": "process", "kubernetes": "kubernetes"}
@@ -45,7 +48,9 @@ def test_setup_creates_pools_and_deployments_and_never_prints_the_token(stack):
     # The process pools reference the Secret block; the token itself is stored only in the block.
     env_default = pools["local"]["base_job_template"]["variables"]["properties"]["env"]["default"]
     assert env_default["HF_TOKEN"] == "{{ prefect.blocks.secret.hf-token }}"
-    assert stack.hf_token not in json.dumps(pools)
+    assert env_default["AWS_SECRET_ACCESS_KEY"] == (
+        "{{ prefect.blocks.aws-credentials.plantcad-aws.aws_secret_access_key }}")
+    assert stack.hf_token not in json.dumps(pools) and stack.hf_token[::-1] not in json.dumps(pools)
     deps = _deployments(stack)
     assert set(deps) == {"local", "kubernetes", "lambda", "nightly"}
     assert all(d["enforce_parameter_schema"] for d in deps.values())
@@ -103,11 +108,15 @@ def test_local_deployment_completes_with_results(stack):
 def test_job_variable_override_reaches_the_run(stack):
     """`--job-variable` on a process pool: an env var the flow run's process sees."""
     completed_local_run(stack)  # a worker is running
-    run_id = deployment_run(stack, "zero-shot-eval/local", "--job-variable",
+    demo = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["configs"]["demo"]
+    small = dict(demo, splits=demo["splits"][:1])  # --param overrides the default config too
+    run_id = deployment_run(stack, "zero-shot-eval/local", "--params", json.dumps({"config": small}),
+                            "--job-variable",
                             "env=" + json.dumps({"PLANTCAD_MARKER": "from-job-variable"}))
     run = wait_for_flow_run(stack.api_url, run_id, RUN_TIMEOUT_S)
     assert run["state_type"] == "COMPLETED", flow_run_logs(stack.api_url, run_id)[-3000:]
     assert run["job_variables"]["env"]["PLANTCAD_MARKER"] == "from-job-variable"
+    assert len(run["parameters"]["config"]["splits"]) == 1
 
 
 def test_lambda_pool_through_start_node_single_node(stack, tmp_path):
@@ -121,7 +130,7 @@ def test_lambda_pool_through_start_node_single_node(stack, tmp_path):
     for m in config["models"]:
         m["path"] = str(REPO / m["path"])
     config["splits"] = [dict(s, path=str(data / s["task"] / f"{s['split']}.parquet"))
-                        for s in config["splits"][:4]]
+                        for s in config["splits"][:2]]
     config["executor"]["prefix"] = str(tmp_path / "outputs")
     log = open(tmp_path / "start-node.log", "ab")
     node = subprocess.Popen(

@@ -146,7 +146,8 @@ def test_transient_error_is_retried(prefect_server, small_models, synthetic_dir,
     models = {"mlm": small_models["mlm"], "clm": small_models["clm"]}
     cfg = eval_config(models, synthetic_dir, tmp_path / "out",
                       tasks=(("conservation_within_andropogoneae", "test"),),
-                      ray={"enabled": False, "num_shards": 1}, only="^mlm/")
+                      only="^mlm/")
+    cfg["ray"]["num_shards"] = 1
     state, run = _run(cfg)
     assert state.is_completed(), state.message
     assert calls["n"] == 2

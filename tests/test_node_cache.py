@@ -115,7 +115,7 @@ def test_concurrent_processes_download_once(remote, tmp_path):
     src, log = remote
     (src / "big.bin").write_bytes(os.urandom(1 << 20))
     url = f"slowremote://{src}/big.bin"
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork is unsafe once Ray or Prefect threads exist
     out = ctx.Queue()
     procs = [ctx.Process(target=_fetch, args=(url, str(tmp_path / "cache"), out)) for _ in range(4)]
     for p in procs:

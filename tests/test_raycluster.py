@@ -158,8 +158,14 @@ def test_auto_uses_ray_address(head, ray_mod, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ray_client_address(head, ray_mod):
+def test_ray_client_address(head, ray_mod, monkeypatch):
+    import ray.util.client.worker as client_worker
+
     from plantcad_flows.raycluster import cluster_resources
+
+    # The first client connection starts a server process for it; on a loaded 2-core machine that
+    # outlasts Ray's 5 s first attempt and its retries.
+    monkeypatch.setattr(client_worker, "INITIAL_TIMEOUT_SEC", 60)
 
     assert cluster_resources(head.client_address) == Resources(0.0, 2.0, 1)
 
@@ -275,11 +281,18 @@ def test_ephemeral_api_is_shared_with_workers(head, ray_mod, tmp_path):
     """No PREFECT_API_URL: workers must use the driver's ephemeral server, not start their own
     (which fails, or locks the SQLite file the driver's server uses)."""
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
 
     ephemeral = SubprocessASGIServer()  # the per-process singleton the flow's client will start
     try:
-        with temporary_settings(updates={PREFECT_HOME: str(tmp_path / "home")},
+        # The default 20 s start-up timeout is too short on a busy 2-core machine.
+        with temporary_settings(updates={PREFECT_HOME: str(tmp_path / "home"),
+                                         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180},
                                 restore_defaults={PREFECT_API_URL}):
             assert PREFECT_API_URL.value() is None
             probe = _flow_and_tasks(RayConfig(address=head.address))
@@ -292,4 +305,7 @@ def test_ephemeral_api_is_shared_with_workers(head, ray_mod, tmp_path):
                 runs = _task_runs(state.state_details.flow_run_id)
             assert len(runs) == 2 and all(r.state.is_completed() for r, _ in runs)
     finally:
-        ephemeral.stop()  # now, while logging still has somewhere to write
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=30)  # send queued run logs while their server is up
+        ephemeral.stop()

@@ -1,0 +1,257 @@
+"""`plantcad-flows eval` as users run it, in a subprocess: the PlantCAD pipeline config format,
+the dry-run plan, `--only`, one-line errors with exit status 2, no flow run for bad input, and
+the plan's `cached` status after a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import eval_config
+from plantcad_flows.cells import build_cells
+from plantcad_flows.config import load_config
+
+CLI = Path(sys.executable).parent / "plantcad-flows"
+REPO = Path(__file__).resolve().parents[1]
+
+# A config as PlantCAD users write it today (models/splits/compute/sampling/executor only):
+# hub ids that cannot be downloaded here, so a dry run that tried to load a model would fail.
+PLANTCAD_YAML = """\
+models:
+  - path: kuleshov-group/PlantCAD2-Small-l24-d0768
+    name: PlantCAD2-Small
+    type: mlm
+    context_length: 8192
+  - path: kuleshov-group/PlantCAD2-Large-l48-d1536
+    subfolder: ""
+    type: mlm
+    context_length: 8192
+  - path: my-lab/plant-dna-clm
+    name: plant-clm
+    type: clm
+    context_length: 8192
+    motif_inference_mode: fwd_rc_avg
+splits:
+  - task: conservation_within_andropogoneae
+    split: test
+  - task: acceptor_recovery
+    split: test_maize
+    repo_id: plantcad/PlantCAD2_zero_shot_tasks
+    seq_column: sequence
+    label_column: label
+    seq_length: 8192
+    overrides:
+      mask_token_indexes: [4095, 4096]
+  - task: tis_core_noncore_classification
+    split: test_tomato
+    overrides:
+      motif_len: 3
+  - task: structural_variant_effect_prediction
+    split: test
+    overrides:
+      flanking: 5
+compute:
+  device: cuda
+  batch_size: 32
+  num_workers: 4
+sampling:
+  rate: 0.5
+  max_size: 1000
+  seed: 42
+executor:
+  prefix: {prefix}
+  force_run_failed: true
+"""
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env["PREFECT_HOME"] = str(cwd / ".prefect-home")
+    env = {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def plan_lines(stdout: str) -> dict[str, str]:
+    """cell id -> the rest of its line in the printed plan."""
+    out = {}
+    for line in stdout.splitlines()[1:-1]:
+        cell_id, rest = line.split(None, 1)
+        out[cell_id] = rest
+    return out
+
+
+def write_yaml(path: Path, text_or_data) -> Path:
+    path.write_text(text_or_data if isinstance(text_or_data, str) else yaml.safe_dump(text_or_data))
+    return path
+
+
+@pytest.fixture
+def plantcad_config(tmp_path) -> Path:
+    return write_yaml(tmp_path / "plantcad.yaml", PLANTCAD_YAML.format(prefix=tmp_path / "evals"))
+
+
+def test_plantcad_format_dry_run(plantcad_config, tmp_path):
+    proc = cli("eval", plantcad_config, "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cells = build_cells(load_config(plantcad_config))
+    assert len(cells) == 12
+    lines = plan_lines(proc.stdout)
+    assert set(lines) == {c.id for c in cells}
+    assert "kuleshov-group/PlantCAD2-Large-l48-d1536/acceptor_recovery/test_maize" in lines  # name = path
+    for c in cells:
+        status, output = lines[c.id].split("  ", 1)[0], lines[c.id]
+        assert c.dir in output and c.dir.startswith(str(tmp_path / "evals" / "score_cell-"))
+        if c.id == "plant-clm/structural_variant_effect_prediction/test":
+            assert "skipped (unsupported)" in output and "causal" in output
+        else:
+            assert status == "to run", lines[c.id]
+    assert proc.stdout.splitlines()[-1] == "0 cached, 11 to run, 0 failed before, 1 skipped (unsupported)"
+    assert not (tmp_path / "evals").exists()  # planning writes nothing
+
+
+def test_only_filters_cells(plantcad_config, tmp_path):
+    proc = cli("eval", plantcad_config, "--dry-run", "--only", "^PlantCAD2-Small/|recovery", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert set(plan_lines(proc.stdout)) == {
+        "PlantCAD2-Small/conservation_within_andropogoneae/test",
+        "PlantCAD2-Small/acceptor_recovery/test_maize",
+        "PlantCAD2-Small/tis_core_noncore_classification/test_tomato",
+        "PlantCAD2-Small/structural_variant_effect_prediction/test",
+        "kuleshov-group/PlantCAD2-Large-l48-d1536/acceptor_recovery/test_maize",
+        "plant-clm/acceptor_recovery/test_maize",
+    }
+    assert proc.stdout.splitlines()[-1] == "0 cached, 6 to run, 0 failed before, 0 skipped (unsupported)"
+
+
+def _config_with(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load(PLANTCAD_YAML.format(prefix=tmp_path / "evals"))
+    edit(data)
+    return write_yaml(tmp_path / "edited.yaml", data)
+
+
+def _errors(proc) -> list[str]:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert lines and all(line.startswith("config error") for line in lines), proc.stderr
+    return lines
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda d: d.update(gpus=8), ["config error at gpus: unknown key 'gpus'"]),
+    (lambda d: d["compute"].update(gpus=8), ["config error at compute.gpus: unknown key 'gpus'"]),
+    (lambda d: d["models"][1].update(tokenizer="x"), ["config error at models.1.tokenizer: unknown key 'tokenizer'"]),
+    (lambda d: d["splits"][1]["overrides"].update(mask_len=2),
+     ["config error at splits.1.overrides.mask_len: unknown key 'mask_len'"]),
+    (lambda d: (d["executor"].update(retries=2), d["sampling"].update(fraction=0.1)),
+     ["config error at sampling.fraction: unknown key 'fraction'",
+      "config error at executor.retries: unknown key 'retries'"]),
+], ids=["top-level", "compute.gpus", "models[1]", "overrides", "two-keys"])
+def test_unknown_keys_are_rejected(tmp_path, edit, expected):
+    lines = _errors(cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
+    assert lines == expected
+
+
+@pytest.mark.parametrize("edit,needles", [
+    (lambda d: d["splits"][2].update(task="tis_core_noncore_clasification"),
+     ["splits.2.task", "splits[].task='tis_core_noncore_clasification'", "unknown name",
+      "did you mean 'tis_core_noncore_classification'?"]),
+    (lambda d: d["models"][2].update(motif_inference_mode="fwd_rc_average"),
+     ["models.2.motif_inference_mode", "models[].motif_inference_mode='fwd_rc_average'",
+      "did you mean 'fwd_rc_avg'?", "valid: fwd_only, fwd_rc_avg, rc_only"]),
+    (lambda d: d["models"][0].update(motif_inference_mode="rc_only"),
+     ["models[].motif_inference_mode='rc_only'", "only fwd_only is supported for type mlm"]),
+    (lambda d: d["models"][0].update(type="rnn"), ["models[].type='rnn'", "valid: clm, mlm"]),
+    (lambda d: d["splits"][1].update(split="test_rice"),
+     ["splits[acceptor_recovery].split='test_rice'", "test_maize"]),
+    (lambda d: d["compute"].update(device="tpu"), ["compute.device='tpu'", "cpu, cuda or cuda:N"]),
+], ids=["task", "mode", "mode-for-mlm", "type", "split", "device"])
+def test_bad_values_name_field_and_value(tmp_path, edit, needles):
+    lines = _errors(cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
+    assert len(lines) == 1
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_bad_only_regex_and_bad_yaml(plantcad_config, tmp_path):
+    lines = _errors(cli("eval", plantcad_config, "--dry-run", "--only", "(unclosed", cwd=tmp_path))
+    assert len(lines) == 1 and "only='(unclosed'" in lines[0] and "invalid regex" in lines[0]
+    broken = write_yaml(tmp_path / "broken.yaml", "models: [\n  - path: x\n")
+    lines = _errors(cli("eval", broken, "--dry-run", cwd=tmp_path))
+    assert lines == [f"config error: invalid YAML in {broken} at line 2, column 3: "
+                     "expected the node content, but found '-'"]
+
+
+# ------------------------------------------------------------------ against a real Prefect server
+
+
+def _count_flow_runs() -> int:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.count_flow_runs()
+
+
+@pytest.mark.slow
+def test_bad_config_creates_no_flow_run_and_plan_shows_cached(prefect_server, small_models,
+                                                              synthetic_dir, tmp_path):
+    import servers
+
+    env = servers.client_env(prefect_server, tmp_path / "client-home")
+    prefix = tmp_path / "evals"
+    cfg = eval_config(small_models, synthetic_dir, prefix, tasks=(("tis_recovery", "test_maize"),))
+    cfg["models"] = cfg["models"][:1]
+    good = write_yaml(tmp_path / "good.yaml", cfg)
+
+    before = _count_flow_runs()
+    bad_inputs = {
+        "syntax.yaml": "models: [\n  - path: x\n",
+        "unknown.yaml": yaml.safe_dump({**cfg, "compute": {**cfg["compute"], "gpus": 2}}),
+        "task.yaml": yaml.safe_dump({**cfg, "splits": [{**cfg["splits"][0], "task": "tis_recov"}]}),
+    }
+    for name, text in bad_inputs.items():
+        proc = cli("eval", write_yaml(tmp_path / name, text), cwd=tmp_path, env=env)
+        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert _count_flow_runs() == before
+    assert not prefix.exists()
+
+    # the dry run before and after a real run (in-process, threads instead of Ray)
+    proc = cli("eval", good, "--dry-run", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert plan_lines(proc.stdout)["mlm/tis_recovery/test_maize"].startswith("to run")
+
+    from flows.zero_shot_eval import zero_shot_eval
+
+    state = zero_shot_eval(load_config(good), return_state=True)
+    assert state.is_completed(), state.message
+    assert _count_flow_runs() == before + 1  # the count does see runs on this server
+
+    proc = cli("eval", good, "--dry-run", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    cell = build_cells(load_config(good))[0]
+    line = plan_lines(proc.stdout)["mlm/tis_recovery/test_maize"]
+    assert line.startswith("cached") and cell.dir in line
+    assert proc.stdout.splitlines()[-1].startswith("1 cached, 0 to run")
+    proc = cli("eval", good, "--dry-run", "--force", cwd=tmp_path, env=env)
+    assert plan_lines(proc.stdout)["mlm/tis_recovery/test_maize"].startswith("to run")
+    assert _count_flow_runs() == before + 1  # dry runs never create flow runs
+
+    # the real command on the same prefix: one more flow run, everything from cache
+    out_json = tmp_path / "results.json"
+    proc = cli("eval", good, "--results-json", out_json, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 cells: 1 from cache, 0 skipped" in proc.stdout
+    assert f"{prefect_server.removesuffix('/api')}/runs/flow-run/" in proc.stdout
+    rows = json.loads(out_json.read_text())
+    assert [(r["model"], r["task"], r["split"]) for r in rows] == [("mlm", "tis_recovery", "test_maize")]
+    assert rows[0]["num_examples"] == 16
+    assert _count_flow_runs() == before + 2

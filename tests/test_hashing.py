@@ -1,0 +1,178 @@
+"""Which config fields move a cell's cache key and which must not (marin's `test_versioning`).
+
+A key that moves when it should not throws away finished GPU work (bigger batch, more workers,
+another GPU index, another output prefix); a key that does not move when it should serves stale
+scores. Every field is checked one at a time against the same baseline, through the real
+`EvalConfig -> build_cells -> Cell.key` path that the flow and the dry run use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import plantcad_flows.hashing as hashing
+from plantcad_flows.cells import Cell, build_cells
+from plantcad_flows.config import EvalConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "models": [{"path": "org/plantcad-tiny", "name": "tiny", "type": "clm", "context_length": 4096,
+                "revision": "abc123", "subfolder": "", "motif_inference_mode": "fwd_only"}],
+    "splits": [{"task": "conservation_within_andropogoneae", "split": "test"}],
+    "compute": {"device": "cuda:0", "batch_size": 8, "num_workers": 2, "precision": "bf16"},
+    "sampling": {"rate": 0.5, "max_size": 100, "seed": 0},
+    "executor": {"prefix": "/data/evals", "force_run_failed": True},
+    "ray": {"enabled": True, "num_shards": 4, "address": None},
+}
+
+
+def _with(path: str, value, base: dict = BASE) -> dict:
+    """A copy of `base` with the dotted `path` (list items by index) set to `value`."""
+    cfg = copy.deepcopy(base)
+    node = cfg
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    node[last] = value
+    return cfg
+
+
+def _cell(cfg: dict) -> Cell:
+    cells = build_cells(EvalConfig.model_validate(cfg))
+    assert len(cells) == 1
+    return cells[0]
+
+
+SV = _with("splits", [{"task": "structural_variant_effect_prediction", "split": "test"}])
+MOTIF = _with("splits", [{"task": "tis_recovery", "split": "test_maize"}])
+
+MUST_CHANGE = [
+    ("models.0.path", "org/plantcad-other", BASE),
+    ("models.0.revision", "def456", BASE),
+    ("models.0.revision", None, BASE),
+    ("models.0.subfolder", "checkpoint-100", BASE),
+    ("models.0.type", "mlm", BASE),
+    ("models.0.context_length", 8192, BASE),
+    ("models.0.motif_inference_mode", "fwd_rc_avg", BASE),
+    ("models.0.motif_inference_mode", "rc_only", BASE),
+    ("splits.0.task", "conservation_within_poaceae_tis", BASE),
+    ("splits.0.split", "test_tomato", MOTIF),
+    ("splits.0.path", "/data/conservation/test.parquet", BASE),
+    ("splits.0.repo_id", "someone/fork_of_zero_shot_tasks", BASE),
+    ("splits.0.seq_column", "seq", BASE),
+    ("splits.0.label_column", "y", BASE),
+    ("splits.0.seq_length", 4096, BASE),
+    ("splits.0.overrides", {"mask_token_indexes": [4096]}, BASE),
+    ("splits.0.overrides", {"motif_len": 5}, MOTIF),
+    ("splits.0.overrides", {"flanking": 7}, SV),
+    ("sampling.rate", 0.25, BASE),
+    ("sampling.rate", None, BASE),
+    ("sampling.max_size", 50, BASE),
+    ("sampling.seed", 1, BASE),
+    ("compute.precision", "fp32", BASE),
+    ("compute.device", "cpu", BASE),
+]
+
+MUST_NOT_CHANGE = [
+    ("compute.batch_size", 64),
+    ("compute.batch_size", "auto"),
+    ("compute.num_workers", 16),
+    ("compute.num_workers", None),
+    ("compute.device", "cuda:1"),
+    ("compute.device", "cuda"),
+    ("ray.num_shards", 1),
+    ("ray.address", "ray://head.example:10001"),
+    ("ray.enabled", False),
+    ("ray.cpus_per_shard", 4.0),
+    ("executor.prefix", "s3://bucket/evals"),
+    ("executor.force_run_failed", False),
+    ("models.0.name", "renamed"),
+    ("models.0.trust_remote_code", False),
+    ("force", True),
+    ("only", "tiny/"),
+]
+
+
+@pytest.mark.parametrize("path,value,base", MUST_CHANGE, ids=[f"{p}={v!r}" for p, v, _ in MUST_CHANGE])
+def test_field_changes_cell_key(path, value, base):
+    before, after = _cell(base), _cell(_with(path, value, base))
+    assert before.key != after.key
+    assert before.dir != after.dir  # the content-addressed directory moves with the key
+
+
+@pytest.mark.parametrize("path,value", MUST_NOT_CHANGE, ids=[f"{p}={v!r}" for p, v in MUST_NOT_CHANGE])
+def test_field_does_not_change_cell_key(path, value):
+    assert _cell(_with(path, value)).key == _cell(BASE).key
+
+
+def test_code_version_changes_every_key(monkeypatch):
+    cell = _cell(BASE)
+    old_cell, old_split = cell.key, cell.split_job.key
+    monkeypatch.setattr(hashing, "CODE_VERSION", "9999.1.1")
+    cell = _cell(BASE)
+    assert cell.key != old_cell and cell.split_job.key != old_split
+
+
+def test_explicit_default_masks_are_the_same_cell():
+    # what is hashed is the resolved mask positions, not how the YAML spelled them
+    explicit = _with("splits.0.overrides", {"mask_token_indexes": [4095]})
+    assert _cell(explicit).key == _cell(BASE).key
+    motif = _with("splits.0.overrides", {"motif_len": 3}, MOTIF)
+    assert _cell(motif).key == _cell(MOTIF).key
+
+
+def test_split_key_ignores_model_and_compute():
+    """One prepared split serves every model: its key sees data and sampling only."""
+    base = _cell(BASE).split_job
+    for path, value in [("models.0.path", "org/other"), ("models.0.type", "mlm"),
+                        ("models.0.context_length", 8192), ("models.0.revision", "zzz"),
+                        ("compute.precision", "fp32"), ("compute.device", "cpu"),
+                        ("executor.prefix", "/elsewhere")]:
+        assert _cell(_with(path, value)).split_job.key == base.key, path
+    for path, value in [("sampling.seed", 3), ("sampling.max_size", 7),
+                        ("splits.0.path", "/x.parquet"), ("splits.0.seq_column", "s")]:
+        assert _cell(_with(path, value)).split_job.key != base.key, path
+
+
+def test_two_models_share_one_split_job():
+    cfg = _with("models", BASE["models"] + [{"path": "org/b", "name": "b", "type": "mlm",
+                                              "context_length": 4096}])
+    cells = build_cells(EvalConfig.model_validate(cfg))
+    assert len(cells) == 2 and cells[0].key != cells[1].key
+    assert cells[0].split_job.key == cells[1].split_job.key
+    assert cells[0].split_job.dir == cells[1].split_job.dir
+
+
+def test_hash_is_canonical():
+    assert hashing.stable_hash({"a": 1, "b": [1, 2]}) == hashing.stable_hash({"b": [1, 2], "a": 1})
+    assert hashing.stable_hash({"a": 1}) != hashing.stable_hash({"a": 1.5})
+    assert len(hashing.short_hash({"a": 1})) == 10
+    assert hashing.stable_hash({"a": 1}).startswith(hashing.short_hash({"a": 1}))
+
+
+def test_keys_are_stable_across_processes():
+    """Another interpreter (other hash seed, fresh imports) computes the very same keys."""
+    script = (
+        "import json, sys; from plantcad_flows.cells import build_cells; "
+        "from plantcad_flows.config import EvalConfig; "
+        "cfg = EvalConfig.model_validate(json.loads(sys.argv[1])); "
+        "print(json.dumps([[c.key, c.split_job.key, c.dir] for c in build_cells(cfg)]))"
+    )
+    cfg = _with("models", BASE["models"] + [{"path": "org/b", "name": "b", "type": "mlm"}])
+    cfg["splits"] = [{"task": "tis_recovery", "split": "test_maize"},
+                     {"task": "structural_variant_effect_prediction", "split": "test"}]
+    here = [[c.key, c.split_job.key, c.dir] for c in build_cells(EvalConfig.model_validate(cfg))]
+    for seed in ("1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run([sys.executable, "-c", script, json.dumps(cfg)], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120, check=True)
+        assert json.loads(out.stdout) == here
+    assert len({k for k, _, _ in here}) == 4

@@ -1,0 +1,69 @@
+"""prefect.yaml without a server: every deployment's parameters are a valid EvalConfig, the local
+demo matches configs/demo.yaml, pull steps name importable functions, anchors are used."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import yaml
+
+from plantcad_flows.config import EvalConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC_TEXT = (REPO / "prefect.yaml").read_text()
+SPEC = yaml.safe_load(SPEC_TEXT)
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+
+
+def test_four_deployments_on_three_pools():
+    assert {n: d["work_pool"]["name"] for n, d in DEPLOYMENTS.items()} == {
+        "local": "local", "kubernetes": "kubernetes", "lambda": "lambda", "nightly": "kubernetes"}
+    for d in DEPLOYMENTS.values():
+        assert d["entrypoint"] == "flows/zero_shot_eval.py:zero_shot_eval"
+        assert d["enforce_parameter_schema"] is True
+        EvalConfig.model_validate(d["parameters"]["config"])
+    assert "definitions:" in SPEC_TEXT and SPEC_TEXT.count("*benchmark_config") >= 2
+
+
+def test_local_demo_is_configs_demo_yaml_but_small():
+    demo = load_config(REPO / "configs" / "demo.yaml")
+    local = EvalConfig.model_validate(DEPLOYMENTS["local"]["parameters"]["config"])
+    assert local.models == demo.models
+    assert local.splits == demo.splits
+    assert local.sampling.max_size == 32 and local.compute.device == "cpu"
+    assert not local.ray.enabled
+
+
+def test_nightly_covers_every_split_on_a_schedule():
+    from plantcad_flows.registry import TASKS
+
+    nightly = EvalConfig.model_validate(DEPLOYMENTS["nightly"]["parameters"]["config"])
+    assert {(s.task, s.split) for s in nightly.splits} == {
+        (t, s) for t, spec in TASKS.items() for s in spec.splits}
+    [sched] = DEPLOYMENTS["nightly"]["schedules"]
+    assert sched["cron"] == "0 2 * * *" and sched["timezone"]
+
+
+def test_pull_steps_are_importable():
+    for d in DEPLOYMENTS.values():
+        for step in d["pull"]:
+            [(fqn, _)] = step.items()
+            module, _, func = fqn.rpartition(".")
+            assert callable(getattr(importlib.import_module(module), func)), fqn
+    kinds = {n: [next(iter(s)) for s in d["pull"]] for n, d in DEPLOYMENTS.items()}
+    assert kinds["lambda"][0] == "prefect.deployments.steps.git_clone"
+    assert DEPLOYMENTS["kubernetes"]["pull"][0][
+        "prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/plantcad-flows"
+
+
+def test_ensure_demo_data_step(tmp_path, monkeypatch):
+    from deployments.steps import ensure_demo_data
+    from plantcad_flows.synthetic import MARKER
+
+    monkeypatch.chdir(tmp_path)
+    out = ensure_demo_data("data/synthetic")
+    assert out == {"demo_data": str(tmp_path / "data" / "synthetic")}
+    assert (tmp_path / "data" / "synthetic" / MARKER).exists()
+    for s in DEPLOYMENTS["local"]["parameters"]["config"]["splits"]:
+        assert (tmp_path / s["path"]).exists()
