@@ -39,15 +39,14 @@ class EvalFailed(PlantCADError):
     """Some cells failed; the others completed and their results were written."""
 
 
-def _scoring_runner(config: EvalConfig):
-    """The runner for shard scoring, its worker count, and per-shard Ray options."""
+def _scoring_runner(config: EvalConfig, suggested_workers: int):
+    """The runner for shard scoring, its worker count (None = ask the Ray cluster) and name."""
     if not config.ray.enabled:
-        workers = config.compute.num_workers or 1
-        return ThreadPoolTaskRunner(max_workers=workers), workers, {}, "threads"
+        workers = config.compute.num_workers or suggested_workers
+        return ThreadPoolTaskRunner(max_workers=workers), workers, "threads"
     from plantcad_flows import raycluster
 
-    runner = raycluster.make_task_runner(config.ray)
-    return runner, None, None, "ray"
+    return raycluster.make_task_runner(config.ray), None, "ray"
 
 
 def _config_hash(config: EvalConfig) -> str:
@@ -86,8 +85,8 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
                                         description="cells finished / cells planned")
     done = len(results)
     total = max(len(planned), 1)
-    env = _environment()
-    runner, workers, _, runner_name = _scoring_runner(config)
+    env, suggested = _environment()
+    runner, workers, runner_name = _scoring_runner(config, suggested)
     timings: dict[str, float] = {}
     with runner:
         workers, remote = _cluster_workers(config, runner_name, workers)
@@ -180,12 +179,15 @@ def _cluster_workers(config: EvalConfig, runner_name: str, workers: int | None) 
     return n, raycluster.shard_remote_options(res.num_gpus, config.ray.cpus_per_shard)
 
 
-def _environment() -> str:
+def _environment() -> tuple[str, int]:
+    """Where this run is (for the summary) and the worker count that environment suggests."""
     try:
         from plantcad_flows.cluster_env import detect
 
-        report = detect()
-        return f"{report.kind}, {len(report.hosts)} host(s), {report.gpus_per_host} GPU(s)/host"
+        r = detect()
+        gpus = f"{r.gpus_per_host} x {r.gpu_model}" if r.gpus_per_host else "no GPU"
+        return (f"{r.kind}, {len(r.hosts)} host(s), {gpus} per host, "
+                f"suggested workers {r.num_workers}"), max(1, r.num_workers)
     except Exception as e:  # the report is informative only; never fail a run over it
-        logging.getLogger(__name__).debug("environment detection failed: %s", e)
-        return "unknown"
+        logging.getLogger(__name__).warning("environment detection failed: %s", e)
+        return "unknown", 1

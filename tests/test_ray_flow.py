@@ -1,0 +1,280 @@
+"""The zero-shot-eval flow scoring on a real multi-process Ray cluster on loopback.
+
+One `ray start --head --block` (2 CPUs, started and stopped by PID, never `ray stop`) and the
+session's Prefect server serve the whole module, because each takes tens of seconds to start on a
+2-core machine. The flow joins the cluster through `ray.address` (in-process) and through
+`plantcad-flows eval --ray-address` (a subprocess); both must give exactly the numbers of the
+default run on a local Ray instance. A Ray worker SIGKILLed while it scores a shard must cost
+nothing but time, and deleting one shard file must re-score that shard alone.
+
+Numbers are compared for exact equality: every run scores the same shards with the same batches
+in Ray workers of one CPU each, so there is no reason for even the last bit to move.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import eval_config, task_run_states
+from plantcad_flows.config import EvalConfig
+from ray_cluster import busy_worker_pids, descendants, start_ray_head
+
+pytestmark = pytest.mark.slow
+
+CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "plantcad-flows"
+SLOW_TASK = ("conservation_within_andropogoneae", "test")
+SLOW_EXAMPLES = 400  # 2 shards of 200 rows: seconds of scoring each for the 4x128 model below
+SHARD_TASK = "score-shard"  # the Prefect task name; Ray titles a worker `ray::score-shard` while it runs one
+
+
+@pytest.fixture(scope="module")
+def head():
+    h = start_ray_head(num_cpus=2)
+    yield h
+    h.stop()
+
+
+def _run(cfg: dict):
+    from flows.zero_shot_eval import zero_shot_eval
+
+    state = zero_shot_eval(EvalConfig.model_validate(cfg), return_state=True)
+    return state, state.state_details.flow_run_id
+
+
+def _metrics(results: list[dict]) -> dict[str, str]:
+    """cell id -> its metrics as canonical JSON (so NaN compares equal to NaN)."""
+    return {r["cell_id"]: json.dumps(r["metrics"], sort_keys=True) for r in results if r["metrics"]}
+
+
+def _shard_runs(flow_run_id) -> list:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        return [(r, [s.type.value for s in client.read_task_run_states(r.id)])
+                for r in runs if r.name.startswith("score ")]
+
+
+def _check_coverage(cfg: dict, cell_id: str) -> None:
+    """The cell's predictions.parquet, and its shard files together, hold every sampled example
+    of examples.parquet exactly once."""
+    from plantcad_flows.cells import build_cells
+
+    cell = next(c for c in build_cells(EvalConfig.model_validate(cfg)) if c.id == cell_id)
+    expected = sorted(pd.read_parquet(Path(cell.split_job.dir) / "examples.parquet")["row_index"].tolist())
+    assert len(expected) == len(set(expected)) > 0
+    predictions = pd.read_parquet(Path(cell.dir) / "predictions.parquet")["row_index"].tolist()
+    assert sorted(predictions) == expected
+    shards = sorted((Path(cell.dir) / "shards").glob("shard-*.parquet"))
+    assert sorted(i for p in shards for i in pd.read_parquet(p)["row_index"].tolist()) == expected
+
+
+def _own_ray_daemons() -> list[int]:
+    """gcs_server / raylet processes this test process started (a local Ray instance)."""
+    out = []
+    for pid in descendants(os.getpid()):
+        try:
+            if Path(f"/proc/{pid}/exe").resolve().name in ("gcs_server", "raylet"):
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster_run(head, prefect_server, small_models, synthetic_dir, tmp_path_factory):
+    """The small config (2 models x 3 tasks, 2 shards per cell) scored on the test cluster."""
+    prefix = tmp_path_factory.mktemp("cluster") / "out"
+    cfg = eval_config(small_models, synthetic_dir, prefix, ray=True)
+    cfg["ray"]["address"] = head.address
+    state, run_id = _run(cfg)
+    assert state.is_completed(), state.message
+    import ray
+
+    assert not ray.is_initialized()  # the runner left the cluster when the flow ended
+    return SimpleNamespace(cfg=cfg, prefix=prefix, run_id=run_id, results=state.result())
+
+
+def test_cluster_run_equals_default_local_ray_run(cluster_run, small_models, synthetic_dir, tmp_path):
+    import ray
+
+    computed = [r for r in cluster_run.results if r["status"] == "completed"]
+    assert len(computed) == 4 and all(r["metrics"]["num_examples"] == 16 for r in computed)
+
+    # the default: ray enabled, no address -> a local instance started (and stopped) for the run
+    cfg = eval_config(small_models, synthetic_dir, tmp_path / "out", ray=True)
+    assert cfg["ray"].get("address") is None
+    state, _ = _run(cfg)
+    assert state.is_completed(), state.message
+    local = state.result()
+    assert [r["status"] for r in local] == [r["status"] for r in cluster_run.results]
+    assert _metrics(local) == _metrics(cluster_run.results)
+    assert len(_metrics(local)) == 4
+
+    assert not ray.is_initialized()
+    deadline = time.monotonic() + 60
+    while _own_ray_daemons() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _own_ray_daemons() == [], "the local Ray instance outlived the flow run"
+
+
+def test_cli_ray_address_gives_same_rows(cluster_run, head, prefect_server, tmp_path):
+    import servers
+    from plantcad_flows.results import CellResult, rows
+
+    cfg = {**cluster_run.cfg, "executor": {"prefix": str(tmp_path / "cli-out")},
+           "ray": {"enabled": True, "num_shards": 2}}
+    config_path = tmp_path / "eval.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    out_json = tmp_path / "results.json"
+    env = servers.client_env(prefect_server, tmp_path / "client-home", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [str(CLI), "eval", str(config_path), "--ray-address", head.address,
+         "--results-json", str(out_json)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(out_json.read_text())
+    want = rows([CellResult.model_validate(r) for r in cluster_run.results])
+    assert len(got) == 4 and got == want
+    assert f"{prefect_server.removesuffix('/api')}/runs/flow-run/" in proc.stdout
+
+
+def test_shard_task_runs_belong_to_flow_run_on_test_server(cluster_run, head):
+    runs = _shard_runs(cluster_run.run_id)
+    # 4 scorable cells (clm x structural variant is skipped) x 2 shards
+    names = sorted(r.name for r, _ in runs)
+    assert names == sorted(f"score {m}/{t}/{s} shard {i}" for m, t, s in (
+        ("mlm", "conservation_within_andropogoneae", "test"), ("mlm", "tis_recovery", "test_maize"),
+        ("mlm", "structural_variant_effect_prediction", "test"),
+        ("clm", "conservation_within_andropogoneae", "test"), ("clm", "tis_recovery", "test_maize"),
+    ) for i in (0, 1))
+    # The Ray workers' task engines create these runs and move them Pending -> Running ->
+    # Completed; were a worker on an ephemeral API of its own, they would not be on this server.
+    for r, history in runs:
+        assert r.flow_run_id == cluster_run.run_id
+        assert r.state.is_completed() and history.count("RUNNING") == 1, (r.name, history)
+    # nor did any worker leave a temporary Prefect server behind
+    servers_on_cluster = [p for p in descendants(head.popen.pid) if "prefect" in _cmdline(p)
+                          and ("server" in _cmdline(p) or "uvicorn" in _cmdline(p))]
+    assert servers_on_cluster == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def slow_inputs(tmp_path_factory):
+    """A bigger split and a bigger model, so a shard scores for seconds: long enough to be caught."""
+    from model_factory import save_tiny_mlm
+    from plantcad_flows.synthetic import build_split
+
+    root = tmp_path_factory.mktemp("slow")
+    task, split = SLOW_TASK
+    (root / task).mkdir()
+    build_split(task, split, seed=1, n_examples=SLOW_EXAMPLES).to_parquet(root / task / f"{split}.parquet")
+    model = save_tiny_mlm(root / "mlm-4x128", layers=4, hidden=128, max_len=512)
+    return SimpleNamespace(data=root, model=model)
+
+
+def _slow_config(slow_inputs, prefix: Path, address: str) -> dict:
+    cfg = eval_config({"mlm": slow_inputs.model, "clm": slow_inputs.model}, slow_inputs.data, prefix,
+                      tasks=(SLOW_TASK,), ray=True, only="^mlm/")
+    cfg["ray"]["address"] = address
+    return cfg
+
+
+def _maps_file(pid: int, path: Path) -> bool:
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return str(path) in f.read()
+    except OSError:
+        return False
+
+
+def test_killed_worker_mid_scoring_loses_nothing(head, prefect_server, slow_inputs, tmp_path):
+    state, _ = _run(_slow_config(slow_inputs, tmp_path / "undisturbed", head.address))
+    assert state.is_completed(), state.message
+    undisturbed = state.result()
+
+    weights = slow_inputs.model / "model.safetensors"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_a_scoring_worker():
+        # The weights are mapped into a worker once it has loaded the model: from then on the
+        # shard task is scoring. Kill it a moment later, if it is still on the shard.
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline:
+            loaded = [p for p in busy_worker_pids(head, SHARD_TASK) if _maps_file(p, weights)]
+            if loaded:
+                time.sleep(1.0)
+                if loaded[0] in busy_worker_pids(head, SHARD_TASK):
+                    os.kill(loaded[0], 9)
+                    killed.append(loaded[0])
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_scoring_worker, daemon=True)
+    cfg = _slow_config(slow_inputs, tmp_path / "disturbed", head.address)
+    killer.start()
+    try:
+        state, run_id = _run(cfg)
+    finally:
+        stop.set()
+        killer.join(10)
+    assert killed, "no worker was caught scoring a shard"
+    assert state.is_completed(), state.message
+    disturbed = state.result()
+    assert [r["status"] for r in disturbed] == ["completed"]
+    assert _metrics(disturbed) == _metrics(undisturbed)
+    assert disturbed[0]["metrics"]["num_examples"] == SLOW_EXAMPLES
+
+    # Ray re-ran the killed shard task under the same task run: two shards, one started twice
+    runs = _shard_runs(run_id)
+    assert len(runs) == 2 and all(r.state.is_completed() for r, _ in runs)
+    assert sorted(h.count("RUNNING") for _, h in runs) == [1, 2], [(r.name, h) for r, h in runs]
+
+    cell_dir = Path(disturbed[0]["output_dir"])
+    assert sorted(p.name for p in (cell_dir / "shards").iterdir()) == [
+        "shard-00000-of-00002.parquet", "shard-00001-of-00002.parquet"]
+    _check_coverage(cfg, disturbed[0]["cell_id"])
+
+
+def test_shard_level_resume(cluster_run):
+    cell_id = "mlm/conservation_within_andropogoneae/test"
+    cell_dir = Path(next(r["output_dir"] for r in cluster_run.results if r["cell_id"] == cell_id))
+    shards = cell_dir / "shards"
+    lost = shards / "shard-00001-of-00002.parquet"
+    kept = {p: p.stat().st_mtime_ns for p in cluster_run.prefix.glob("score_cell-*/shards/*.parquet")
+            if p != lost}
+    assert len(kept) == 7
+    lost.unlink()
+
+    state, run_id = _run(cluster_run.cfg)
+    assert state.is_completed(), state.message
+    assert _metrics(state.result()) == _metrics(cluster_run.results)
+    states = {n: s for n, s in task_run_states(run_id).items() if n.startswith("score ")}
+    assert len(states) == 8
+    rescored = "score mlm/conservation_within_andropogoneae/test shard 1"
+    assert states.pop(rescored) == "Completed"
+    assert set(states.values()) == {"Cached"}, states
+    assert lost.exists()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # no other shard was rewritten
+    _check_coverage(cluster_run.cfg, cell_id)
