@@ -165,14 +165,6 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(module).main(args.rest)
-    return run
-
-
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-json", help="write the results rows here as a JSON list")
     p.add_argument("--force", action="store_true", help="recompute every step")
@@ -202,18 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("server", help="run a local Prefect server (127.0.0.1) in the foreground")
     p.add_argument("--port", type=int, default=4200)
     p.set_defaults(func=cmd_server)
-    for name, module, text in (
-        ("setup", "deployments.setup", "create work pools, blocks and deployments"),
-        ("preview-job", "deployments.preview_job", "print the Kubernetes Job for job variables"),
-        ("env", "plantcad_flows.cluster_env", "report where this process runs"),
+    for name, text in (
+        ("setup", "create work pools, blocks and deployments (see infra/README.md)"),
+        ("preview-job", "print the Kubernetes Job a run would submit for --job-variables JSON"),
+        ("env", "report where this process runs: scheduler, hosts, GPUs, Ray address"),
     ):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_delegate(module))
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
+DELEGATED = {"setup": "deployments.setup", "preview-job": "deployments.preview_job",
+             "env": "plantcad_flows.cluster_env"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        # these commands own their flags (argparse.REMAINDER would swallow `--x` options)
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -21,7 +21,7 @@ Generative model (plus strand only; bases upper case here, soft-masking is added
     is recoverable from downstream context only.
   Non-canonical motif instances (e.g. ``AC`` acceptors, ``GC`` donors, ``CTG`` starts, sense
   codons at a TTS) sit in the same contexts but are rare in the genome (`NONCANONICAL_RATE`).
-* **Layout** (`sample_genome`): background gaps (geometric, mean 30 bp) alternating with features:
+* **Layout** (`sample_genome`): background gaps (geometric, mean `GAP_MEAN` = 15 bp) alternating with features:
   element instances 45%, each gene feature 12.5%, non-canonical sites the rest.
 """
 
@@ -37,6 +37,7 @@ GENOME_SEED = 20_240_611
 NUM_ELEMENTS = 24
 ELEMENT_MUTATION = 0.02
 NONCANONICAL_RATE = 0.05
+GAP_MEAN = 15
 SPECIES_GC = {"maize": 0.46, "tomato": 0.36}
 DEFAULT_SPECIES = "maize"
 
@@ -134,7 +135,7 @@ def site(kind: str, rng: np.random.Generator, gc: float, canonical: bool = True)
     return Site(np.concatenate(left + [m] + right), anchor, len(m))
 
 
-_FEATURE_P = np.array([0.45] + [0.125] * 4 + [0.05])
+_FEATURE_P = np.array([0.45] + [0.125] * 4 + [NONCANONICAL_RATE])
 
 
 def next_feature(rng: np.random.Generator, gc: float) -> np.ndarray:
@@ -156,7 +157,7 @@ def sample_genome(rng: np.random.Generator, length: int, species: str = DEFAULT_
     # Start mid-gap or mid-feature, as a window into a longer genome would.
     skip = int(rng.integers(0, 40))
     while total < length + skip:
-        gap = background(rng, int(rng.geometric(1 / 30)), gc)
+        gap = background(rng, int(rng.geometric(1 / GAP_MEAN)), gc)
         feat = feature(rng, gc)
         parts += [gap, feat]
         total += len(gap) + len(feat)
