@@ -125,13 +125,30 @@ def run_inputs(loaded: LoadedModel, inp: ModelInputs, batch_size: int,
         except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
             q.put(e)
 
-    worker = threading.Thread(target=produce, name="plantcad-prefetch", daemon=True)
-    worker.start()
+    if pin:
+        worker = threading.Thread(target=produce, name="plantcad-prefetch", daemon=True)
+        worker.start()
+    else:
+        # On the CPU the model's own threads use every core; a prefetch thread would only steal
+        # cycles from them (and stall their spin-waits), so batches are prepared inline.
+        worker = None
+
+    def next_item():
+        if worker is not None:
+            return q.get()
+        if not starts_left:
+            return None
+        lo = starts_left.pop(0)
+        hi = min(lo + batch_size, n)
+        return lo, hi, _prepare(inp, loaded, lo, hi, pin, t)
+
+    starts_left = list(starts)
     try:
         while True:
             t0 = time.perf_counter()
-            item = q.get()
-            t.wait_s += time.perf_counter() - t0
+            item = next_item()
+            if worker is not None:  # inline preparation is already counted in prepare/tokenise
+                t.wait_s += time.perf_counter() - t0
             if item is None:
                 break
             if isinstance(item, BaseException):
@@ -154,7 +171,7 @@ def run_inputs(loaded: LoadedModel, inp: ModelInputs, batch_size: int,
             t.batches += 1
     finally:
         stop.set()
-        while worker.is_alive():  # unblock a producer stuck on a full queue
+        while worker is not None and worker.is_alive():  # unblock a producer stuck on a full queue
             try:
                 q.get_nowait()
             except queue.Empty:

@@ -110,7 +110,7 @@ def test_cluster_run_equals_default_local_ray_run(cluster_run, small_models, syn
     import ray
 
     computed = [r for r in cluster_run.results if r["status"] == "completed"]
-    assert len(computed) == 4 and all(r["metrics"]["num_examples"] == 16 for r in computed)
+    assert len(computed) == 5 and all(r["metrics"]["num_examples"] == 16 for r in computed)
 
     # the default: ray enabled, no address -> a local instance started (and stopped) for the run
     cfg = eval_config(small_models, synthetic_dir, tmp_path / "out", ray=True)
@@ -120,7 +120,7 @@ def test_cluster_run_equals_default_local_ray_run(cluster_run, small_models, syn
     local = state.result()
     assert [r["status"] for r in local] == [r["status"] for r in cluster_run.results]
     assert _metrics(local) == _metrics(cluster_run.results)
-    assert len(_metrics(local)) == 4
+    assert len(_metrics(local)) == 5
 
     assert not ray.is_initialized()
     deadline = time.monotonic() + 60
@@ -147,13 +147,13 @@ def test_cli_ray_address_gives_same_rows(cluster_run, head, prefect_server, tmp_
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(out_json.read_text())
     want = rows([CellResult.model_validate(r) for r in cluster_run.results])
-    assert len(got) == 4 and got == want
+    assert len(got) == 5 and got == want
     assert f"{prefect_server.removesuffix('/api')}/runs/flow-run/" in proc.stdout
 
 
 def test_shard_task_runs_belong_to_flow_run_on_test_server(cluster_run, head):
     runs = _shard_runs(cluster_run.run_id)
-    # 4 scorable cells (clm x structural variant is skipped) x 2 shards
+    # 5 scorable cells (clm x structural variant is skipped) x 2 shards
     names = sorted(r.name for r, _ in runs)
     assert names == sorted(f"score {m}/{t}/{s} shard {i}" for m, t, s in (
         ("mlm", "conservation_within_andropogoneae", "test"), ("mlm", "tis_recovery", "test_maize"),
@@ -264,14 +264,14 @@ def test_shard_level_resume(cluster_run):
     lost = shards / "shard-00001-of-00002.parquet"
     kept = {p: p.stat().st_mtime_ns for p in cluster_run.prefix.glob("score_cell-*/shards/*.parquet")
             if p != lost}
-    assert len(kept) == 7
+    assert len(kept) == 9
     lost.unlink()
 
     state, run_id = _run(cluster_run.cfg)
     assert state.is_completed(), state.message
     assert _metrics(state.result()) == _metrics(cluster_run.results)
     states = {n: s for n, s in task_run_states(run_id).items() if n.startswith("score ")}
-    assert len(states) == 8
+    assert len(states) == 10
     rescored = "score mlm/conservation_within_andropogoneae/test shard 1"
     assert states.pop(rescored) == "Completed"
     assert set(states.values()) == {"Cached"}, states

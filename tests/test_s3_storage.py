@@ -151,12 +151,17 @@ def test_flow_on_s3_prefix_writes_results_and_hits_cache(prefect_server, s3, sma
 
     import pandas as pd
 
-    table = pd.read_parquet(f"s3://{prefix.removeprefix('s3://')}/{run_dir.removeprefix('evals/')}/results.parquet",
+    table = pd.read_parquet(f"s3://{BUCKET}/{run_dir}/results.parquet",
                             storage_options={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
     assert sorted(table["task"]) == ["conservation_within_andropogoneae", "tis_recovery"]
 
     # second run: every step is served from the cache in the bucket; cell objects untouched
     cells_before = {k: v for k, v in _objects(s3, "evals/").items() if k.startswith("evals/score_cell-")}
+    # forget every s3fs instance (and its listings cache): the cache must come from the bucket,
+    # as it would for a run on another machine
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
     state, run2 = _run(cfg)
     assert state.is_completed(), state.message
     states = task_run_states(run2)
@@ -177,6 +182,17 @@ def _fails_before_tasks(cfg: dict, prefix: str) -> None:
     msg = str(e.value)
     assert "\n" not in msg and f"executor.prefix={prefix!r}" in msg, msg
     assert _task_runs(run) == []
+    # the error is what the UI shows for the run (and sending its logs now, while the server is
+    # up, spares the session's exit a minute of retries against a stopped server)
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=15)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run])))
+    assert any(f"executor.prefix={prefix!r}" in entry.message for entry in logs), \
+        [entry.message for entry in logs]
 
 
 def test_missing_bucket_fails_before_any_task(prefect_server, s3, small_models, synthetic_dir):
