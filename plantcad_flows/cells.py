@@ -14,6 +14,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict
 
 from plantcad_flows.config import (
+    unsupported_reason,
     ComputeConfig,
     EvalConfig,
     ModelConfig,
@@ -76,7 +77,10 @@ class Cell(BaseModel):
 
     @property
     def dir(self) -> str:
-        label = f"{self.model.label}-{self.split.task}-{self.split.split}"
+        # named after the model's path, not its display name: renaming a model must not move
+        # its outputs (the name is not part of the content hash either)
+        model = self.model.path.rstrip("/").rsplit("/", 1)[-1]
+        label = f"{model}-{self.split.task}-{self.split.split}"
         return str(step_dir(self.prefix, "score_cell", label, self.fields))
 
     @property
@@ -108,7 +112,6 @@ def build_cells(config: EvalConfig) -> list[Cell]:
 def plan_cells(config: EvalConfig) -> list[PlannedCell]:
     """Status of every cell, from the storage alone (no model loads, no data reads)."""
     from plantcad_flows.execution import cell_is_complete
-    from plantcad_flows.scoring import unsupported_reason
 
     planned = []
     for cell in build_cells(config):

@@ -269,6 +269,14 @@ class EvalConfig(_Strict):
         return self
 
 
+def unsupported_reason(model: ModelConfig, split: SplitConfig) -> str | None:
+    """Why the (model, split) cell cannot be scored, else None."""
+    if model.type == "clm" and split.family == Family.STRUCTURAL_VARIANT:
+        return ("structural-variant effect has no published definition for causal LMs "
+                "(the PlantCAD2 score uses bidirectional per-position probabilities)")
+    return None
+
+
 def load_config(path: str | Path, **overrides: object) -> EvalConfig:
     """Read a YAML config (PlantCAD pipeline format) and validate it.
 

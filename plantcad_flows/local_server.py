@@ -124,16 +124,17 @@ def prefect_api(keep: bool = False, home: str | os.PathLike | None = None,
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         if not keep and server.process is not None:
-            _flush_prefect_logs()
+            flush_prefect_logs()
             server.stop()
 
 
-def _flush_prefect_logs() -> None:
-    """Ship buffered run logs to the server before it stops (they are sent in batches)."""
+def flush_prefect_logs(timeout: float = 10.0) -> None:
+    """Ship buffered run logs to the server before it stops (they are sent in batches);
+    otherwise the interpreter's exit retries them against a dead server for a minute."""
     try:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=timeout)
     except Exception:  # logging must never turn a finished run into an error
         pass
 

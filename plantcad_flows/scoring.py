@@ -23,7 +23,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from plantcad_flows.config import ComputeConfig, ModelConfig, SplitConfig, check_mask_positions
+from plantcad_flows.config import (
+    ComputeConfig,
+    ModelConfig,
+    SplitConfig,
+    check_mask_positions,
+    unsupported_reason,
+)
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.metrics import reference_scores, sv_scores
 from plantcad_flows.models import LoadedModel
@@ -38,14 +44,6 @@ __all__ = ["load_model", "score_frame", "unsupported_reason", "StageTimings"]
 def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
     """See `plantcad_flows.models.load_model` (re-exported: part of the scoring contract)."""
     return _load_model(model, compute)
-
-
-def unsupported_reason(model: ModelConfig, split: SplitConfig) -> str | None:
-    """Why the (model, split) cell cannot be scored, else None."""
-    if model.type == "clm" and split.family == Family.STRUCTURAL_VARIANT:
-        return ("structural-variant effect has no published definition for causal LMs "
-                "(the PlantCAD2 score uses bidirectional per-position probabilities)")
-    return None
 
 
 def _masked_probs(loaded: LoadedModel, model: ModelConfig, split: SplitConfig, seqs,

@@ -33,12 +33,9 @@ def prefect_server(tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
-        try:
-            from prefect.logging.handlers import APILogHandler
+        from plantcad_flows.local_server import flush_prefect_logs
 
-            APILogHandler.flush()
-        except Exception:
-            pass
+        flush_prefect_logs()
         servers.stop(proc)
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)
