@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from plantcad_flows.cells import Cell, SplitJob
 from plantcad_flows.registry import Family
 from plantcad_flows.results import CellResult
-from plantcad_flows.sharding import ShardSpec, merge_shards, shard_filename
+from plantcad_flows.sharding import ShardSpec, merge_shards, parse_shard_filename, shard_filename
 from plantcad_flows.storage import (
     FAILED,
     SUCCESS,
@@ -167,9 +167,21 @@ def cell_is_complete(cell: Cell) -> bool:
 
 
 def completed_shard_count(cell: Cell) -> int | None:
-    """The shard count a complete cell was scored with, so a re-run reuses its files."""
+    """The shard count the cell's files were written with, so a re-run reuses them: the count a
+    complete cell was merged from, else the one its surviving shard files share.
+
+    The default count follows the cluster's size, which may have changed since (a preempted node
+    not replaced): planning anew would orphan every surviving shard and score them all again.
+    """
     d = to_path(cell.dir)
-    return int(read_json(d / SUCCESS)["num_shards"]) if cell_is_complete(cell) else None
+    merged_from = read_json(d / SUCCESS).get("num_shards") if is_complete(d) else None
+    if merged_from:
+        return int(merged_from)
+    shards = d / "shards"
+    if not shards.exists():
+        return None
+    counts = {parsed[1] for p in shards.iterdir() if (parsed := parse_shard_filename(p.name))}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def record_failure(cell: Cell, reason: str) -> None:

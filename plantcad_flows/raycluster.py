@@ -217,10 +217,7 @@ def connect(
         return True
 
     check_reachable(addr)
-    if addr.kind == "client" and "RAY_AUTH_MODE" not in os.environ and _token_available():
-        # A Ray Client only sends its token when told to; clusters started with token auth
-        # (the default for new clusters since Ray 2.52) refuse a client that does not.
-        os.environ["RAY_AUTH_MODE"] = "token"
+    _send_token_if_available()
     try:
         ray.init(address=addr.text, **kwargs)
     except ConnectionError as exc:
@@ -232,6 +229,23 @@ def connect(
         ray.shutdown()
         raise
     return True
+
+
+def _send_token_if_available() -> None:
+    """Present this machine's Ray token when joining `host:port` or `ray://host:port`.
+
+    `ray start --head` turns token auth on whenever a token file exists (any local `ray.init()`
+    writes one), but a driver given an explicit address sends no token unless RAY_AUTH_MODE says
+    so, and is refused ("InvalidAuthToken"). A cluster without auth accepts a token it did not
+    ask for, so sending it is safe either way. An explicit RAY_AUTH_MODE is left alone.
+    """
+    if "RAY_AUTH_MODE" in os.environ or not _token_available():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    from ray._raylet import Config
+
+    # Ray reads the mode once per process into its cached config: re-read it (as Ray does).
+    Config.initialize("")
 
 
 def _check_joined(addr: Address, address: str | None) -> None:

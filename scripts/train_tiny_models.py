@@ -7,11 +7,12 @@ from its own seed, never the benchmark's examples) through a character tokenizer
 a/c/g/t/n plus [PAD] [UNK] [CLS] [SEP] [MASK]; a Lowercase normalizer, so mixed case maps to the
 same ids, and no special tokens are added when `add_special_tokens=False`):
 
-* tiny-mlm: BertForMaskedLM, 4 layers, hidden 128. Masking picks ~20% of positions as spans of
+* tiny-mlm: ModernBertForMaskedLM, 4 layers, hidden 128. Masking picks ~30% of positions as spans of
   1-3 bases (the benchmark masks 1-3 contiguous bases), 80/10/10 mask/random/keep.
 * tiny-clm: LlamaForCausalLM, 4 layers, hidden 128, next-base loss.
 
-Everything is seeded. After training, a check prints held-out masked accuracy and, with plain model
+The shipped models came from `--which clm` (defaults) and `--which mlm --short-steps 700
+--lr 3e-3`. Everything is seeded. After training, a check prints held-out masked accuracy and, with plain model
 calls on the synthetic benchmark (centre-cropped to 512), conservation AUROC and motif accuracy.
 """
 
@@ -29,10 +30,10 @@ from sklearn.metrics import roc_auc_score
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformers import (
-    BertConfig,
-    BertForMaskedLM,
     LlamaConfig,
     LlamaForCausalLM,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
     PreTrainedTokenizerFast,
 )
 
@@ -81,7 +82,7 @@ def training_windows(n: int, length: int, seed: int, phase: int) -> torch.Tensor
     return torch.from_numpy(out[rng.permutation(len(out))])
 
 
-def span_mask(ids: torch.Tensor, gen: torch.Generator, rate: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def span_mask(ids: torch.Tensor, gen: torch.Generator, rate: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT-style corruption over spans of 1-3 positions; labels are -100 off the chosen set."""
     b, length = ids.shape
     starts = torch.rand(b, length, generator=gen) < rate / 2
@@ -103,8 +104,13 @@ def build_model(which: str):
     common = dict(vocab_size=len(VOCAB), hidden_size=128, num_hidden_layers=4,
                   num_attention_heads=4, max_position_embeddings=CONTEXT, pad_token_id=0)
     if which == "mlm":
-        return BertForMaskedLM(BertConfig(**common, intermediate_size=512,
-                                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        # ModernBERT rather than BERT: pre-norm with rotary positions trains here in minutes, where
+        # post-norm BERT with learned positions stayed at the base-composition loss (~1.32 nats)
+        # for 400 steps. Two layers attend within a 64-bp window, two globally.
+        return ModernBertForMaskedLM(ModernBertConfig(
+            **common, intermediate_size=256, global_attn_every_n_layers=2, local_attention=64,
+            cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3, mask_token_id=MASK_ID,
+            embedding_dropout=0.0, attention_dropout=0.0, mlp_dropout=0.0))
     return LlamaForCausalLM(LlamaConfig(**common, intermediate_size=384, num_key_value_heads=4,
                                         bos_token_id=2, eos_token_id=3, tie_word_embeddings=True))
 
