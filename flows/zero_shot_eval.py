@@ -30,7 +30,7 @@ from plantcad_flows.hashing import short_hash
 from plantcad_flows.results import CellResult
 from plantcad_flows.sharding import plan_shards
 from plantcad_flows.storage import ensure_prefix
-from tasks.collect import collect_results
+from tasks.collect import collect_results, publish_artifacts
 from tasks.policy import task_options
 from tasks.steps import compute_metrics, prepare_split, score_shard
 
@@ -139,6 +139,7 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
     info = {"prefix": config.executor.prefix, "workers": workers, "runner": runner_name,
             "environment": env, "timings": timings}
     paths = collect_results(ordered, config.executor.prefix, run_name, _config_hash(config), info)
+    publish_artifacts(ordered, paths["summary"])
     update_progress_artifact(progress, progress=100.0)
     logger.info("results written to %s", paths["parquet"])
     failed = [r for r in ordered if r.status == "failed"]

@@ -25,9 +25,14 @@ def collect_results(results: list[CellResult], prefix: str, run_name: str, confi
     summary = render_summary(results, run_info | {"results": paths["parquet"], "latest": latest["parquet"],
                                                    "finished": dt.datetime.now(dt.timezone.utc).isoformat()})
     write_bytes_atomic(to_path(run_dir) / "summary.md", summary.encode())
+    return {"run_dir": run_dir, "latest_dir": latest_dir, "summary": summary, **paths}
+
+
+def publish_artifacts(results: list[CellResult], summary: str) -> None:
+    """Results table and summary on the flow run itself (called from the flow, so the UI shows
+    them under the run rather than under the collect task)."""
     if rows(results):
         create_table_artifact(key="zero-shot-results", table=long_table(results),
                               description=f"PlantCAD2 zero-shot results ({len(rows(results))} cells)")
     create_markdown_artifact(key="zero-shot-summary", markdown=summary,
                              description="What ran, what came from cache, what was skipped")
-    return {"run_dir": run_dir, "latest_dir": latest_dir, **paths}
