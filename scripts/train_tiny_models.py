@@ -208,8 +208,8 @@ def save(model, which: str, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--which", nargs="+", default=["mlm", "clm"], choices=["mlm", "clm"])
-    ap.add_argument("--short-steps", type=int, default=300, help="steps on 128-bp windows, batch 32")
-    ap.add_argument("--steps", type=int, default=100, help="steps on 512-bp windows, batch 8")
+    ap.add_argument("--short-steps", type=int, default=2000, help="steps on 128-bp windows, batch 32")
+    ap.add_argument("--steps", type=int, default=150, help="steps on 512-bp windows, batch 8")
     # One thread: with other work on a 2-core box, two OpenMP threads spin-wait and run 5x slower.
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3)
