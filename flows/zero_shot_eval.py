@@ -108,6 +108,7 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
             if key in prep_errors:
                 record_failure(cell, f"prepare failed: {prep_errors[key]}")
                 results[cell.id] = cell_result(cell, "failed", reason=f"prepare failed: {prep_errors[key]}")
+                done += 1
                 continue
             outputs, error = _gather(shard_futures[cell.id])
             if error is not None:
