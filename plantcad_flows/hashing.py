@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 from plantcad_flows import CODE_VERSION
@@ -24,6 +25,34 @@ def stable_hash(fields: Any) -> str:
 
 def short_hash(fields: Any, n: int = 10) -> str:
     return stable_hash(fields)[:n]
+
+
+_EDGE = 1 << 20  # bytes read from each end of a weight file for its fingerprint
+
+
+def local_model_fingerprint(path: str, subfolder: str = "") -> str | None:
+    """A cheap content fingerprint of a local model directory, None for a hub id.
+
+    A hub model is pinned by its revision; a local directory is not, and retraining into the
+    same path must not serve the old model's cached scores. Names, sizes and the first and last
+    MiB of every file are hashed, which is enough to tell checkpoints apart without reading GBs.
+    """
+    root = os.path.join(path, subfolder) if subfolder else path
+    if not os.path.isdir(root):
+        return None
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(root)):
+        full = os.path.join(root, name)
+        if not os.path.isfile(full):
+            continue
+        size = os.path.getsize(full)
+        h.update(f"{name}:{size}".encode())
+        with open(full, "rb") as f:
+            h.update(f.read(_EDGE))
+            if size > 2 * _EDGE:
+                f.seek(-_EDGE, os.SEEK_END)
+                h.update(f.read(_EDGE))
+    return h.hexdigest()[:16]
 
 
 def split_fields(split: SplitConfig, sampling: SamplingConfig) -> dict[str, Any]:
@@ -60,6 +89,7 @@ def cell_fields(
             "type": model.type,
             "context_length": model.context_length,
             "motif_inference_mode": model.motif_inference_mode,
+            "local_fingerprint": local_model_fingerprint(model.path, model.subfolder),
         },
         "data": split_fields(split, sampling),
         "mask_positions": list(split.mask_positions),

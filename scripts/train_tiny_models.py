@@ -30,6 +30,8 @@ from sklearn.metrics import roc_auc_score
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     LlamaConfig,
     LlamaForCausalLM,
     ModernBertConfig,
@@ -115,7 +117,8 @@ def build_model(which: str):
                                         bos_token_id=2, eos_token_id=3, tie_word_embeddings=True))
 
 
-def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int):
+def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int,
+          init: Path | None = None):
     """Train through `phases` of (steps, window length, batch size).
 
     A short-window phase first: local structure is learned much faster when attention has 128
@@ -124,7 +127,11 @@ def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int):
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(which)
+    if init is None:
+        model = build_model(which)
+    else:  # continue training a saved model (a second round with a new seed draws new windows)
+        auto = AutoModelForMaskedLM if which == "mlm" else AutoModelForCausalLM
+        model = auto.from_pretrained(init)
     steps = sum(p[0] for p in phases)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, steps // 10)
@@ -215,13 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ASSETS_MODELS)
+    ap.add_argument("--init", type=Path, default=None, help="continue from this saved model")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     check_tokenizer(build_tokenizer())
     for which in args.which:
         t0 = time.time()
         phases = [(args.short_steps, 128, 32), (args.steps, CONTEXT, 8)]
-        model = train(which, phases, args.lr, args.seed)
+        model = train(which, phases, args.lr, args.seed, args.init)
         minutes = (time.time() - t0) / 60
         checks = quick_check(model, which)
         path = save(model, which, args.out)
