@@ -22,7 +22,7 @@ from prefect.context import get_run_context
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from plantcad_flows.cells import Cell, CellStatus, build_cells, format_plan, plan_cells
+from plantcad_flows.cells import CellStatus, build_cells, format_plan, plan_cells
 from plantcad_flows.config import EvalConfig
 from plantcad_flows.errors import PlantCADError, ValidationError
 from plantcad_flows.execution import PreparedSplit, cell_result, completed_shard_count, record_failure

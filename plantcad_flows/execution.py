@@ -19,7 +19,6 @@ from plantcad_flows.registry import Family
 from plantcad_flows.results import CellResult
 from plantcad_flows.sharding import ShardSpec, merge_shards, parse_shard_filename, shard_filename
 from plantcad_flows.storage import (
-    FAILED,
     SUCCESS,
     is_complete,
     mark_complete,
@@ -226,5 +225,3 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
                                    "num_shards": len(ordered)})
     return cell_result(cell, "completed", metrics, plots)
 
-
-__all__ = ["FAILED", "PreparedSplit", "ShardOutput", "prepare", "score_shard", "finalize_cell"]

@@ -21,13 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plantcad_flows.local_server import free_port
+
 RAY_BIN = Path(sys.executable).with_name("ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _accepts(host: str, port: int) -> bool:

@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plantcad_flows.local_server import start_server
+from plantcad_flows.local_server import start_server, stop_process_group
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -40,16 +39,7 @@ def start_prefect_server(tmpdir: str | os.PathLike) -> tuple[str, subprocess.Pop
 
 def stop(proc: subprocess.Popen | None, timeout: float = 20) -> None:
     """Stop a process started by these helpers (and its process group) by PID."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    stop_process_group(proc, timeout)
 
 
 def client_env(api_url: str, home: str | os.PathLike, **extra: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ recovery, retries, and the files and UI artifacts a run leaves behind."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
