@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast server bench data clean
+.PHONY: venv demo test test-fast lint format screenshot server bench data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,25 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/plantcad-flows demo --results-json outputs/demo/results-demo.json $(ARGS)
 
-test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+# Lint first (import boundaries, ruff): a broken boundary fails before the slow suite starts.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+
+test-fast: lint
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
+
+# The README's UI screenshot, from a real run in headless Chromium (tests never write the repo).
+screenshot: $(STAMP)
+	PLANTCAD_SCREENSHOT_DIR=docs/img $(PY) -m pytest -q -p no:cacheprovider tests/test_ui_browser.py
 
 server: $(STAMP)
 	$(VENV)/bin/plantcad-flows server

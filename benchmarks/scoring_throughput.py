@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from model_factory import save_tiny_mlm  # noqa: E402
 
 from plantcad_flows.config import ComputeConfig, ModelConfig, SamplingConfig, SplitConfig  # noqa: E402
-from plantcad_flows.data import prepare_split  # noqa: E402
-from plantcad_flows.pipeline import StageTimings  # noqa: E402
-from plantcad_flows.scoring import load_model, score_frame  # noqa: E402
+from plantcad_flows.data.splits import prepare_split  # noqa: E402
+from plantcad_flows.scoring.inputs import StageTimings  # noqa: E402
+from plantcad_flows.scoring.score import load_model, score_frame  # noqa: E402
 
 CONTEXT, SEQ_LENGTH = 512, 8192
 
@@ -45,15 +45,16 @@ class OldDataset(torch.utils.data.Dataset):
         return len(self.seqs)
 
     def __getitem__(self, i):
-        s = self.seqs[i][self.trim: self.trim + self.context]
+        s = self.seqs[i][self.trim : self.trim + self.context]
         ids = self.tok(s, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         ids[self.masks] = self.tok.mask_token_id
         return {"input_ids": ids, "bases": "".join(s[m] for m in self.masks).upper()}
 
 
 def run_baseline(loaded, seqs, masks, batch_size, device):
-    loader = torch.utils.data.DataLoader(OldDataset(seqs, loaded.tokenizer, masks, CONTEXT),
-                                         batch_size=batch_size, num_workers=1)
+    loader = torch.utils.data.DataLoader(
+        OldDataset(seqs, loaded.tokenizer, masks, CONTEXT), batch_size=batch_size, num_workers=1
+    )
     nuc = torch.as_tensor(loaded.nucleotide_ids, device=device)
     rows = []
     with torch.inference_mode():
@@ -87,9 +88,11 @@ def main() -> None:
     split = SplitConfig(task="tis_recovery", split="test_maize", path="synthetic")
     frame = prepare_split(split, SamplingConfig(), raw=pd.DataFrame({"sequence": seqs}))
     masks = [p - (SEQ_LENGTH - CONTEXT) // 2 for p in split.mask_positions]
-    print(f"device={loaded.device} dtype={loaded.dtype} params={n_params / 1e6:.2f}M layers={args.layers} "
-          f"hidden={args.hidden} examples={args.examples} batch={args.batch_size} context={CONTEXT} "
-          f"fast_head={loaded.fast_head} torch_threads={torch.get_num_threads()}")
+    print(
+        f"device={loaded.device} dtype={loaded.dtype} params={n_params / 1e6:.2f}M layers={args.layers} "
+        f"hidden={args.hidden} examples={args.examples} batch={args.batch_size} context={CONTEXT} "
+        f"fast_head={loaded.fast_head} torch_threads={torch.get_num_threads()}"
+    )
 
     # Warm-up, and a check that both pipelines compute the same probabilities.
     ours_out = score_frame(loaded, model_cfg, split, frame.iloc[: args.batch_size], args.batch_size)
@@ -117,7 +120,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             for lo in range(0, args.examples, args.batch_size):
-                loaded.model(input_ids=ids[lo: lo + args.batch_size]).logits
+                _ = loaded.model(input_ids=ids[lo : lo + args.batch_size]).logits
             if loaded.device.type == "cuda":
                 torch.cuda.synchronize()
             fwd_t.append(time.perf_counter() - t0)
@@ -127,8 +130,12 @@ def main() -> None:
     print(f"baseline (per-example tokenizer, DataLoader, full-vocab logits): {base:.1f} seq/s")
     print(f"ours (vectorised prefetch pipeline, gathered LM head):          {ours:.1f} seq/s")
     print(f"model forward only (pre-tokenised, on device, full logits):     {fwd:.1f} seq/s")
-    print("ours, last repetition, seconds per stage: "
-          + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in timings.as_dict().items()))
+    print(
+        "ours, last repetition, seconds per stage: "
+        + " ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in timings.as_dict().items()
+        )
+    )
     print(f"ratio={ours / base:.2f}")
 
 

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import uuid
 from pathlib import Path
@@ -27,12 +26,12 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from plantcad_flows import REPO_ROOT
+from plantcad_flows.secrets import mask_env_entries
+
 TEMPLATE_PATH = REPO_ROOT / "infra" / "kubernetes" / "base-job-template.json"
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 PLACEHOLDER_API_URL = "http://prefect-server.prefect.svc.cluster.local:4200/api"
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|AUTH)", re.IGNORECASE)
-MASK = "<redacted>"
 
 
 def load_template(path: str | Path = TEMPLATE_PATH) -> dict[str, Any]:
@@ -76,9 +75,7 @@ async def _render(template: dict[str, Any], job_variables: dict[str, Any], flow_
 def mask_secret_values(manifest: dict[str, Any]) -> dict[str, Any]:
     """Replace literal values of secret-looking env vars; `valueFrom` references stay."""
     for container in manifest["spec"]["template"]["spec"].get("containers", []):
-        for entry in container.get("env") or []:
-            if "value" in entry and entry["value"] and _SECRET_NAME.search(entry.get("name", "")):
-                entry["value"] = MASK
+        mask_env_entries(container.get("env"))
     return manifest
 
 
@@ -125,16 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-url", help="PREFECT_API_URL the worker will pass to the Job")
     parser.add_argument("--flow-run-name", default="preview-run")
     parser.add_argument(
-        "--validate", metavar="K8S_VERSION",
+        "--validate",
+        metavar="K8S_VERSION",
         help="also validate with kubernetes-validate (strict) against this Kubernetes version",
     )
     args = parser.parse_args(argv)
 
     variables = deployment_job_variables(args.deployment) if args.deployment else {}
     variables.update(_parse_json_arg(args.job_variables))
-    manifest = render_job(
-        variables, load_template(args.template), args.flow_run_name, api_url=args.api_url
-    )
+    manifest = render_job(variables, load_template(args.template), args.flow_run_name, api_url=args.api_url)
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
     if args.validate:
         problems = validate_manifest(manifest, args.validate)

@@ -31,13 +31,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from plantcad_flows import REPO_ROOT
+from plantcad_flows.cli.prefect_server import prefect_executable
+from plantcad_flows.secrets import SECRET_ENV_NAMES, redact, strip_url_credentials
+
 K8S_TEMPLATE = REPO_ROOT / "infra" / "kubernetes" / "base-job-template.json"
 PROCESS_POOLS = ("local", "lambda")
 HF_SECRET_BLOCK = "hf-token"
 AWS_BLOCK = "plantcad-aws"
-SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY",
-                    "AWS_SESSION_TOKEN", "PREFECT_API_KEY")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -57,8 +58,9 @@ def settings_from(env: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                             timeout=20, check=True).stdout.strip()
+        out = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
         return out or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -90,15 +92,15 @@ async def _upsert_pool(client, name: str, type_: str, template: dict[str, Any]) 
     from prefect.exceptions import ObjectAlreadyExists
 
     try:
-        await client.create_work_pool(
-            WorkPoolCreate(name=name, type=type_, base_job_template=template)
-        )
+        await client.create_work_pool(WorkPoolCreate(name=name, type=type_, base_job_template=template))
         return "created"
     except ObjectAlreadyExists:
         pool = await client.read_work_pool(name)
         if pool.type != type_:
-            raise SystemExit(f"work pool {name!r} exists with type {pool.type!r}, expected {type_!r}; "
-                             f"delete it (prefect work-pool delete {name}) and rerun")
+            raise SystemExit(
+                f"work pool {name!r} exists with type {pool.type!r}, expected {type_!r}; "
+                f"delete it (prefect work-pool delete {name}) and rerun"
+            ) from None
         await client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
         return "updated"
 
@@ -142,12 +144,14 @@ async def configure(settings: Mapping[str, str], blocks: list[str]) -> list[str]
 
     lines = []
     variables = {
-        "plantcad_flows_repo": settings.get("PLANTCAD_FLOWS_REPO")
-        or _git("remote", "get-url", "origin") or str(REPO_ROOT),
+        # a remote URL often carries a token (https://user:TOKEN@host/...); a Variable is public
+        "plantcad_flows_repo": strip_url_credentials(
+            settings.get("PLANTCAD_FLOWS_REPO") or _git("remote", "get-url", "origin") or str(REPO_ROOT)
+        ),
         "plantcad_flows_ref": settings.get("PLANTCAD_FLOWS_REF") or _git("rev-parse", "HEAD") or "main",
     }
     if settings.get("AWS_ENDPOINT_URL"):
-        variables["plantcad_s3_endpoint_url"] = settings["AWS_ENDPOINT_URL"]
+        variables["plantcad_s3_endpoint_url"] = strip_url_credentials(settings["AWS_ENDPOINT_URL"])
     async with get_client() as client:
         for name, value in variables.items():
             await _upsert_variable(client, name, value)
@@ -163,20 +167,11 @@ async def configure(settings: Mapping[str, str], blocks: list[str]) -> list[str]
 
 def deploy(env: Mapping[str, str], names: list[str] | None) -> int:
     """`prefect --no-prompt deploy` from the repository root; its output passes through masked."""
-    prefect = Path(sys.executable).parent / "prefect"
-    cmd = [str(prefect) if prefect.exists() else "prefect", "--no-prompt", "deploy"]
+    cmd = [prefect_executable(), "--no-prompt", "deploy"]
     cmd += [arg for n in names for arg in ("--name", n)] if names else ["--all"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True)
-    print(mask(proc.stdout + proc.stderr, env))
+    print(redact(proc.stdout + proc.stderr, env))
     return proc.returncode
-
-
-def mask(text: str, env: Mapping[str, str]) -> str:
-    for name in SECRET_ENV_NAMES:
-        value = env.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "<redacted>")
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,15 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--env-file", default=str(REPO_ROOT / ".env"))
     parser.add_argument("--no-deploy", action="store_true", help="pools, blocks and variables only")
-    parser.add_argument("--deployment", action="append", metavar="NAME",
-                        help="deploy only this one (repeatable; e.g. zero-shot-eval/local)")
+    parser.add_argument(
+        "--deployment",
+        action="append",
+        metavar="NAME",
+        help="deploy only this one (repeatable; e.g. zero-shot-eval/local)",
+    )
     args = parser.parse_args(argv)
 
     settings = settings_from(os.environ, read_dotenv(Path(args.env_file)))
     api_url = settings.get("PREFECT_API_URL")
     if not api_url:
-        print("PREFECT_API_URL is not set: point it at your Prefect server "
-              "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)", file=sys.stderr)
+        print(
+            "PREFECT_API_URL is not set: point it at your Prefect server "
+            "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)",
+            file=sys.stderr,
+        )
         return 2
     try:
         urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=10).close()
@@ -212,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     child_env = dict(os.environ)
     child_env.update({k: v for k, v in settings.items() if k.startswith("PREFECT_")})
-    return deploy(child_env | {k: settings[k] for k in SECRET_ENV_NAMES if k in settings},
-                  args.deployment)
+    return deploy(child_env | {k: settings[k] for k in SECRET_ENV_NAMES if k in settings}, args.deployment)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def ensure_demo_data(directory: str = "data/synthetic") -> dict[str, str]:
     Returns:
         {"demo_data": absolute path}, available to later steps as `{{ <id>.demo_data }}`.
     """
-    from plantcad_flows.synthetic import ensure_benchmark
+    from plantcad_flows.benchmark.synthetic import ensure_benchmark
 
     ensure_benchmark(directory)
     return {"demo_data": str(Path(directory).resolve())}

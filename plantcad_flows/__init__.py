@@ -5,7 +5,12 @@ model loading, scoring, metrics, storage layout). It never imports Prefect; the 
 lives in the top-level `tasks/` and `flows/` packages.
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
 
+# The checkout this package runs from: where prefect.yaml and infra/ live, and what Ray ships.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 # Bumped whenever a change alters what a step computes; it is part of every cache key.
-CODE_VERSION = "2026.11.1"
+CODE_VERSION = "2026.11.2"

@@ -10,14 +10,14 @@ mask positions, crop lengths) live here too, so that every cell is checked befor
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from plantcad_flows.errors import UnknownNameError, ValidationError
-from plantcad_flows.registry import (
+from plantcad_flows.benchmark.registry import (
     BENCHMARK_REPO_ID,
     DEFAULT_SV_FLANKING,
     NATIVE_SEQ_LENGTH,
@@ -26,12 +26,20 @@ from plantcad_flows.registry import (
     centred_mask,
     get_task,
 )
+from plantcad_flows.errors import UnknownNameError, ValidationError
 
 ModelType = Literal["mlm", "clm"]
 MotifMode = Literal["fwd_only", "rc_only", "fwd_rc_avg"]
-MODEL_TYPES = ("mlm", "clm")
-MOTIF_MODES = ("fwd_only", "rc_only", "fwd_rc_avg")
 DEFAULT_PREFIX = "outputs"
+
+
+def _one_of(field: str, alias: object, value: object) -> object:
+    """Check a name against a Literal alias before pydantic does, so that the error suggests
+    the closest valid name (pydantic's own message lists the choices but not a guess)."""
+    choices = get_args(alias)
+    if value not in choices:
+        raise UnknownNameError(field, str(value), choices)
+    return value
 
 
 class _Strict(BaseModel):
@@ -42,29 +50,25 @@ class ModelConfig(_Strict):
     """A DNA language model, loaded through transformers' Auto classes."""
 
     path: str = Field(description="Local directory or Hugging Face hub id")
-    type: str = Field(default="mlm", description="mlm (masked) or clm (causal)")
+    type: ModelType = Field(default="mlm", description="mlm (masked) or clm (causal)")
     name: str | None = Field(default=None, description="Label in results; defaults to path")
     context_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
     subfolder: str = ""
     revision: str | None = None
     trust_remote_code: bool = True
-    motif_inference_mode: str = Field(
+    motif_inference_mode: MotifMode = Field(
         default="fwd_only", description="CLM only: fwd_only, rc_only or fwd_rc_avg"
     )
 
-    @field_validator("type")
+    @field_validator("type", mode="before")
     @classmethod
-    def _type(cls, v: str) -> str:
-        if v not in MODEL_TYPES:
-            raise UnknownNameError("models[].type", v, MODEL_TYPES)
-        return v
+    def _type(cls, v: object) -> object:
+        return _one_of("models[].type", ModelType, v)
 
-    @field_validator("motif_inference_mode")
+    @field_validator("motif_inference_mode", mode="before")
     @classmethod
-    def _mode(cls, v: str) -> str:
-        if v not in MOTIF_MODES:
-            raise UnknownNameError("models[].motif_inference_mode", v, MOTIF_MODES)
-        return v
+    def _mode(cls, v: object) -> object:
+        return _one_of("models[].motif_inference_mode", MotifMode, v)
 
     @model_validator(mode="after")
     def _mode_for_type(self) -> ModelConfig:
@@ -119,8 +123,9 @@ class SplitConfig(_Strict):
                 f"splits[{self.task}].seq_length", self.seq_length, "must be even to centre-crop"
             )
         if spec.family != Family.STRUCTURAL_VARIANT:
-            check_mask_positions(f"splits[{self.task}].overrides.mask_token_indexes",
-                                 self.mask_positions, self.seq_length)
+            check_mask_positions(
+                f"splits[{self.task}].overrides.mask_token_indexes", self.mask_positions, self.seq_length
+            )
         return self
 
     @property
@@ -166,7 +171,8 @@ def check_mask_positions(field: str, positions: tuple[int, ...], seq_length: int
     left, right = positions[0], seq_length - 1 - positions[-1]
     if abs(left - right) > 1:
         raise ValidationError(
-            field, list(positions),
+            field,
+            list(positions),
             f"not centred in a {seq_length}-bp sequence (margins {left} and {right})",
         )
 
@@ -174,7 +180,9 @@ def check_mask_positions(field: str, positions: tuple[int, ...], seq_length: int
 class ComputeConfig(_Strict):
     device: str = Field(default="cpu", description="cpu, cuda or cuda:N")
     batch_size: int | Literal["auto"] = 8
-    num_workers: int | None = Field(default=None, ge=1, description="Scoring workers; default from the cluster")
+    num_workers: int | None = Field(
+        default=None, ge=1, description="Scoring workers; default from the cluster"
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     @field_validator("device")
@@ -205,8 +213,54 @@ class SamplingConfig(_Strict):
 class ExecutorConfig(_Strict):
     prefix: str = DEFAULT_PREFIX
     force_run_failed: bool = Field(
-        default=True, description="Accepted for compatibility: failed cells are always re-run"
+        default=True,
+        description="Re-run cells whose last attempt failed; when false a failed cell is "
+        "reported (the run ends Failed, naming it) and not retried",
     )
+
+
+RAY_ADDRESS_FIELD = "ray.address"
+
+
+@dataclass(frozen=True)
+class Address:
+    kind: Literal["local", "auto", "gcs", "client"]
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def text(self) -> str | None:
+        """As `ray.init(address=...)` takes it."""
+        if self.kind == "local":
+            return None
+        if self.kind == "auto":
+            return "auto"
+        prefix = "ray://" if self.kind == "client" else ""
+        return f"{prefix}{self.host}:{self.port}"
+
+
+def parse_address(address: str | None) -> Address:
+    """Check the form of `ray.address`.
+
+    Raises:
+        ValidationError: anything but None, `auto`, `host:port` or `ray://host:port`.
+    """
+    if address is None or address == "":
+        return Address("local")
+    if address == "auto":
+        return Address("auto")
+    text = address.strip()
+    kind: Literal["gcs", "client"] = "gcs"
+    if text.startswith("ray://"):
+        kind, text = "client", text[len("ray://") :]
+    elif "://" in text:
+        raise ValidationError(
+            RAY_ADDRESS_FIELD, address, "unknown scheme", "expected auto, host:port or ray://host:port"
+        )
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in text:
+        raise ValidationError(RAY_ADDRESS_FIELD, address, "expected auto, host:port or ray://host:port")
+    return Address(kind, host.strip("[]"), int(port))
 
 
 class RayConfig(_Strict):
@@ -223,8 +277,6 @@ class RayConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
-        from plantcad_flows.raycluster import parse_address
-
         parse_address(v)
         return v or None
 
@@ -263,7 +315,8 @@ class EvalConfig(_Strict):
                     shifted = tuple(p - trim for p in s.mask_positions)
                     if shifted[0] < 0 or shifted[-1] >= m.context_length:
                         raise ValidationError(
-                            f"models[{m.label}].context_length", m.context_length,
+                            f"models[{m.label}].context_length",
+                            m.context_length,
                             f"crop removes the masks of {s.key}",
                         )
         return self
@@ -272,8 +325,10 @@ class EvalConfig(_Strict):
 def unsupported_reason(model: ModelConfig, split: SplitConfig) -> str | None:
     """Why the (model, split) cell cannot be scored, else None."""
     if model.type == "clm" and split.family == Family.STRUCTURAL_VARIANT:
-        return ("structural-variant effect has no published definition for causal LMs "
-                "(the PlantCAD2 score uses bidirectional per-position probabilities)")
+        return (
+            "structural-variant effect has no published definition for causal LMs "
+            "(the PlantCAD2 score uses bidirectional per-position probabilities)"
+        )
     return None
 
 

@@ -48,3 +48,12 @@ class StorageError(PlantCADError):
 
 class IncompleteShardsError(PlantCADError):
     """Merged shards do not cover every sampled example exactly once."""
+
+
+class CellFailedError(PlantCADError):
+    """A cell could not be finished (one of its shards failed); its failure marker is written."""
+
+    def __init__(self, cell_id: str, reason: str):
+        self.cell_id = cell_id
+        self.reason = reason
+        super().__init__(f"{cell_id}: {reason}")

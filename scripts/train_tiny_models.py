@@ -39,9 +39,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from plantcad_flows import genome
-from plantcad_flows.registry import TASKS, Family
-from plantcad_flows.synthetic import ASSETS_MODELS, build_split
+from plantcad_flows.benchmark import genome as genome
+from plantcad_flows.benchmark.registry import TASKS, Family
+from plantcad_flows.benchmark.synthetic import ASSETS_MODELS, build_split
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = {tok: i for i, tok in enumerate(SPECIAL + list("acgtn"))}
@@ -56,8 +56,13 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, model_max_length=CONTEXT, pad_token="[PAD]", unk_token="[UNK]",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        tokenizer_object=core,
+        model_max_length=CONTEXT,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
 
 
@@ -71,20 +76,24 @@ def encode(arr: np.ndarray) -> np.ndarray:
 
 def check_tokenizer(tok: PreTrainedTokenizerFast) -> None:
     probe = "ACGTNacgtnGattaca"
-    assert tok(probe, add_special_tokens=False)["input_ids"] == encode(
-        np.frombuffer(probe.encode(), np.uint8)).tolist()
+    assert (
+        tok(probe, add_special_tokens=False)["input_ids"]
+        == encode(np.frombuffer(probe.encode(), np.uint8)).tolist()
+    )
 
 
 def training_windows(n: int, length: int, seed: int, phase: int) -> torch.Tensor:
     """n token windows of `length` bases, half from each species' genome."""
     rng = np.random.default_rng([TRAIN_SEED, seed, phase])
     half = [genome.sample_genome(rng, n // 2 * length + length, sp) for sp in genome.SPECIES_GC]
-    rows = [h[i * length:(i + 1) * length] for h in half for i in range(n // 2)]
+    rows = [h[i * length : (i + 1) * length] for h in half for i in range(n // 2)]
     out = encode(np.stack(rows))
     return torch.from_numpy(out[rng.permutation(len(out))])
 
 
-def span_mask(ids: torch.Tensor, gen: torch.Generator, rate: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+def span_mask(
+    ids: torch.Tensor, gen: torch.Generator, rate: float = 0.3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT-style corruption over spans of 1-3 positions; labels are -100 off the chosen set."""
     b, length = ids.shape
     starts = torch.rand(b, length, generator=gen) < rate / 2
@@ -103,22 +112,47 @@ def span_mask(ids: torch.Tensor, gen: torch.Generator, rate: float = 0.3) -> tup
 
 
 def build_model(which: str):
-    common = dict(vocab_size=len(VOCAB), hidden_size=128, num_hidden_layers=4,
-                  num_attention_heads=4, max_position_embeddings=CONTEXT, pad_token_id=0)
+    common = dict(
+        vocab_size=len(VOCAB),
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=CONTEXT,
+        pad_token_id=0,
+    )
     if which == "mlm":
         # ModernBERT rather than BERT: pre-norm with rotary positions trains here in minutes, where
         # post-norm BERT with learned positions stayed at the base-composition loss (~1.32 nats)
         # for 400 steps. Two layers attend within a 64-bp window, two globally.
-        return ModernBertForMaskedLM(ModernBertConfig(
-            **common, intermediate_size=256, global_attn_every_n_layers=2, local_attention=64,
-            cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3, mask_token_id=MASK_ID,
-            embedding_dropout=0.0, attention_dropout=0.0, mlp_dropout=0.0))
-    return LlamaForCausalLM(LlamaConfig(**common, intermediate_size=384, num_key_value_heads=4,
-                                        bos_token_id=2, eos_token_id=3, tie_word_embeddings=True))
+        return ModernBertForMaskedLM(
+            ModernBertConfig(
+                **common,
+                intermediate_size=256,
+                global_attn_every_n_layers=2,
+                local_attention=64,
+                cls_token_id=2,
+                sep_token_id=3,
+                bos_token_id=2,
+                eos_token_id=3,
+                mask_token_id=MASK_ID,
+                embedding_dropout=0.0,
+                attention_dropout=0.0,
+                mlp_dropout=0.0,
+            )
+        )
+    return LlamaForCausalLM(
+        LlamaConfig(
+            **common,
+            intermediate_size=384,
+            num_key_value_heads=4,
+            bos_token_id=2,
+            eos_token_id=3,
+            tie_word_embeddings=True,
+        )
+    )
 
 
-def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int,
-          init: Path | None = None):
+def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int, init: Path | None = None):
     """Train through `phases` of (steps, window length, batch size).
 
     A short-window phase first: local structure is learned much faster when attention has 128
@@ -136,13 +170,14 @@ def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int,
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
     model.train()
     t0, step = time.time(), 0
     for phase, (n_steps, length, batch) in enumerate(phases):
         data = training_windows(n_steps * batch, length, seed, phase)
         for i in range(n_steps):
-            ids = data[i * batch:(i + 1) * batch]
+            ids = data[i * batch : (i + 1) * batch]
             offset = int(torch.randint(0, CONTEXT - length + 1, (1,), generator=gen))
             pos = (torch.arange(length) + offset).expand(len(ids), -1)
             if which == "mlm":
@@ -156,8 +191,10 @@ def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int,
             opt.step()
             sched.step()
             if step % 25 == 0 or step == steps - 1:
-                print(f"[{which}] step {step:4d} len {length} loss {loss.item():.4f} "
-                      f"({time.time() - t0:.0f}s)", flush=True)
+                print(
+                    f"[{which}] step {step:4d} len {length} loss {loss.item():.4f} ({time.time() - t0:.0f}s)",
+                    flush=True,
+                )
             step += 1
     return model.eval()
 
@@ -188,7 +225,7 @@ def quick_check(model, which: str, n: int = 100) -> dict[str, float]:
         split = spec.splits[0]
         frame = build_split(task, split, seed=123, n_examples=n, seq_length=length)
         arr = np.stack([np.frombuffer(s.upper().encode(), np.uint8) for s in frame["sequence"]])
-        arr = arr[:, trim: trim + CONTEXT]
+        arr = arr[:, trim : trim + CONTEXT]
         start = CONTEXT // 2 - 1 - (spec.num_masks - 1) // 2
         pos = list(range(start, start + spec.num_masks))
         probs = acgt_probs(model, which, torch.from_numpy(encode(arr)), pos)
@@ -234,8 +271,17 @@ def main(argv: list[str] | None = None) -> None:
         checks = quick_check(model, which)
         path = save(model, which, args.out)
         size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
-        print(json.dumps({"model": which, "train_minutes": round(minutes, 2), "size_mb": round(size, 2),
-                          **{k: round(v, 3) for k, v in checks.items()}}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "model": which,
+                    "train_minutes": round(minutes, 2),
+                    "size_mb": round(size, 2),
+                    **{k: round(v, 3) for k, v in checks.items()},
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -8,22 +8,30 @@ import datetime as dt
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from plantcad_flows.reporting import render_summary
-from plantcad_flows.results import CellResult, long_table, rows, write_results
-from plantcad_flows.storage import to_path, write_bytes_atomic
+from plantcad_flows.layout.storage import to_path, write_bytes_atomic
+from plantcad_flows.results.summary import render_summary
+from plantcad_flows.results.table import CellResult, long_table, rows, write_results
 from tasks.policy import RETRY_OPTIONS
 
 
 @task(name="collect-results", **RETRY_OPTIONS)
-def collect_results(results: list[CellResult], prefix: str, run_name: str, config_hash: str,
-                    run_info: dict) -> dict[str, str]:
+def collect_results(
+    results: list[CellResult], prefix: str, run_name: str, config_hash: str, run_info: dict
+) -> dict[str, str]:
     """Write results under `runs/{run_name}` and `latest/{config_hash}`; publish artifacts."""
     run_dir = str(to_path(prefix) / "runs" / run_name)
     latest_dir = str(to_path(prefix) / "latest" / config_hash)
     paths = write_results(run_dir, results)
     latest = write_results(latest_dir, results)
-    summary = render_summary(results, run_info | {"results": paths["parquet"], "latest": latest["parquet"],
-                                                   "finished": dt.datetime.now(dt.timezone.utc).isoformat()})
+    summary = render_summary(
+        results,
+        run_info
+        | {
+            "results": paths["parquet"],
+            "latest": latest["parquet"],
+            "finished": dt.datetime.now(dt.UTC).isoformat(),
+        },
+    )
     write_bytes_atomic(to_path(run_dir) / "summary.md", summary.encode())
     return {"run_dir": run_dir, "latest_dir": latest_dir, "summary": summary, **paths}
 
@@ -32,7 +40,13 @@ def publish_artifacts(results: list[CellResult], summary: str) -> None:
     """Results table and summary on the flow run itself (called from the flow, so the UI shows
     them under the run rather than under the collect task)."""
     if rows(results):
-        create_table_artifact(key="zero-shot-results", table=long_table(results),
-                              description=f"PlantCAD2 zero-shot results ({len(rows(results))} cells)")
-    create_markdown_artifact(key="zero-shot-summary", markdown=summary,
-                             description="What ran, what came from cache, what was skipped")
+        create_table_artifact(
+            key="zero-shot-results",
+            table=long_table(results),
+            description=f"PlantCAD2 zero-shot results ({len(rows(results))} cells)",
+        )
+    create_markdown_artifact(
+        key="zero-shot-summary",
+        markdown=summary,
+        description="What ran, what came from cache, what was skipped",
+    )

@@ -2,7 +2,7 @@
 
 * Retries: exponential backoff, but only for transient failures (storage, network, a lost
   worker). Bad input (`ValidationError`) fails at once: retrying cannot fix it.
-* Cache keys: the content hash of the step's declared fields (see `plantcad_flows.hashing`), and
+* Cache keys: the content hash of the step's declared fields (see `plantcad_flows.layout.hashing`), and
   only while the step's outputs really exist. A step whose files were deleted, or that never
   finished, gets no key and runs again. Prefect's default policy includes the run id, so without
   this nothing would be reused across runs.
@@ -12,16 +12,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.tasks import exponential_backoff
 
-from plantcad_flows.errors import IncompleteShardsError, StorageError, ValidationError
-from plantcad_flows.storage import is_local, storage_options, to_path
+from plantcad_flows.errors import CellFailedError, IncompleteShardsError, StorageError, ValidationError
+from plantcad_flows.layout.hashing import short_hash
+from plantcad_flows.layout.storage import is_local, storage_options, to_path
+from tasks.serializer import StableJSONSerializer
 
 RESULTS_DIR = "prefect-results"
-PERMANENT = (ValidationError, IncompleteShardsError, StorageError, TypeError, KeyError)
+PERMANENT = (ValidationError, IncompleteShardsError, CellFailedError, StorageError, TypeError, KeyError)
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -52,8 +55,6 @@ def result_storage(prefix: str):
     environment of whichever process persists or reads a result.
     """
     if is_local(prefix):
-        import os
-
         return LocalFileSystem(basepath=os.path.join(os.path.abspath(prefix), RESULTS_DIR))
     settings = {k: v for k, v in storage_options(prefix).items() if k != "token"}
     if "endpoint_url" in settings:
@@ -81,8 +82,6 @@ def content_key(prefix: str, key: str, outputs_exist: bool) -> str:
 def saved_result_storage(prefix: str):
     """The result-storage block for `prefix`, saved on the server (Prefect requires it) under a
     name derived from its location, so every run on the same prefix shares one block."""
-    from plantcad_flows.hashing import short_hash
-
     block = result_storage(prefix)
     block.save(f"plantcad-results-{short_hash(block.basepath)}", overwrite=True)
     return block
@@ -90,5 +89,9 @@ def saved_result_storage(prefix: str):
 
 def task_options(prefix: str, force: bool) -> dict[str, Any]:
     """Per-run options: where results persist, and whether to ignore existing cache entries."""
-    return {"result_storage": saved_result_storage(prefix), "persist_result": True,
-            "refresh_cache": force}
+    return {
+        "result_storage": saved_result_storage(prefix),
+        "persist_result": True,
+        "result_serializer": StableJSONSerializer(),
+        "refresh_cache": force,
+    }

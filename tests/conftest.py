@@ -33,7 +33,7 @@ def prefect_server(tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
-        from plantcad_flows.local_server import flush_prefect_logs
+        from plantcad_flows.cli.prefect_server import flush_prefect_logs
 
         flush_prefect_logs()
         servers.stop(proc)
@@ -45,7 +45,7 @@ def prefect_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
-    from plantcad_flows.synthetic import generate_benchmark
+    from plantcad_flows.benchmark.synthetic import generate_benchmark
 
     out = tmp_path_factory.mktemp("synthetic")
     generate_benchmark(out, seed=0, n_examples=TEST_EXAMPLES)
@@ -62,16 +62,30 @@ def small_models(tmp_path_factory) -> dict[str, Path]:
     return {"mlm": root / "mlm", "clm": root / "clm"}
 
 
-def eval_config(models: dict[str, Path], data: Path, prefix: Path | str, *,
-                tasks=(("conservation_within_andropogoneae", "test"), ("tis_recovery", "test_maize"),
-                       ("structural_variant_effect_prediction", "test")),
-                ray: bool = False, **extra) -> dict:
+def eval_config(
+    models: dict[str, Path],
+    data: Path,
+    prefix: Path | str,
+    *,
+    tasks=(
+        ("conservation_within_andropogoneae", "test"),
+        ("tis_recovery", "test_maize"),
+        ("structural_variant_effect_prediction", "test"),
+    ),
+    ray: bool = False,
+    **extra,
+) -> dict:
     """A small config in the PlantCAD YAML format (as a dict)."""
     cfg = {
         "models": [
             {"path": str(models["mlm"]), "name": "mlm", "type": "mlm", "context_length": 512},
-            {"path": str(models["clm"]), "name": "clm", "type": "clm", "context_length": 512,
-             "motif_inference_mode": "fwd_rc_avg"},
+            {
+                "path": str(models["clm"]),
+                "name": "clm",
+                "type": "clm",
+                "context_length": 512,
+                "motif_inference_mode": "fwd_rc_avg",
+            },
         ],
         "splits": [{"task": t, "split": s, "path": str(data / t / f"{s}.parquet")} for t, s in tasks],
         "compute": {"device": "cpu", "batch_size": 8},

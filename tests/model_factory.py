@@ -36,14 +36,19 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def save_tiny_mlm(path: str | Path, layers: int = 2, hidden: int = 32, max_len: int = 1024,
-                  seed: int = 0) -> Path:
+def save_tiny_mlm(
+    path: str | Path, layers: int = 2, hidden: int = 32, max_len: int = 1024, seed: int = 0
+) -> Path:
     """A randomly initialised BertForMaskedLM + char tokenizer saved at `path`."""
     torch.manual_seed(seed)
     cfg = BertConfig(
-        vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 16), intermediate_size=hidden * 2,
-        max_position_embeddings=max_len, pad_token_id=0,
+        vocab_size=len(VOCAB),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 16),
+        intermediate_size=hidden * 2,
+        max_position_embeddings=max_len,
+        pad_token_id=0,
     )
     model = BertForMaskedLM(cfg).eval()
     path = Path(path)
@@ -52,15 +57,23 @@ def save_tiny_mlm(path: str | Path, layers: int = 2, hidden: int = 32, max_len: 
     return path
 
 
-def save_tiny_clm(path: str | Path, layers: int = 2, hidden: int = 32, max_len: int = 1024,
-                  seed: int = 0) -> Path:
+def save_tiny_clm(
+    path: str | Path, layers: int = 2, hidden: int = 32, max_len: int = 1024, seed: int = 0
+) -> Path:
     """A randomly initialised LlamaForCausalLM + char tokenizer saved at `path`."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 16), num_key_value_heads=max(1, hidden // 16),
-        intermediate_size=hidden * 2, max_position_embeddings=max_len, pad_token_id=0,
-        bos_token_id=2, eos_token_id=3, tie_word_embeddings=False,
+        vocab_size=len(VOCAB),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 16),
+        num_key_value_heads=max(1, hidden // 16),
+        intermediate_size=hidden * 2,
+        max_position_embeddings=max_len,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg).eval()
     path = Path(path)

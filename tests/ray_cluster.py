@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plantcad_flows.local_server import free_port
+from plantcad_flows.cluster.processes import free_port
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 
@@ -146,25 +146,41 @@ def start_ray_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout
     port, client_port = free_port(), free_port()
     log_path = temp_dir / "head.log"
     cmd = [
-        str(RAY_BIN), "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1",
-        "--port", str(port),
-        "--ray-client-server-port", str(client_port),
-        "--num-cpus", str(num_cpus), "--num-gpus", "0",
-        "--temp-dir", str(temp_dir),
-        "--include-dashboard", "false",
-        "--dashboard-agent-listen-port", str(free_port()),
-        "--dashboard-agent-grpc-port", str(free_port()),
-        "--runtime-env-agent-port", str(free_port()),
-        "--metrics-export-port", str(free_port()),
-        "--node-manager-port", str(free_port()),
-        "--object-manager-port", str(free_port()),
+        str(RAY_BIN),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ray-client-server-port",
+        str(client_port),
+        "--num-cpus",
+        str(num_cpus),
+        "--num-gpus",
+        "0",
+        "--temp-dir",
+        str(temp_dir),
+        "--include-dashboard",
+        "false",
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--dashboard-agent-grpc-port",
+        str(free_port()),
+        "--runtime-env-agent-port",
+        str(free_port()),
+        "--metrics-export-port",
+        str(free_port()),
+        "--node-manager-port",
+        str(free_port()),
+        "--object-manager-port",
+        str(free_port()),
         "--disable-usage-stats",
     ]
     child_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     log = open(log_path, "wb")
-    popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env,
-                             start_new_session=True)
+    popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
     head = RayHead(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", popen, temp_dir, log_path)
     deadline = time.monotonic() + timeout
     # The GCS port opens before the raylet registers; the client server opens last, once the node
@@ -184,12 +200,14 @@ def worker_pids(head: RayHead) -> list[int]:
     """PIDs of the head's Python worker processes: Ray titles them `ray::IDLE` or `ray::{task}`
     (the dashboard and runtime-env agents, `ray::DashboardAgent` etc., are left out)."""
     agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-    return [p for p in descendants(head.popen.pid)
-            if _cmdline(p).startswith("ray::") and not _cmdline(p).startswith(agents)]
+    return [
+        p
+        for p in descendants(head.popen.pid)
+        if _cmdline(p).startswith("ray::") and not _cmdline(p).startswith(agents)
+    ]
 
 
 def busy_worker_pids(head: RayHead, task_name: str) -> list[int]:
     """PIDs of workers running `task_name` now: Ray sets a worker's title to `ray::{task name}`
     while the task runs."""
-    return [p for p in descendants(head.popen.pid)
-            if _cmdline(p).split(" ")[0] == f"ray::{task_name}"]
+    return [p for p in descendants(head.popen.pid) if _cmdline(p).split(" ")[0] == f"ray::{task_name}"]

@@ -17,7 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plantcad_flows.local_server import start_server, stop_process_group
+from plantcad_flows.cli.prefect_server import prefect_executable, start_server
+from plantcad_flows.cluster.processes import stop_process_group
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -55,19 +56,25 @@ def client_env(api_url: str, home: str | os.PathLike, **extra: str) -> dict[str,
     return env
 
 
-def start_worker(pool: str, env: dict[str, str], log_path: str | os.PathLike,
-                 cwd: str | os.PathLike = REPO) -> subprocess.Popen:
+def start_worker(
+    pool: str, env: dict[str, str], log_path: str | os.PathLike, cwd: str | os.PathLike = REPO
+) -> subprocess.Popen:
     log = open(log_path, "ab")
     return subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
 
 
 def api(api_url: str, method: str, path: str, body: dict | None = None) -> dict | list:
     req = urllib.request.Request(
-        f"{api_url}{path}", method=method,
+        f"{api_url}{path}",
+        method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Content-Type": "application/json"},
     )
@@ -78,8 +85,9 @@ def api(api_url: str, method: str, path: str, body: dict | None = None) -> dict 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def wait_for_flow_run(api_url: str, flow_run_id: str, timeout: float,
-                      alive: list[subprocess.Popen] = ()) -> dict:
+def wait_for_flow_run(
+    api_url: str, flow_run_id: str, timeout: float, alive: list[subprocess.Popen] = ()
+) -> dict:
     """Poll the run until it is terminal; fail fast if a process it depends on died."""
     deadline = time.monotonic() + timeout
     while True:
@@ -98,7 +106,7 @@ def wait_for_flow_run(api_url: str, flow_run_id: str, timeout: float,
 # One deployed stack per test session, shared by test_deployments.py and test_ui_browser.py:
 # server -> `plantcad-flows setup` -> a `local` worker -> one completed `zero-shot-eval/local` run.
 
-_STACK: dict[str, "Stack"] = {}
+_STACK: dict[str, Stack] = {}
 RUN_TIMEOUT_S = 600
 
 
@@ -121,8 +129,13 @@ class Stack:
 def snapshot_repo(dest: Path) -> Path:
     """A git repository holding the working tree as it is now (tracked and untracked files,
     minus ignored ones), committed on branch `main`: what a fresh VM would clone."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -138,14 +151,21 @@ def snapshot_repo(dest: Path) -> Path:
 def run_setup(api_url: str, home: Path, **extra: str) -> subprocess.CompletedProcess:
     cli = VENV_BIN / "plantcad-flows"
     cmd = [str(cli), "setup"] if cli.exists() else [sys.executable, "-m", "deployments.setup"]
-    return subprocess.run(cmd, cwd=REPO, env=client_env(api_url, home, **extra),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        cmd, cwd=REPO, env=client_env(api_url, home, **extra), capture_output=True, text=True, timeout=600
+    )
 
 
 def deployment_run(stack: Stack, name: str, *args: str) -> str:
     """`prefect deployment run NAME ...`; returns the new flow run's id."""
-    proc = subprocess.run([str(VENV_BIN / "prefect"), "deployment", "run", name, *args],
-                          cwd=stack.tmp, env=stack.env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [prefect_executable(), "deployment", "run", name, *args],
+        cwd=stack.tmp,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     m = re.search(r"UUID:\s*([0-9a-f-]{36})", proc.stdout)
     assert m, proc.stdout
@@ -162,9 +182,15 @@ def get_stack(tmp_path_factory, request) -> Stack:
     home = tmp / "client-home"
     hf_token = "hf_" + secrets.token_hex(20)
     repo = snapshot_repo(tmp / "snapshot")
-    setup = run_setup(api_url, home, HF_TOKEN=hf_token, PLANTCAD_FLOWS_REPO=str(repo),
-                      PLANTCAD_FLOWS_REF="main", AWS_ACCESS_KEY_ID="AKIATESTONLY",
-                      AWS_SECRET_ACCESS_KEY=hf_token[::-1])
+    setup = run_setup(
+        api_url,
+        home,
+        HF_TOKEN=hf_token,
+        PLANTCAD_FLOWS_REPO=str(repo),
+        PLANTCAD_FLOWS_REF="main",
+        AWS_ACCESS_KEY_ID="AKIATESTONLY",
+        AWS_SECRET_ACCESS_KEY=hf_token[::-1],
+    )
     output = setup.stdout + setup.stderr
     assert setup.returncode == 0, output[-5000:]
     env = client_env(api_url, home)
@@ -188,6 +214,7 @@ def completed_local_run(stack: Stack) -> dict:
 
 
 def flow_run_logs(api_url: str, flow_run_id: str) -> str:
-    logs = api(api_url, "POST", "/logs/filter",
-               {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    logs = api(
+        api_url, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    )
     return "\n".join(entry["message"] for entry in logs)

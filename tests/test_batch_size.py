@@ -7,20 +7,22 @@ import multiprocessing as mp
 
 import pytest
 
-from plantcad_flows.batch_size import (
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.scoring.batch_size import (
     BatchSizeMemo,
     auto_batch_size,
     find_max_batch_size,
     is_out_of_memory,
     memo_key,
 )
-from plantcad_flows.errors import ValidationError
 
 
 class FakeDevice:
     """A forward pass that runs out of memory above `limit`, like CUDA does."""
 
-    def __init__(self, limit: int, exc=lambda: RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")):
+    def __init__(
+        self, limit: int, exc=lambda: RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    ):
         self.limit, self.exc, self.tried, self.freed = limit, exc, [], 0
 
     def __call__(self, size: int) -> None:
@@ -96,8 +98,10 @@ def test_auto_batch_size_probes_once_per_key(tmp_path):
     assert len(dev.tried) == n  # memo hit: no forward pass
     auto_batch_size(FakeDevice(20), context_length=8192, **{**args, "on_oom": lambda: None})
     data = json.loads(path.read_text())
-    assert data == {memo_key("m@rev", 512, "NVIDIA H100 80GB HBM3"): 40,
-                    memo_key("m@rev", 8192, "NVIDIA H100 80GB HBM3"): 20}
+    assert data == {
+        memo_key("m@rev", 512, "NVIDIA H100 80GB HBM3"): 40,
+        memo_key("m@rev", 8192, "NVIDIA H100 80GB HBM3"): 20,
+    }
 
 
 def _probe_in_process(path, out):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import eval_config
-from plantcad_flows.cells import build_cells
+
 from plantcad_flows.config import load_config
+from plantcad_flows.layout.plan import build_cells
 
 CLI = Path(sys.executable).parent / "plantcad-flows"
 REPO = Path(__file__).resolve().parents[1]
@@ -75,8 +75,9 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env["PREFECT_HOME"] = str(cwd / ".prefect-home")
     env = {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def plan_lines(stdout: str) -> dict[str, str]:
@@ -145,35 +146,68 @@ def _errors(proc) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("edit,expected", [
-    (lambda d: d.update(gpus=8), ["config error at gpus: unknown key 'gpus'"]),
-    (lambda d: d["compute"].update(gpus=8), ["config error at compute.gpus: unknown key 'gpus'"]),
-    (lambda d: d["models"][1].update(tokenizer="x"), ["config error at models.1.tokenizer: unknown key 'tokenizer'"]),
-    (lambda d: d["splits"][1]["overrides"].update(mask_len=2),
-     ["config error at splits.1.overrides.mask_len: unknown key 'mask_len'"]),
-    (lambda d: (d["executor"].update(retries=2), d["sampling"].update(fraction=0.1)),
-     ["config error at sampling.fraction: unknown key 'fraction'",
-      "config error at executor.retries: unknown key 'retries'"]),
-], ids=["top-level", "compute.gpus", "models[1]", "overrides", "two-keys"])
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (lambda d: d.update(gpus=8), ["config error at gpus: unknown key 'gpus'"]),
+        (lambda d: d["compute"].update(gpus=8), ["config error at compute.gpus: unknown key 'gpus'"]),
+        (
+            lambda d: d["models"][1].update(tokenizer="x"),
+            ["config error at models.1.tokenizer: unknown key 'tokenizer'"],
+        ),
+        (
+            lambda d: d["splits"][1]["overrides"].update(mask_len=2),
+            ["config error at splits.1.overrides.mask_len: unknown key 'mask_len'"],
+        ),
+        (
+            lambda d: (d["executor"].update(retries=2), d["sampling"].update(fraction=0.1)),
+            [
+                "config error at sampling.fraction: unknown key 'fraction'",
+                "config error at executor.retries: unknown key 'retries'",
+            ],
+        ),
+    ],
+    ids=["top-level", "compute.gpus", "models[1]", "overrides", "two-keys"],
+)
 def test_unknown_keys_are_rejected(tmp_path, edit, expected):
     lines = _errors(cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
     assert lines == expected
 
 
-@pytest.mark.parametrize("edit,needles", [
-    (lambda d: d["splits"][2].update(task="tis_core_noncore_clasification"),
-     ["splits.2.task", "splits[].task='tis_core_noncore_clasification'", "unknown name",
-      "did you mean 'tis_core_noncore_classification'?"]),
-    (lambda d: d["models"][2].update(motif_inference_mode="fwd_rc_average"),
-     ["models.2.motif_inference_mode", "models[].motif_inference_mode='fwd_rc_average'",
-      "did you mean 'fwd_rc_avg'?", "valid: fwd_only, fwd_rc_avg, rc_only"]),
-    (lambda d: d["models"][0].update(motif_inference_mode="rc_only"),
-     ["models[].motif_inference_mode='rc_only'", "only fwd_only is supported for type mlm"]),
-    (lambda d: d["models"][0].update(type="rnn"), ["models[].type='rnn'", "valid: clm, mlm"]),
-    (lambda d: d["splits"][1].update(split="test_rice"),
-     ["splits[acceptor_recovery].split='test_rice'", "test_maize"]),
-    (lambda d: d["compute"].update(device="tpu"), ["compute.device='tpu'", "cpu, cuda or cuda:N"]),
-], ids=["task", "mode", "mode-for-mlm", "type", "split", "device"])
+@pytest.mark.parametrize(
+    "edit,needles",
+    [
+        (
+            lambda d: d["splits"][2].update(task="tis_core_noncore_clasification"),
+            [
+                "splits.2.task",
+                "splits[].task='tis_core_noncore_clasification'",
+                "unknown name",
+                "did you mean 'tis_core_noncore_classification'?",
+            ],
+        ),
+        (
+            lambda d: d["models"][2].update(motif_inference_mode="fwd_rc_average"),
+            [
+                "models.2.motif_inference_mode",
+                "models[].motif_inference_mode='fwd_rc_average'",
+                "did you mean 'fwd_rc_avg'?",
+                "valid: fwd_only, fwd_rc_avg, rc_only",
+            ],
+        ),
+        (
+            lambda d: d["models"][0].update(motif_inference_mode="rc_only"),
+            ["models[].motif_inference_mode='rc_only'", "only fwd_only is supported for type mlm"],
+        ),
+        (lambda d: d["models"][0].update(type="rnn"), ["models[].type='rnn'", "valid: clm, mlm"]),
+        (
+            lambda d: d["splits"][1].update(split="test_rice"),
+            ["splits[acceptor_recovery].split='test_rice'", "test_maize"],
+        ),
+        (lambda d: d["compute"].update(device="tpu"), ["compute.device='tpu'", "cpu, cuda or cuda:N"]),
+    ],
+    ids=["task", "mode", "mode-for-mlm", "type", "split", "device"],
+)
 def test_bad_values_name_field_and_value(tmp_path, edit, needles):
     lines = _errors(cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
     assert len(lines) == 1
@@ -186,8 +220,10 @@ def test_bad_only_regex_and_bad_yaml(plantcad_config, tmp_path):
     assert len(lines) == 1 and "only='(unclosed'" in lines[0] and "invalid regex" in lines[0]
     broken = write_yaml(tmp_path / "broken.yaml", "models: [\n  - path: x\n")
     lines = _errors(cli("eval", broken, "--dry-run", cwd=tmp_path))
-    assert lines == [f"config error: invalid YAML in {broken} at line 2, column 3: "
-                     "expected the node content, but found '-'"]
+    assert lines == [
+        f"config error: invalid YAML in {broken} at line 2, column 3: "
+        "expected the node content, but found '-'"
+    ]
 
 
 # ------------------------------------------------------------------ against a real Prefect server
@@ -201,8 +237,9 @@ def _count_flow_runs() -> int:
 
 
 @pytest.mark.slow
-def test_bad_config_creates_no_flow_run_and_plan_shows_cached(prefect_server, small_models,
-                                                              synthetic_dir, tmp_path):
+def test_bad_config_creates_no_flow_run_and_plan_shows_cached(
+    prefect_server, small_models, synthetic_dir, tmp_path
+):
     import servers
 
     env = servers.client_env(prefect_server, tmp_path / "client-home")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from plantcad_flows.cluster_env import (
+from plantcad_flows.cluster.env import (
     GpuInfo,
     expand_hostlist,
     report_from_env,
@@ -117,8 +117,10 @@ def test_suggest_workers():
 
 def test_cli_json_on_this_machine():
     out = subprocess.run(
-        [sys.executable, "-m", "plantcad_flows.cluster_env", "--json", "--no-probe"],
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "plantcad_flows.cluster.env", "--json", "--no-probe"],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "9", "SLURM_JOB_NODELIST": "c[1-2]"},
     ).stdout
     data = json.loads(out)

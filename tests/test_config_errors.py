@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError as PydanticValidationError
 
+from plantcad_flows.benchmark.registry import TASKS, Family, all_task_splits
 from plantcad_flows.config import EvalConfig, ModelConfig, SamplingConfig, SplitConfig
-from plantcad_flows.data import prepare_split
+from plantcad_flows.data.sequences import crop_plan
+from plantcad_flows.data.splits import prepare_split
 from plantcad_flows.errors import UnknownNameError, ValidationError
-from plantcad_flows.registry import TASKS, Family, all_task_splits
-from plantcad_flows.sequences import crop_plan
 
 
 def test_registry_defaults():
@@ -39,15 +39,18 @@ def test_unknown_task_suggests_closest():
     with pytest.raises((UnknownNameError, PydanticValidationError)) as e:
         SplitConfig(task="tis_recovry", split="test_maize")
     # pydantic wraps errors raised in validators; our one-line message is one of its lines
-    assert any("splits[].task='tis_recovry'" in line and "did you mean 'tis_recovery'" in line
-               for line in str(e.value).splitlines())
+    assert any(
+        "splits[].task='tis_recovry'" in line and "did you mean 'tis_recovery'" in line
+        for line in str(e.value).splitlines()
+    )
 
 
 @pytest.mark.parametrize("masks,problem", [((4000,), "not centred"), ((9000,), "out of range")])
 def test_bad_masks(masks, problem):
     with pytest.raises(PydanticValidationError) as e:
-        SplitConfig(task="conservation_within_andropogoneae", split="test",
-                    overrides={"mask_token_indexes": masks})
+        SplitConfig(
+            task="conservation_within_andropogoneae", split="test", overrides={"mask_token_indexes": masks}
+        )
     assert f"mask_token_indexes={list(masks)!r}" in str(e.value) and problem in str(e.value)
 
 
@@ -77,10 +80,13 @@ def test_length_differs_from_seq_length():
     one_line(e.value, "seq_length=8", "6-bp")
 
 
-@pytest.mark.parametrize("columns,field,value", [
-    ({"seq": ["ACGTACGT"], "label": [0]}, "seq_column", "'sequence'"),
-    ({"sequence": ["ACGTACGT"]}, "label_column", "'label'"),
-])
+@pytest.mark.parametrize(
+    "columns,field,value",
+    [
+        ({"seq": ["ACGTACGT"], "label": [0]}, "seq_column", "'sequence'"),
+        ({"sequence": ["ACGTACGT"]}, "label_column", "'label'"),
+    ],
+)
 def test_missing_columns(columns, field, value):
     with pytest.raises(ValidationError) as e:
         prepare_split(split(), SamplingConfig(), raw=pd.DataFrame(columns))
@@ -101,11 +107,14 @@ def test_empty_after_sampling():
     one_line(e.value, "sampling=", "'rate': 0.2", "leaves 0 of 3 examples")
 
 
-@pytest.mark.parametrize("kw,needle", [
-    ({"type": "rnn"}, "models[].type='rnn'"),
-    ({"type": "clm", "motif_inference_mode": "both"}, "models[].motif_inference_mode='both'"),
-    ({"type": "mlm", "motif_inference_mode": "rc_only"}, "only fwd_only is supported"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"type": "rnn"}, "models[].type='rnn'"),
+        ({"type": "clm", "motif_inference_mode": "both"}, "models[].motif_inference_mode='both'"),
+        ({"type": "mlm", "motif_inference_mode": "rc_only"}, "only fwd_only is supported"),
+    ],
+)
 def test_unsupported_mode_or_type(kw, needle):
     with pytest.raises(PydanticValidationError) as e:
         ModelConfig(path="m", **kw)
@@ -124,7 +133,9 @@ def test_bad_labels_and_sv_coordinates():
     raw = pd.DataFrame({"sequence": ["ACGTACGT"] * 2, "label": [0, 2]})
     with pytest.raises(ValidationError, match="labels must be 0 or 1, found 2"):
         prepare_split(split(), SamplingConfig(), raw=raw)
-    sv = pd.DataFrame({"RefSeq": ["ACGTACGT"], "MutSeq": ["ACGTACGT"], "left": [5], "right": [3], "label": [1]})
+    sv = pd.DataFrame(
+        {"RefSeq": ["ACGTACGT"], "MutSeq": ["ACGTACGT"], "left": [5], "right": [3], "label": [1]}
+    )
     with pytest.raises(ValidationError) as e:
         prepare_split(split("structural_variant_effect_prediction"), SamplingConfig(), raw=sv)
     one_line(e.value, "left/right=(5, 3)")
@@ -132,5 +143,7 @@ def test_bad_labels_and_sv_coordinates():
 
 def test_crop_that_removes_masks_is_rejected_in_config():
     with pytest.raises(PydanticValidationError, match="crop removes the masks"):
-        EvalConfig(models=[{"path": "m", "context_length": 2}],
-                   splits=[{"task": "tis_recovery", "split": "test_maize", "seq_length": 64}])
+        EvalConfig(
+            models=[{"path": "m", "context_length": 2}],
+            splits=[{"task": "tis_recovery", "split": "test_maize", "seq_length": 64}],
+        )

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from plantcad_flows.config import SamplingConfig, SplitConfig
-from plantcad_flows.data import NO_LABEL, prepare_split, sample_indices
+from plantcad_flows.data.splits import NO_LABEL, prepare_split, sample_indices
 
 L = 16
 
@@ -19,7 +19,9 @@ def seqs(n, seed=0):
 
 
 def cons_split(path, **kw):
-    return SplitConfig(task="conservation_within_andropogoneae", split="test", path=str(path), seq_length=L, **kw)
+    return SplitConfig(
+        task="conservation_within_andropogoneae", split="test", path=str(path), seq_length=L, **kw
+    )
 
 
 def test_sampling_is_seeded_permutation_then_floor_then_cap():
@@ -60,7 +62,9 @@ def test_motif_split_without_label_column_gets_placeholder():
 
 
 def test_sv_columns_are_mapped(tmp_path):
-    raw = pd.DataFrame({"RefSeq": seqs(2), "MutSeq": seqs(2, seed=2), "left": [7, 8], "right": [9, 8], "label": [1, 0]})
+    raw = pd.DataFrame(
+        {"RefSeq": seqs(2), "MutSeq": seqs(2, seed=2), "left": [7, 8], "right": [9, 8], "label": [1, 0]}
+    )
     split = SplitConfig(task="structural_variant_effect_prediction", split="test", path="x", seq_length=L)
     out = prepare_split(split, SamplingConfig(), raw=raw)
     assert list(out.columns) == ["row_index", "label", "ref_seq", "mut_seq", "left", "right"]

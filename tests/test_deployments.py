@@ -42,14 +42,18 @@ def test_setup_creates_pools_and_deployments_and_never_prints_the_token(stack):
     assert "block plantcad-aws: saved" in stack.setup_output
     pools = {p["name"]: p for p in api(stack.api_url, "POST", "/work_pools/filter", {})}
     assert {n: pools[n]["type"] for n in ("local", "lambda", "kubernetes")} == {
-        "local": "process", "lambda": "process", "kubernetes": "kubernetes"}
+        "local": "process",
+        "lambda": "process",
+        "kubernetes": "kubernetes",
+    }
     k8s_vars = pools["kubernetes"]["base_job_template"]["variables"]["properties"]
     assert {"gpu_count", "gpu_products", "tolerations", "secret_env", "volumes"} <= set(k8s_vars)
     # The process pools reference the Secret block; the token itself is stored only in the block.
     env_default = pools["local"]["base_job_template"]["variables"]["properties"]["env"]["default"]
     assert env_default["HF_TOKEN"] == "{{ prefect.blocks.secret.hf-token }}"
     assert env_default["AWS_SECRET_ACCESS_KEY"] == (
-        "{{ prefect.blocks.aws-credentials.plantcad-aws.aws_secret_access_key }}")
+        "{{ prefect.blocks.aws-credentials.plantcad-aws.aws_secret_access_key }}"
+    )
     assert stack.hf_token not in json.dumps(pools) and stack.hf_token[::-1] not in json.dumps(pools)
     deps = _deployments(stack)
     assert set(deps) == {"local", "kubernetes", "lambda", "nightly"}
@@ -61,8 +65,13 @@ def test_setup_creates_pools_and_deployments_and_never_prints_the_token(stack):
 
 
 def test_setup_is_idempotent(stack):
-    again = run_setup(stack.api_url, stack.tmp / "client-home", HF_TOKEN=stack.hf_token,
-                      PLANTCAD_FLOWS_REPO=str(stack.snapshot_repo), PLANTCAD_FLOWS_REF="main")
+    again = run_setup(
+        stack.api_url,
+        stack.tmp / "client-home",
+        HF_TOKEN=stack.hf_token,
+        PLANTCAD_FLOWS_REPO=str(stack.snapshot_repo),
+        PLANTCAD_FLOWS_REF="main",
+    )
     out = again.stdout + again.stderr
     assert again.returncode == 0, out[-3000:]
     assert "work pool local (process): updated" in out
@@ -83,9 +92,20 @@ def test_nightly_has_its_cron_schedule(stack):
 
 def test_parameter_schema_is_enforced(stack):
     proc = subprocess.run(
-        [str(REPO / ".venv/bin/prefect"), "deployment", "run", "zero-shot-eval/local",
-         "--params", json.dumps({"config": {"models": [], "splitz": []}})],
-        cwd=stack.tmp, env=stack.env, capture_output=True, text=True, timeout=120)
+        [
+            str(REPO / ".venv/bin/prefect"),
+            "deployment",
+            "run",
+            "zero-shot-eval/local",
+            "--params",
+            json.dumps({"config": {"models": [], "splitz": []}}),
+        ],
+        cwd=stack.tmp,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "validation" in (proc.stdout + proc.stderr).lower()
 
@@ -94,8 +114,9 @@ def test_local_deployment_completes_with_results(stack):
     run = completed_local_run(stack)
     logs = flow_run_logs(stack.api_url, run["id"])
     assert run["state_type"] == "COMPLETED", logs[-5000:]
-    artifacts = api(stack.api_url, "POST", "/artifacts/filter",
-                    {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    artifacts = api(
+        stack.api_url, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+    )
     keys = {a["key"] for a in artifacts}
     assert {"zero-shot-results", "zero-shot-summary"} <= keys
     table = next(a for a in artifacts if a["key"] == "zero-shot-results")["data"]
@@ -110,9 +131,14 @@ def test_job_variable_override_reaches_the_run(stack):
     completed_local_run(stack)  # a worker is running
     demo = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["configs"]["demo"]
     small = dict(demo, splits=demo["splits"][:1])  # --param overrides the default config too
-    run_id = deployment_run(stack, "zero-shot-eval/local", "--params", json.dumps({"config": small}),
-                            "--job-variable",
-                            "env=" + json.dumps({"PLANTCAD_MARKER": "from-job-variable"}))
+    run_id = deployment_run(
+        stack,
+        "zero-shot-eval/local",
+        "--params",
+        json.dumps({"config": small}),
+        "--job-variable",
+        "env=" + json.dumps({"PLANTCAD_MARKER": "from-job-variable"}),
+    )
     run = wait_for_flow_run(stack.api_url, run_id, RUN_TIMEOUT_S)
     assert run["state_type"] == "COMPLETED", flow_run_logs(stack.api_url, run_id)[-3000:]
     assert run["job_variables"]["env"]["PLANTCAD_MARKER"] == "from-job-variable"
@@ -121,7 +147,7 @@ def test_job_variable_override_reaches_the_run(stack):
 
 def test_lambda_pool_through_start_node_single_node(stack, tmp_path):
     """The node start script runs the `lambda` worker; its pull step clones the snapshot repo."""
-    from plantcad_flows.synthetic import ensure_benchmark
+    from plantcad_flows.benchmark.synthetic import ensure_benchmark
 
     data = tmp_path / "synthetic"
     ensure_benchmark(data)
@@ -129,18 +155,21 @@ def test_lambda_pool_through_start_node_single_node(stack, tmp_path):
     config = json.loads(json.dumps(local_config))
     for m in config["models"]:
         m["path"] = str(REPO / m["path"])
-    config["splits"] = [dict(s, path=str(data / s["task"] / f"{s['split']}.parquet"))
-                        for s in config["splits"][:2]]
+    config["splits"] = [
+        dict(s, path=str(data / s["task"] / f"{s['split']}.parquet")) for s in config["splits"][:2]
+    ]
     config["executor"]["prefix"] = str(tmp_path / "outputs")
     log = open(tmp_path / "start-node.log", "ab")
     node = subprocess.Popen(
         ["bash", str(REPO / "infra/lambda/start-node.sh"), "--single-node", "--pool", "lambda"],
-        cwd=tmp_path, env=dict(stack.env, PLANTCAD_VENV=str(REPO / ".venv")),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=tmp_path,
+        env=dict(stack.env, PLANTCAD_VENV=str(REPO / ".venv")),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
-        run_id = deployment_run(stack, "zero-shot-eval/lambda", "--params",
-                                json.dumps({"config": config}))
+        run_id = deployment_run(stack, "zero-shot-eval/lambda", "--params", json.dumps({"config": config}))
         run = wait_for_flow_run(stack.api_url, run_id, RUN_TIMEOUT_S, alive=[node])
         logs = flow_run_logs(stack.api_url, run_id)
         assert run["state_type"] == "COMPLETED", logs[-5000:]

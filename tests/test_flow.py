@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import eval_config, task_run_states
+
 from plantcad_flows.config import EvalConfig
 
 pytestmark = pytest.mark.slow
@@ -39,9 +39,15 @@ def test_flow_end_to_end_then_cached_then_forced(prefect_server, small_models, s
     assert state.is_completed(), state.message
     results = state.result()
     by_cell = {r["cell_id"]: r for r in results}
-    assert set(by_cell) == {f"{m}/{t}/{s}" for m in ("mlm", "clm") for t, s in (
-        ("conservation_within_andropogoneae", "test"), ("tis_recovery", "test_maize"),
-        ("structural_variant_effect_prediction", "test"))}
+    assert set(by_cell) == {
+        f"{m}/{t}/{s}"
+        for m in ("mlm", "clm")
+        for t, s in (
+            ("conservation_within_andropogoneae", "test"),
+            ("tis_recovery", "test_maize"),
+            ("structural_variant_effect_prediction", "test"),
+        )
+    }
     assert by_cell["clm/structural_variant_effect_prediction/test"]["status"] == "skipped"
     assert "causal" in by_cell["clm/structural_variant_effect_prediction/test"]["reason"]
     cons = by_cell["mlm/conservation_within_andropogoneae/test"]
@@ -67,8 +73,9 @@ def test_flow_end_to_end_then_cached_then_forced(prefect_server, small_models, s
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run1])))
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run1]))
+        )
     kinds = {a.type for a in arts}
     assert {"table", "markdown", "progress"} <= kinds
     progress = [a for a in arts if a.type == "progress"][0]
@@ -114,11 +121,13 @@ def test_failed_cell_is_isolated_and_recomputed(prefect_server, small_models, sy
     table = pd.read_parquet(next((prefix / "runs").glob("*/results.parquet")))
     assert list(table["model"]) == ["mlm"]
 
-    from plantcad_flows.cells import CellStatus, plan_cells
+    from plantcad_flows.layout.plan import CellStatus, plan_cells
 
     statuses = {p.cell.id: p.status for p in plan_cells(EvalConfig.model_validate(cfg))}
-    assert statuses == {"mlm/tis_recovery/test_maize": CellStatus.CACHED,
-                        "clm/tis_recovery/test_maize": CellStatus.FAILED_BEFORE}
+    assert statuses == {
+        "mlm/tis_recovery/test_maize": CellStatus.CACHED,
+        "clm/tis_recovery/test_maize": CellStatus.FAILED_BEFORE,
+    }
 
     shutil.rmtree(broken)
     shutil.copytree(small_models["clm"], broken)
@@ -130,7 +139,7 @@ def test_failed_cell_is_isolated_and_recomputed(prefect_server, small_models, sy
 
 
 def test_transient_error_is_retried(prefect_server, small_models, synthetic_dir, tmp_path, monkeypatch):
-    import plantcad_flows.scoring as scoring
+    import plantcad_flows.scoring.score as scoring
 
     real = scoring.score_frame
     calls = {"n": 0}
@@ -143,9 +152,13 @@ def test_transient_error_is_retried(prefect_server, small_models, synthetic_dir,
 
     monkeypatch.setattr(scoring, "score_frame", flaky)
     models = {"mlm": small_models["mlm"], "clm": small_models["clm"]}
-    cfg = eval_config(models, synthetic_dir, tmp_path / "out",
-                      tasks=(("conservation_within_andropogoneae", "test"),),
-                      only="^mlm/")
+    cfg = eval_config(
+        models,
+        synthetic_dir,
+        tmp_path / "out",
+        tasks=(("conservation_within_andropogoneae", "test"),),
+        only="^mlm/",
+    )
     cfg["ray"]["num_shards"] = 1
     state, run = _run(cfg)
     assert state.is_completed(), state.message

@@ -17,15 +17,24 @@ from pathlib import Path
 
 import pytest
 
-import plantcad_flows.hashing as hashing
-from plantcad_flows.cells import Cell, build_cells
+import plantcad_flows.layout.hashing as hashing
 from plantcad_flows.config import EvalConfig
+from plantcad_flows.layout.plan import Cell, build_cells
 
 REPO = Path(__file__).resolve().parents[1]
 
 BASE = {
-    "models": [{"path": "org/plantcad-tiny", "name": "tiny", "type": "clm", "context_length": 4096,
-                "revision": "abc123", "subfolder": "", "motif_inference_mode": "fwd_only"}],
+    "models": [
+        {
+            "path": "org/plantcad-tiny",
+            "name": "tiny",
+            "type": "clm",
+            "context_length": 4096,
+            "revision": "abc123",
+            "subfolder": "",
+            "motif_inference_mode": "fwd_only",
+        }
+    ],
     "splits": [{"task": "conservation_within_andropogoneae", "split": "test"}],
     "compute": {"device": "cuda:0", "batch_size": 8, "num_workers": 2, "precision": "bf16"},
     "sampling": {"rate": 0.5, "max_size": 100, "seed": 0},
@@ -132,19 +141,29 @@ def test_explicit_default_masks_are_the_same_cell():
 def test_split_key_ignores_model_and_compute():
     """One prepared split serves every model: its key sees data and sampling only."""
     base = _cell(BASE).split_job
-    for path, value in [("models.0.path", "org/other"), ("models.0.type", "mlm"),
-                        ("models.0.context_length", 8192), ("models.0.revision", "zzz"),
-                        ("compute.precision", "fp32"), ("compute.device", "cpu"),
-                        ("executor.prefix", "/elsewhere")]:
+    for path, value in [
+        ("models.0.path", "org/other"),
+        ("models.0.type", "mlm"),
+        ("models.0.context_length", 8192),
+        ("models.0.revision", "zzz"),
+        ("compute.precision", "fp32"),
+        ("compute.device", "cpu"),
+        ("executor.prefix", "/elsewhere"),
+    ]:
         assert _cell(_with(path, value)).split_job.key == base.key, path
-    for path, value in [("sampling.seed", 3), ("sampling.max_size", 7),
-                        ("splits.0.path", "/x.parquet"), ("splits.0.seq_column", "s")]:
+    for path, value in [
+        ("sampling.seed", 3),
+        ("sampling.max_size", 7),
+        ("splits.0.path", "/x.parquet"),
+        ("splits.0.seq_column", "s"),
+    ]:
         assert _cell(_with(path, value)).split_job.key != base.key, path
 
 
 def test_two_models_share_one_split_job():
-    cfg = _with("models", BASE["models"] + [{"path": "org/b", "name": "b", "type": "mlm",
-                                              "context_length": 4096}])
+    cfg = _with(
+        "models", BASE["models"] + [{"path": "org/b", "name": "b", "type": "mlm", "context_length": 4096}]
+    )
     cells = build_cells(EvalConfig.model_validate(cfg))
     assert len(cells) == 2 and cells[0].key != cells[1].key
     assert cells[0].split_job.key == cells[1].split_job.key
@@ -161,18 +180,27 @@ def test_hash_is_canonical():
 def test_keys_are_stable_across_processes():
     """Another interpreter (other hash seed, fresh imports) computes the very same keys."""
     script = (
-        "import json, sys; from plantcad_flows.cells import build_cells; "
+        "import json, sys; from plantcad_flows.layout.plan import build_cells; "
         "from plantcad_flows.config import EvalConfig; "
         "cfg = EvalConfig.model_validate(json.loads(sys.argv[1])); "
         "print(json.dumps([[c.key, c.split_job.key, c.dir] for c in build_cells(cfg)]))"
     )
     cfg = _with("models", BASE["models"] + [{"path": "org/b", "name": "b", "type": "mlm"}])
-    cfg["splits"] = [{"task": "tis_recovery", "split": "test_maize"},
-                     {"task": "structural_variant_effect_prediction", "split": "test"}]
+    cfg["splits"] = [
+        {"task": "tis_recovery", "split": "test_maize"},
+        {"task": "structural_variant_effect_prediction", "split": "test"},
+    ]
     here = [[c.key, c.split_job.key, c.dir] for c in build_cells(EvalConfig.model_validate(cfg))]
     for seed in ("1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        out = subprocess.run([sys.executable, "-c", script, json.dumps(cfg)], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=120, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(cfg)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         assert json.loads(out.stdout) == here
     assert len({k for k, _, _ in here}) == 4

@@ -21,14 +21,10 @@ JOB_VARIABLES = {
     "gpu_products": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"],
     "gpu_product_operator": "In",
     "hostname_deny": ["gpu-node-07"],
-    "tolerations": [
-        {"key": "dedicated", "operator": "Equal", "value": "gpu-lab", "effect": "NoSchedule"}
-    ],
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu-lab", "effect": "NoSchedule"}],
     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "plantcad-data"}}],
     "volume_mounts": [{"name": "data", "mountPath": "/data"}],
-    "secret_env": [
-        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
-    ],
+    "secret_env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
     "namespace": "lab-alice",
     "service_account": "plantcad-runner",
     "cpu": "8",
@@ -40,9 +36,19 @@ def _preview(job_variables: dict, *extra: str, env_extra: dict | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "deployments.preview_job",
-         "--job-variables", json.dumps(job_variables), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "deployments.preview_job",
+            "--job-variables",
+            json.dumps(job_variables),
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -80,11 +86,18 @@ def test_affinity_tolerations_mounts(rendered):
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ]
-    assert terms == [{"matchExpressions": [
-        {"key": "nvidia.com/gpu.product", "operator": "In",
-         "values": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"]},
-        {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["gpu-node-07"]},
-    ]}]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {
+                    "key": "nvidia.com/gpu.product",
+                    "operator": "In",
+                    "values": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"],
+                },
+                {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["gpu-node-07"]},
+            ]
+        }
+    ]
     assert pod["tolerations"] == JOB_VARIABLES["tolerations"]
     assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "plantcad-data"}}]
     assert pod["containers"][0]["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
@@ -113,11 +126,13 @@ def test_defaults_are_neutral_and_valid():
     job = yaml.safe_load(proc.stdout)
     pod = job["spec"]["template"]["spec"]
     exprs = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"]
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
     assert all(e["operator"] == "NotIn" for e in exprs)
     assert "serviceAccountName" not in pod  # unset -> namespace default
-    assert all(e["valueFrom"]["secretKeyRef"]["optional"] for e in pod["containers"][0]["env"]
-               if "valueFrom" in e)
+    assert all(
+        e["valueFrom"]["secretKeyRef"]["optional"] for e in pod["containers"][0]["env"] if "valueFrom" in e
+    )
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
@@ -141,7 +156,10 @@ def test_deployment_job_variables_are_merged():
 def test_bad_json_is_a_one_line_error():
     proc = subprocess.run(
         [sys.executable, "-m", "deployments.preview_job", "--job-variables", "{gpu_count: 2}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "--job-variables=" in proc.stderr and "not JSON" in proc.stderr
@@ -150,15 +168,23 @@ def test_bad_json_is_a_one_line_error():
 def test_worker_manifests_are_valid_and_grant_jobs_and_pods():
     import kubernetes_validate
 
-    docs = [d for f in sorted((REPO / "infra/kubernetes/worker").glob("*.yaml"))
-            for d in yaml.safe_load_all(f.read_text()) if d]
+    docs = [
+        d
+        for f in sorted((REPO / "infra/kubernetes/worker").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     kinds = {d["kind"] for d in docs}
     assert {"ServiceAccount", "Role", "RoleBinding", "Deployment"} <= kinds
     role = next(d for d in docs if d["kind"] == "Role")
-    grants = {(g, r): set(rule["verbs"]) for rule in role["rules"]
-              for g in rule["apiGroups"] for r in rule["resources"]}
+    grants = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
     assert "create" in grants[("batch", "jobs")]
     assert {"get", "list", "watch"} <= grants[("", "pods")] and "get" in grants[("", "pods/log")]
     worker = next(d for d in docs if d["kind"] == "Deployment")

@@ -68,8 +68,9 @@ def test_skypilot_loader_accepts_the_spec():
         "print(json.dumps({'nodes': t.num_nodes, 'acc': r.accelerators, 'cloud': str(r.cloud),"
         " 'disk': r.disk_size}))\n"
     )
-    out = subprocess.run([_skypilot_python(), "-c", code, str(SPEC)], capture_output=True,
-                         text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [_skypilot_python(), "-c", code, str(SPEC)], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
     got = json.loads(out.strip().splitlines()[-1])
     assert got == {"nodes": 1, "acc": {"A10": 1}, "cloud": "Lambda", "disk": 256}
 
@@ -83,13 +84,19 @@ def test_skypilot_loader_accepts_the_spec():
     ],
 )
 def test_start_node_rejects_bad_arguments(args, message):
-    proc = subprocess.run(["bash", str(START), *args], capture_output=True, text=True, timeout=60,
-                          env={"PATH": os.environ["PATH"], "PLANTCAD_VENV": str(REPO / ".venv")})
+    proc = subprocess.run(
+        ["bash", str(START), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "PLANTCAD_VENV": str(REPO / ".venv")},
+    )
     assert proc.returncode == 2 and message in proc.stderr
 
 
 def test_start_node_needs_a_server_url():
     env = {"PATH": os.environ["PATH"], "PLANTCAD_VENV": str(REPO / ".venv")}
-    proc = subprocess.run(["bash", str(START), "--single-node"], capture_output=True, text=True,
-                          timeout=60, env=env)
+    proc = subprocess.run(
+        ["bash", str(START), "--single-node"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert proc.returncode == 2 and "PREFECT_API_URL is not set" in proc.stderr

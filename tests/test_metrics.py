@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plantcad_flows.metrics import (
-    compute_metrics, motif_metrics, reference_scores, sv_scores, true_base_probs,
+from plantcad_flows.benchmark.registry import Family
+from plantcad_flows.results.metrics import (
+    compute_metrics,
+    motif_metrics,
+    reference_scores,
+    sv_scores,
+    true_base_probs,
 )
-from plantcad_flows.registry import Family
 
 
 def b(*rows: str) -> np.ndarray:
@@ -56,8 +60,9 @@ def test_one_class_gives_nan_with_reason_not_a_crash():
 
 
 def test_reference_score_excludes_non_acgt_as_zero():
-    probs = np.array([[[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]],
-                      [[0.25, 0.25, 0.25, 0.25], [0.4, 0.3, 0.2, 0.1]]])
+    probs = np.array(
+        [[[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]], [[0.25, 0.25, 0.25, 0.25], [0.4, 0.3, 0.2, 0.1]]]
+    )
     bases = b("Tc", "NA")
     np.testing.assert_allclose(true_base_probs(probs, bases), [[0.4, 0.1], [0.0, 0.4]])
     assert reference_scores(probs, bases).tolist() == pytest.approx([0.25, 0.2])
@@ -76,8 +81,10 @@ def test_motif_accuracy_by_hand_with_exclusions():
 
 
 def test_motif_metrics_through_the_predictions_frame():
-    probs = [np.array([0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.7], np.float32),
-             np.array([0.1, 0.7, 0.1, 0.1, 0.1, 0.1, 0.7, 0.1], np.float32)]
+    probs = [
+        np.array([0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.7], np.float32),
+        np.array([0.1, 0.7, 0.1, 0.1, 0.1, 0.1, 0.7, 0.1], np.float32),
+    ]
     frame = pd.DataFrame({"probs": probs, "bases": ["AT", "CC"], "label": [-1, -1], "score": [np.nan] * 2})
     m = compute_metrics(Family.MOTIF, frame)
     assert m == {"token_accuracy": 0.75, "motif_accuracy": 0.5, "num_examples": 2}
@@ -102,4 +109,6 @@ def test_sv_score_from_known_tables():
     assert sv_scores(mut, ref_out, b("AG"))[0] == pytest.approx(-math.log(3.0) / 2)
     # probabilities are floored at 1e-12
     zero = np.array([[[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]]])
-    assert sv_scores(zero, ref, b("AA"))[0] == pytest.approx(-math.log(1e-12 / 0.25) / 2 - math.log(1e-12 / 0.1) / 2)
+    assert sv_scores(zero, ref, b("AA"))[0] == pytest.approx(
+        -math.log(1e-12 / 0.25) / 2 - math.log(1e-12 / 0.1) / 2
+    )

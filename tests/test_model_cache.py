@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from plantcad_flows import model_cache
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.model_cache import ModelCache
+from plantcad_flows.scoring import model_cache as model_cache
+from plantcad_flows.scoring.model_cache import ModelCache
 
 
 def test_loads_once_and_reuses():

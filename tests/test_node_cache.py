@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from plantcad_flows.node_cache import is_local, local_copy
+from plantcad_flows.data.node_cache import is_local, local_copy
 
 
 class SlowRemoteFS(LocalFileSystem):
@@ -28,7 +28,7 @@ class SlowRemoteFS(LocalFileSystem):
     def _strip_protocol(cls, path):
         path = str(path)
         if path.startswith("slowremote://"):
-            path = path[len("slowremote://"):]
+            path = path[len("slowremote://") :]
         return LocalFileSystem._strip_protocol(path)
 
     def get_file(self, rpath, lpath, **kwargs):
@@ -95,7 +95,9 @@ def test_directory_copy(remote, tmp_path):
     for i in range(3):
         pd.DataFrame({"row_index": [i]}).to_parquet(d / f"part-{i}.parquet")
     p = local_copy(f"slowremote://{d}", tmp_path / "c")
-    assert p.name == "split" and sorted(x.name for x in p.iterdir()) == [f"part-{i}.parquet" for i in range(3)]
+    assert p.name == "split" and sorted(x.name for x in p.iterdir()) == [
+        f"part-{i}.parquet" for i in range(3)
+    ]
     assert sorted(pd.read_parquet(p)["row_index"].tolist()) == [0, 1, 2]
     (d / "part-3.parquet").write_bytes((d / "part-0.parquet").read_bytes())
     assert local_copy(f"slowremote://{d}", tmp_path / "c") != p  # a new file is a new version

@@ -18,7 +18,11 @@ DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
 
 def test_four_deployments_on_three_pools():
     assert {n: d["work_pool"]["name"] for n, d in DEPLOYMENTS.items()} == {
-        "local": "local", "kubernetes": "kubernetes", "lambda": "lambda", "nightly": "kubernetes"}
+        "local": "local",
+        "kubernetes": "kubernetes",
+        "lambda": "lambda",
+        "nightly": "kubernetes",
+    }
     for d in DEPLOYMENTS.values():
         assert d["entrypoint"] == "flows/zero_shot_eval.py:zero_shot_eval"
         assert d["enforce_parameter_schema"] is True
@@ -36,11 +40,12 @@ def test_local_demo_is_configs_demo_yaml_but_small():
 
 
 def test_nightly_covers_every_split_on_a_schedule():
-    from plantcad_flows.registry import TASKS
+    from plantcad_flows.benchmark.registry import TASKS
 
     nightly = EvalConfig.model_validate(DEPLOYMENTS["nightly"]["parameters"]["config"])
     assert {(s.task, s.split) for s in nightly.splits} == {
-        (t, s) for t, spec in TASKS.items() for s in spec.splits}
+        (t, s) for t, spec in TASKS.items() for s in spec.splits
+    }
     [sched] = DEPLOYMENTS["nightly"]["schedules"]
     assert sched["cron"] == "0 2 * * *" and sched["timezone"]
 
@@ -53,13 +58,15 @@ def test_pull_steps_are_importable():
             assert callable(getattr(importlib.import_module(module), func)), fqn
     kinds = {n: [next(iter(s)) for s in d["pull"]] for n, d in DEPLOYMENTS.items()}
     assert kinds["lambda"][0] == "prefect.deployments.steps.git_clone"
-    assert DEPLOYMENTS["kubernetes"]["pull"][0][
-        "prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/plantcad-flows"
+    assert (
+        DEPLOYMENTS["kubernetes"]["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
+        == "/opt/plantcad-flows"
+    )
 
 
 def test_ensure_demo_data_step(tmp_path, monkeypatch):
     from deployments.steps import ensure_demo_data
-    from plantcad_flows.synthetic import MARKER
+    from plantcad_flows.benchmark.synthetic import MARKER
 
     monkeypatch.chdir(tmp_path)
     out = ensure_demo_data("data/synthetic")

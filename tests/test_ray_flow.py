@@ -24,10 +24,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import eval_config, task_run_states
-from plantcad_flows.config import EvalConfig
 from ray_cluster import RAY_BIN, busy_worker_pids, descendants, start_ray_head
+
+from plantcad_flows.config import EvalConfig
 
 pytestmark = pytest.mark.slow
 
@@ -66,14 +66,17 @@ def _shard_runs(flow_run_id) -> list:
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        return [(r, [s.type.value for s in client.read_task_run_states(r.id)])
-                for r in runs if r.name.startswith("score ")]
+        return [
+            (r, [s.type.value for s in client.read_task_run_states(r.id)])
+            for r in runs
+            if r.name.startswith("score ")
+        ]
 
 
 def _check_coverage(cfg: dict, cell_id: str) -> None:
     """The cell's predictions.parquet, and its shard files together, hold every sampled example
     of examples.parquet exactly once."""
-    from plantcad_flows.cells import build_cells
+    from plantcad_flows.layout.plan import build_cells
 
     cell = next(c for c in build_cells(EvalConfig.model_validate(cfg)) if c.id == cell_id)
     expected = sorted(pd.read_parquet(Path(cell.split_job.dir) / "examples.parquet")["row_index"].tolist())
@@ -137,19 +140,26 @@ def test_cluster_run_equals_default_local_ray_run(cluster_run, head, small_model
 
 def test_cli_ray_address_gives_same_rows(cluster_run, head, prefect_server, tmp_path):
     import servers
-    from plantcad_flows.results import CellResult, rows
 
-    cfg = {**cluster_run.cfg, "executor": {"prefix": str(tmp_path / "cli-out")},
-           "ray": {"enabled": True, "num_shards": 2}}
+    from plantcad_flows.results.table import CellResult, rows
+
+    cfg = {
+        **cluster_run.cfg,
+        "executor": {"prefix": str(tmp_path / "cli-out")},
+        "ray": {"enabled": True, "num_shards": 2},
+    }
     config_path = tmp_path / "eval.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
     out_json = tmp_path / "results.json"
     env = servers.client_env(prefect_server, tmp_path / "client-home", HF_HUB_OFFLINE="1")
     env.pop("RAY_AUTH_MODE", None)  # as a user's shell has it: the CLI must find the token itself
     proc = subprocess.run(
-        [str(CLI), "eval", str(config_path), "--ray-address", head.address,
-         "--results-json", str(out_json)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+        [str(CLI), "eval", str(config_path), "--ray-address", head.address, "--results-json", str(out_json)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(out_json.read_text())
@@ -162,11 +172,17 @@ def test_shard_task_runs_belong_to_flow_run_on_test_server(cluster_run):
     runs = _shard_runs(cluster_run.run_id)
     # 5 scorable cells (clm x structural variant is skipped) x 2 shards
     names = sorted(r.name for r, _ in runs)
-    assert names == sorted(f"score {m}/{t}/{s} shard {i}" for m, t, s in (
-        ("mlm", "conservation_within_andropogoneae", "test"), ("mlm", "tis_recovery", "test_maize"),
-        ("mlm", "structural_variant_effect_prediction", "test"),
-        ("clm", "conservation_within_andropogoneae", "test"), ("clm", "tis_recovery", "test_maize"),
-    ) for i in (0, 1))
+    assert names == sorted(
+        f"score {m}/{t}/{s} shard {i}"
+        for m, t, s in (
+            ("mlm", "conservation_within_andropogoneae", "test"),
+            ("mlm", "tis_recovery", "test_maize"),
+            ("mlm", "structural_variant_effect_prediction", "test"),
+            ("clm", "conservation_within_andropogoneae", "test"),
+            ("clm", "tis_recovery", "test_maize"),
+        )
+        for i in (0, 1)
+    )
     # The Ray workers' task engines create these runs and move them Pending -> Running ->
     # Completed: had a worker (or the driver) used an ephemeral API of its own, they would not be
     # on the session's server, under this flow run.
@@ -179,7 +195,8 @@ def test_shard_task_runs_belong_to_flow_run_on_test_server(cluster_run):
 def slow_inputs(tmp_path_factory):
     """A bigger split and a bigger model, so a shard scores for seconds: long enough to be caught."""
     from model_factory import save_tiny_mlm
-    from plantcad_flows.synthetic import build_split
+
+    from plantcad_flows.benchmark.synthetic import build_split
 
     root = tmp_path_factory.mktemp("slow")
     task, split = SLOW_TASK
@@ -190,8 +207,14 @@ def slow_inputs(tmp_path_factory):
 
 
 def _slow_config(slow_inputs, prefix: Path, address: str) -> dict:
-    cfg = eval_config({"mlm": slow_inputs.model, "clm": slow_inputs.model}, slow_inputs.data, prefix,
-                      tasks=(SLOW_TASK,), ray=True, only="^mlm/")
+    cfg = eval_config(
+        {"mlm": slow_inputs.model, "clm": slow_inputs.model},
+        slow_inputs.data,
+        prefix,
+        tasks=(SLOW_TASK,),
+        ray=True,
+        only="^mlm/",
+    )
     cfg["ray"]["address"] = address
     return cfg
 
@@ -249,7 +272,9 @@ def test_killed_worker_mid_scoring_loses_nothing(head, prefect_server, slow_inpu
 
     cell_dir = Path(disturbed[0]["output_dir"])
     assert sorted(p.name for p in (cell_dir / "shards").iterdir()) == [
-        "shard-00000-of-00002.parquet", "shard-00001-of-00002.parquet"]
+        "shard-00000-of-00002.parquet",
+        "shard-00001-of-00002.parquet",
+    ]
     _check_coverage(cfg, disturbed[0]["cell_id"])
 
 
@@ -261,28 +286,39 @@ def test_shard_level_resume(cluster_run):
     since): shards must still be planned as the files on storage were, or all of them would be
     re-scored under a new count.
     """
+
     def cell_dir(cell_id: str) -> Path:
         return Path(next(r["output_dir"] for r in cluster_run.results if r["cell_id"] == cell_id))
 
-    deleted = cell_dir("mlm/conservation_within_andropogoneae/test") / "shards" / "shard-00001-of-00002.parquet"
+    deleted = (
+        cell_dir("mlm/conservation_within_andropogoneae/test") / "shards" / "shard-00001-of-00002.parquet"
+    )
     interrupted = cell_dir("clm/tis_recovery/test_maize")
     cut = interrupted / "shards" / "shard-00000-of-00002.parquet"
-    kept = {p: p.stat().st_mtime_ns for p in cluster_run.prefix.glob("score_cell-*/shards/*.parquet")
-            if p not in (deleted, cut)}
+    kept = {
+        p: p.stat().st_mtime_ns
+        for p in cluster_run.prefix.glob("score_cell-*/shards/*.parquet")
+        if p not in (deleted, cut)
+    }
     assert len(kept) == 8
     deleted.unlink()
     cut.unlink()
     (interrupted / "_SUCCESS").unlink()
 
-    cfg = {**cluster_run.cfg, "ray": {k: v for k, v in cluster_run.cfg["ray"].items() if k != "num_shards"},
-           "compute": {**cluster_run.cfg["compute"], "num_workers": 1}}
+    cfg = {
+        **cluster_run.cfg,
+        "ray": {k: v for k, v in cluster_run.cfg["ray"].items() if k != "num_shards"},
+        "compute": {**cluster_run.cfg["compute"], "num_workers": 1},
+    }
     state, run_id = _run(cfg)
     assert state.is_completed(), state.message
     assert _metrics(state.result()) == _metrics(cluster_run.results)
     states = {n: s for n, s in task_run_states(run_id).items() if n.startswith("score ")}
     assert len(states) == 10, states
-    for rescored in ("score mlm/conservation_within_andropogoneae/test shard 1",
-                     "score clm/tis_recovery/test_maize shard 0"):
+    for rescored in (
+        "score mlm/conservation_within_andropogoneae/test shard 1",
+        "score clm/tis_recovery/test_maize shard 0",
+    ):
         assert states.pop(rescored) == "Completed"
     assert set(states.values()) == {"Cached"}, states
     assert deleted.exists() and cut.exists() and (interrupted / "_SUCCESS").exists()

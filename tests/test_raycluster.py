@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from ray_cluster import busy_worker_pids, descendants, free_port, start_ray_head
 
-from plantcad_flows.config import RayConfig
-from plantcad_flows.errors import ValidationError
-from plantcad_flows.raycluster import (
-    REPO_ROOT,
+from plantcad_flows import REPO_ROOT
+from plantcad_flows.cluster.ray_client import (
     Address,
     Resources,
     check_reachable,
@@ -26,20 +25,24 @@ from plantcad_flows.raycluster import (
     runtime_env,
     shard_remote_options,
 )
-from ray_cluster import busy_worker_pids, descendants, free_port, start_ray_head
+from plantcad_flows.config import RayConfig
+from plantcad_flows.errors import ValidationError
 
 # ---------------------------------------------------------------------------------------------
 # Pure: no Ray, no Prefect.
 
 
-@pytest.mark.parametrize("text,expected", [
-    (None, Address("local")),
-    ("auto", Address("auto")),
-    ("10.0.0.5:6379", Address("gcs", "10.0.0.5", 6379)),
-    ("head.example.org:6380", Address("gcs", "head.example.org", 6380)),
-    ("ray://10.0.0.5:10001", Address("client", "10.0.0.5", 10001)),
-    ("[::1]:6379", Address("gcs", "::1", 6379)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (None, Address("local")),
+        ("auto", Address("auto")),
+        ("10.0.0.5:6379", Address("gcs", "10.0.0.5", 6379)),
+        ("head.example.org:6380", Address("gcs", "head.example.org", 6380)),
+        ("ray://10.0.0.5:10001", Address("client", "10.0.0.5", 10001)),
+        ("[::1]:6379", Address("gcs", "::1", 6379)),
+    ],
+)
 def test_parse_address(text, expected):
     assert parse_address(text) == expected
     if expected.kind in ("gcs", "client") and "::" not in text:
@@ -73,7 +76,7 @@ def test_runtime_env_ships_code_only_for_ray_client():
     assert "working_dir" not in runtime_env(RayConfig(address="10.0.0.5:6379"), api)
     assert "working_dir" not in runtime_env(RayConfig(address="ray://h:1", ship_code=False), api)
     assert runtime_env(RayConfig(), None) == {}
-    assert (REPO_ROOT / "plantcad_flows" / "raycluster.py").exists()
+    assert (REPO_ROOT / "plantcad_flows" / "cluster" / "ray_client.py").exists()
 
 
 def test_unreachable_address_fails_fast():
@@ -121,7 +124,7 @@ def _own_ray_processes(head) -> list[int]:
 
 @pytest.mark.slow
 def test_join_host_port(head, ray_mod):
-    from plantcad_flows.raycluster import cluster_resources, connect
+    from plantcad_flows.cluster.ray_client import cluster_resources, connect
 
     assert cluster_resources(head.address) == Resources(num_gpus=0.0, num_cpus=2.0, num_nodes=1)
     assert not ray_mod.is_initialized()  # cluster_resources leaves no connection behind
@@ -135,13 +138,14 @@ def test_join_host_port(head, ray_mod):
 
 @pytest.mark.slow
 def test_bad_address_never_starts_local_instance(head, ray_mod):
-    from plantcad_flows.raycluster import connect, make_task_runner
+    from plantcad_flows.cluster.ray_client import connect
+    from tasks.ray_runner import PlantcadRayTaskRunner
 
     bad = f"127.0.0.1:{free_port()}"
     with pytest.raises(ValidationError, match="cannot connect"):
         connect(bad)
     with pytest.raises(ValidationError, match="cannot connect"):
-        with make_task_runner(RayConfig(address=bad)):
+        with PlantcadRayTaskRunner(RayConfig(address=bad)):
             pass
     assert not ray_mod.is_initialized()
     assert _own_ray_processes(head) == []
@@ -149,7 +153,7 @@ def test_bad_address_never_starts_local_instance(head, ray_mod):
 
 @pytest.mark.slow
 def test_auto_uses_ray_address(head, ray_mod, monkeypatch):
-    from plantcad_flows.raycluster import cluster_resources, connect
+    from plantcad_flows.cluster.ray_client import cluster_resources, connect
 
     monkeypatch.setenv("RAY_ADDRESS", head.address)
     assert connect("auto") is True
@@ -161,7 +165,7 @@ def test_auto_uses_ray_address(head, ray_mod, monkeypatch):
 def test_ray_client_address(head, ray_mod, monkeypatch):
     import ray.util.client.worker as client_worker
 
-    from plantcad_flows.raycluster import cluster_resources
+    from plantcad_flows.cluster.ray_client import cluster_resources
 
     # The first client connection starts a server process for it; on a loaded 2-core machine that
     # outlasts Ray's 5 s first attempt and its retries.
@@ -177,7 +181,6 @@ def test_ray_client_address(head, ray_mod, monkeypatch):
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
     from servers import start_prefect_server, stop
 
     tmp = tmp_path_factory.mktemp("prefect")
@@ -193,7 +196,8 @@ def _flow_and_tasks(ray_config, marker: Path | None = None):
     from prefect import flow, task
     from prefect_ray.context import remote_options
 
-    from plantcad_flows.raycluster import make_task_runner, shard_remote_options
+    from plantcad_flows.cluster.ray_client import shard_remote_options
+    from tasks.ray_runner import PlantcadRayTaskRunner
 
     @task(name="where")
     def where(i: int) -> dict:
@@ -203,10 +207,14 @@ def _flow_and_tasks(ray_config, marker: Path | None = None):
             with open(marker, "a") as f:
                 f.write(f"{i} {os.getpid()}\n")
             time.sleep(4)
-        return {"i": i, "pid": os.getpid(), "api": PREFECT_API_URL.value(),
-                "env_api": os.environ.get("PREFECT_API_URL")}
+        return {
+            "i": i,
+            "pid": os.getpid(),
+            "api": PREFECT_API_URL.value(),
+            "env_api": os.environ.get("PREFECT_API_URL"),
+        }
 
-    @flow(name="ray-probe", task_runner=make_task_runner(ray_config))
+    @flow(name="ray-probe", task_runner=PlantcadRayTaskRunner(ray_config))
     def probe(n: int) -> list[dict]:
         with remote_options(**shard_remote_options(0, cpus_per_shard=1)):
             futures = [where.submit(i) for i in range(n)]
@@ -291,9 +299,13 @@ def test_ephemeral_api_is_shared_with_workers(head, ray_mod, tmp_path):
     ephemeral = SubprocessASGIServer()  # the per-process singleton the flow's client will start
     try:
         # The default 20 s start-up timeout is too short on a busy 2-core machine.
-        with temporary_settings(updates={PREFECT_HOME: str(tmp_path / "home"),
-                                         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180},
-                                restore_defaults={PREFECT_API_URL}):
+        with temporary_settings(
+            updates={
+                PREFECT_HOME: str(tmp_path / "home"),
+                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180,
+            },
+            restore_defaults={PREFECT_API_URL},
+        ):
             assert PREFECT_API_URL.value() is None
             probe = _flow_and_tasks(RayConfig(address=head.address))
             state = probe(2, return_state=True)

@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import eval_config, task_run_states
+
 from plantcad_flows.config import EvalConfig
 from plantcad_flows.errors import StorageError
 
@@ -36,8 +36,13 @@ def s3_endpoint(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 for this module; the URL of its endpoint."""
     port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -115,8 +120,12 @@ def test_flow_on_s3_prefix_writes_results_and_hits_cache(prefect_server, s3, sma
     data_key = "data/tis_recovery/test_maize.parquet"
     s3.upload_file(str(synthetic_dir / "tis_recovery" / "test_maize.parquet"), BUCKET, data_key)
     prefix = f"s3://{BUCKET}/evals"
-    cfg = eval_config(small_models, synthetic_dir, prefix,
-                      tasks=(("conservation_within_andropogoneae", "test"), ("tis_recovery", "test_maize")))
+    cfg = eval_config(
+        small_models,
+        synthetic_dir,
+        prefix,
+        tasks=(("conservation_within_andropogoneae", "test"), ("tis_recovery", "test_maize")),
+    )
     cfg["models"] = cfg["models"][:1]
     cfg["splits"][1]["path"] = f"s3://{BUCKET}/{data_key}"
 
@@ -151,8 +160,10 @@ def test_flow_on_s3_prefix_writes_results_and_hits_cache(prefect_server, s3, sma
 
     import pandas as pd
 
-    table = pd.read_parquet(f"s3://{BUCKET}/{run_dir}/results.parquet",
-                            storage_options={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+    table = pd.read_parquet(
+        f"s3://{BUCKET}/{run_dir}/results.parquet",
+        storage_options={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]},
+    )
     assert sorted(table["task"]) == ["conservation_within_andropogoneae", "tis_recovery"]
 
     # second run: every step is served from the cache in the bucket; cell objects untouched
@@ -167,7 +178,9 @@ def test_flow_on_s3_prefix_writes_results_and_hits_cache(prefect_server, s3, sma
     states = task_run_states(run2)
     steps = {n: s for n, s in states.items() if n.startswith(("score ", "metrics ", "prepare "))}
     assert len(steps) >= 6 and all(s == "Cached" for s in steps.values()), steps
-    assert {r["cell_id"]: r["metrics"] for r in state.result()} == {k: r["metrics"] for k, r in results.items()}
+    assert {r["cell_id"]: r["metrics"] for r in state.result()} == {
+        k: r["metrics"] for k, r in results.items()
+    }
     cells_after = {k: v for k, v in _objects(s3, "evals/").items() if k.startswith("evals/score_cell-")}
     assert cells_after == cells_before
     assert len({k.split("/")[2] for k in _keys(s3, "evals/runs/")}) == 2
@@ -191,8 +204,9 @@ def _fails_before_tasks(cfg: dict, prefix: str) -> None:
     APILogWorker.drain_all(timeout=15)
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run])))
-    assert any(f"executor.prefix={prefix!r}" in entry.message for entry in logs), \
-        [entry.message for entry in logs]
+    assert any(f"executor.prefix={prefix!r}" in entry.message for entry in logs), [
+        entry.message for entry in logs
+    ]
 
 
 def test_missing_bucket_fails_before_any_task(prefect_server, s3, small_models, synthetic_dir):
@@ -203,8 +217,9 @@ def test_missing_bucket_fails_before_any_task(prefect_server, s3, small_models, 
 
 
 @pytest.mark.parametrize("kind", ["under-a-file", "read-only-dir"])
-def test_unwritable_local_prefix_fails_before_any_task(prefect_server, small_models, synthetic_dir,
-                                                       tmp_path, kind):
+def test_unwritable_local_prefix_fails_before_any_task(
+    prefect_server, small_models, synthetic_dir, tmp_path, kind
+):
     if kind == "under-a-file":
         blocker = tmp_path / "a-file"
         blocker.write_text("not a directory")

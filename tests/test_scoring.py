@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from model_factory import save_tiny_clm, save_tiny_mlm
+
 from plantcad_flows.config import ComputeConfig, ModelConfig, SamplingConfig, SplitConfig
-from plantcad_flows.data import prepare_split
+from plantcad_flows.data.splits import prepare_split
 from plantcad_flows.errors import DeviceError, ValidationError
-from plantcad_flows.models import full_logits, logits_at, resolve_device
-from plantcad_flows.pipeline import StageTimings
-from plantcad_flows.scoring import load_model, score_frame, unsupported_reason
+from plantcad_flows.scoring.inputs import StageTimings
+from plantcad_flows.scoring.loading import full_logits, logits_at, resolve_device
+from plantcad_flows.scoring.score import load_model, score_frame, unsupported_reason
 
 L = 48
 CONS, TIS, CORE = "conservation_within_andropogoneae", "tis_recovery", "tis_core_noncore_classification"
@@ -47,7 +47,9 @@ def random_seqs(n, length, seed=0, alphabet="ACGTacgtN"):
 
 def frame_for(task, split, seqs, labels=None, seq_length=L):
     cfg = SplitConfig(task=task, split=split, path="unused", seq_length=seq_length)
-    raw = pd.DataFrame({"sequence": seqs, "label": labels if labels is not None else [i % 2 for i in range(len(seqs))]})
+    raw = pd.DataFrame(
+        {"sequence": seqs, "label": labels if labels is not None else [i % 2 for i in range(len(seqs))]}
+    )
     return cfg, prepare_split(cfg, SamplingConfig(), raw=raw)
 
 
@@ -67,7 +69,7 @@ def probs_of(out):
 
 
 def test_models_load_through_auto_classes_with_fast_head(mlm, clm):
-    for cfg, loaded in (mlm, clm):
+    for _cfg, loaded in (mlm, clm):
         assert loaded.fast_head and loaded.dtype == torch.float32 and loaded.device.type == "cpu"
         assert loaded.nucleotide_ids.tolist() == [5, 6, 7, 8]
     assert type(mlm[1].model).__name__ == "BertForMaskedLM" and mlm[1].mask_id == 4
@@ -77,7 +79,9 @@ def test_models_load_through_auto_classes_with_fast_head(mlm, clm):
 @pytest.mark.parametrize("which", ["mlm", "clm"])
 def test_fast_head_equals_full_forward(which, mlm, clm):
     _, loaded = mlm if which == "mlm" else clm
-    ids = torch.as_tensor(loaded.table.encode(np.frombuffer("".join(random_seqs(3, L)).encode(), np.uint8).reshape(3, L)))
+    ids = torch.as_tensor(
+        loaded.table.encode(np.frombuffer("".join(random_seqs(3, L)).encode(), np.uint8).reshape(3, L))
+    )
     pos = torch.tensor([[0, 5, 47], [1, 2, 3], [40, 20, 10]])
     fast = logits_at(loaded, ids, pos)
     head, loaded.head = loaded.head, None
@@ -181,7 +185,7 @@ def sv_frame(n, length, flank, seed):
         left = int(rng.integers(flank + 2, length // 2))
         right = left + int(rng.integers(0, 4))
         # MutSeq: an insertion/deletion whose flanks sit at the centre, padded to `length`.
-        core = ref[left - 1 - flank: left - 1] + ref[right: right + flank]
+        core = ref[left - 1 - flank : left - 1] + ref[right : right + flank]
         pad = (length - 2 * flank) // 2
         mut = "".join(rng.choice(list("ACGT"), pad)) + core + "".join(rng.choice(list("ACgt"), pad))
         rows.append({"RefSeq": ref, "MutSeq": mut, "left": left, "right": right, "label": len(rows) % 2})
@@ -211,14 +215,16 @@ def test_sv_score_matches_direct_computation(mlm, paths, context):
     cfg = ModelConfig(path=paths["mlm"], type="mlm", context_length=context)
     length, flank = 64, 3
     raw = sv_frame(6, length, flank, seed=7)
-    split = SplitConfig(task=SV, split="test", path="unused", seq_length=length, overrides={"flanking": flank})
+    split = SplitConfig(
+        task=SV, split="test", path="unused", seq_length=length, overrides={"flanking": flank}
+    )
     frame = prepare_split(split, SamplingConfig(), raw=raw)
     out = score_frame(loaded, cfg, split, frame, batch_size=4)
     lo = (length - context) // 2
     for i, r in raw.iterrows():
         expected = direct_sv_score(loaded, r.RefSeq, r.MutSeq, r.left, r.right, flank, lo, lo + context)
         assert out["score"][i] == pytest.approx(expected, rel=1e-4, abs=1e-6)
-        assert out["bases"][i][:2 * flank] == r.MutSeq[length // 2 - flank: length // 2 + flank].upper()
+        assert out["bases"][i][: 2 * flank] == r.MutSeq[length // 2 - flank : length // 2 + flank].upper()
     assert probs_of(out).shape == (6, 4 * flank, 4)
     if context == 32:  # some RefSeq flank positions fall outside the crop: NaN probabilities
         assert np.isnan(probs_of(out)).any()

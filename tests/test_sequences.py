@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from model_factory import build_char_tokenizer
-from plantcad_flows.errors import ValidationError
-from plantcad_flows.sequences import (
-    TokenTable, check_alphabet, crop_plan, reverse_complement, rows_to_str, to_bytes, upper,
+
+from plantcad_flows.data.sequences import (
+    TokenTable,
+    check_alphabet,
+    crop_plan,
+    reverse_complement,
+    rows_to_str,
+    to_bytes,
+    upper,
 )
+from plantcad_flows.errors import ValidationError
 
 
 def test_crop_plan_trims_equally_and_shifts_masks():
@@ -28,10 +34,13 @@ def test_no_crop_when_context_is_long_enough():
     assert (plan.trim, plan.out_length) == (0, 100)
 
 
-@pytest.mark.parametrize("seq_length,context,field,value", [
-    (8191, 512, "splits[].seq_length", 8191),
-    (8192, 511, "models[].context_length", 511),
-])
+@pytest.mark.parametrize(
+    "seq_length,context,field,value",
+    [
+        (8191, 512, "splits[].seq_length", 8191),
+        (8192, 511, "models[].context_length", 511),
+    ],
+)
 def test_odd_crop_lengths_are_rejected(seq_length, context, field, value):
     with pytest.raises(ValidationError) as e:
         crop_plan(seq_length, context)

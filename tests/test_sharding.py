@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from plantcad_flows.errors import IncompleteShardsError, ValidationError
-from plantcad_flows.sharding import (
+from plantcad_flows.layout.sharding import (
     ShardSpec,
     merge_shards,
     missing_shards,
@@ -60,8 +60,12 @@ def test_filenames_roundtrip():
 
 def test_missing_shards():
     specs = plan_shards(10, 4)
-    have = ["shard-00000-of-00004.parquet", "shard-00002-of-00004.parquet",
-            "shard-00001-of-00002.parquet", "_SUCCESS"]
+    have = [
+        "shard-00000-of-00004.parquet",
+        "shard-00002-of-00004.parquet",
+        "shard-00001-of-00002.parquet",
+        "_SUCCESS",
+    ]
     assert [s.index for s in missing_shards(specs, have)] == [1, 3]
 
 

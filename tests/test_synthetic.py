@@ -9,11 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plantcad_flows import genome
-from plantcad_flows.config import SamplingConfig, SplitConfig, load_config
-from plantcad_flows.data import prepare_split
-from plantcad_flows.registry import DEFAULT_SV_FLANKING, TASKS, Family, all_task_splits
-from plantcad_flows.synthetic import (
+from plantcad_flows.benchmark import genome as genome
+from plantcad_flows.benchmark.registry import DEFAULT_SV_FLANKING, TASKS, Family, all_task_splits
+from plantcad_flows.benchmark.synthetic import (
     MARKER,
     build_split,
     demo_config,
@@ -21,6 +19,8 @@ from plantcad_flows.synthetic import (
     generate_benchmark,
     write_demo_config,
 )
+from plantcad_flows.config import SamplingConfig, SplitConfig, load_config
+from plantcad_flows.data.splits import prepare_split
 
 N = 10
 L = 8192
@@ -48,7 +48,7 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(bench, tmp_path):
 
 
 def test_masked_splits_follow_the_public_schema(bench):
-    for (task, split), path in bench.items():
+    for (task, _split), path in bench.items():
         spec = TASKS[task]
         frame = pd.read_parquet(path)
         assert len(frame) == N
@@ -81,8 +81,9 @@ CANONICAL = {"acceptor": {"AG"}, "donor": {"GT"}, "tis": {"ATG"}, "tts": {"TAA",
 
 @pytest.mark.parametrize("kind", sorted(CANONICAL))
 def test_motif_and_core_splits_carry_their_motif_at_the_default_masks(kind):
-    motifs = _motifs_at_masks(build_split(f"{kind}_recovery", "test_tomato", n_examples=60),
-                              f"{kind}_recovery")
+    motifs = _motifs_at_masks(
+        build_split(f"{kind}_recovery", "test_tomato", n_examples=60), f"{kind}_recovery"
+    )
     clean = [m for m in motifs if "N" not in m]
     assert len(clean) >= 55 and all(m in CANONICAL[kind] for m in clean)
     task = f"{kind}_core_noncore_classification"
@@ -93,7 +94,7 @@ def test_motif_and_core_splits_carry_their_motif_at_the_default_masks(kind):
 
 def test_acceptor_context_is_pyrimidine_rich_upstream():
     frame = build_split("acceptor_recovery", "test_maize", n_examples=50)
-    up = "".join(s[4095 - 12: 4095] for s in frame["sequence"]).upper()
+    up = "".join(s[4095 - 12 : 4095] for s in frame["sequence"]).upper()
     assert (up.count("C") + up.count("T")) / len(up) > 0.8
 
 
@@ -102,7 +103,7 @@ def test_conserved_centres_sit_in_library_elements_and_neutral_ones_do_not():
     library = [e.tobytes().decode() for e in genome.element_library()[: genome.NUM_ELEMENTS // 2]]
 
     def in_library(seq: str) -> bool:
-        window = seq[4095 - 3: 4095 + 4].upper()  # 7-mer around the centre, offsets 4..len-5
+        window = seq[4095 - 3 : 4095 + 4].upper()  # 7-mer around the centre, offsets 4..len-5
         return any(window in e for e in library)
 
     hits = np.array([in_library(s) for s in frame["sequence"]])
@@ -120,11 +121,11 @@ def test_sv_geometry_holds_on_every_example(bench):
         assert len(ref) == len(mut) == L
         assert 1 <= left <= right <= L and 10 <= right - left + 1 <= 150
         # MutSeq's central 2F bases are the F bases left and right of RefSeq[left..right] (1-based).
-        assert mut[half - f: half] == ref[left - 1 - f: left - 1]
-        assert mut[half: half + f] == ref[right: right + f]
+        assert mut[half - f : half] == ref[left - 1 - f : left - 1]
+        assert mut[half : half + f] == ref[right : right + f]
         # ...and more generally MutSeq is RefSeq without the segment, around the junction.
-        assert mut[half - 40: half] == ref[left - 41: left - 1]
-        assert mut[half: half + 40] == ref[right: right + 40]
+        assert mut[half - 40 : half] == ref[left - 41 : left - 1]
+        assert mut[half : half + 40] == ref[right : right + 40]
         # The RefSeq flanks stay inside a 512-bp centre crop.
         assert left - 1 - f - trim >= 0 and right + f - trim <= 512
 
@@ -134,8 +135,12 @@ def test_sv_breaking_variants_cut_a_library_element_and_neutral_ones_do_not():
     library = [e.tobytes().decode() for e in genome.element_library()]
     # Breaking variants leave >= F+3 bases of an element instance left of the junction.
     k = DEFAULT_SV_FLANKING + 3
-    hits = np.array([any(ref[left - 1 - k: left - 1].upper() in e for e in library)
-                     for ref, left in frame[["RefSeq", "left"]].itertuples(index=False)])
+    hits = np.array(
+        [
+            any(ref[left - 1 - k : left - 1].upper() in e for e in library)
+            for ref, left in frame[["RefSeq", "left"]].itertuples(index=False)
+        ]
+    )
     labels = frame["label"].to_numpy()
     assert hits[labels == 1].mean() > 0.6  # 2% per-base mutation leaves ~85% exact 8-mers
     assert hits[labels == 0].mean() < 0.1
@@ -167,8 +172,9 @@ def test_demo_config_loads_and_the_committed_one_is_current(tmp_path):
     assert all(m.context_length == 512 for m in cfg.models)
     assert all(Path(s.path).parent.parent == tmp_path / "data" for s in cfg.splits)
     committed = REPO / "configs" / "demo.yaml"
-    fresh = write_demo_config(tmp_path / "c.yaml", "data/synthetic", "outputs/demo",
-                              "plantcad_flows/assets/models")
+    fresh = write_demo_config(
+        tmp_path / "c.yaml", "data/synthetic", "outputs/demo", "plantcad_flows/assets/models"
+    )
     assert committed.read_text() == fresh.read_text()
     assert demo_config("d", "p")["executor"] == {"prefix": "p"}
     cwd = os.getcwd()

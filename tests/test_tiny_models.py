@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+from plantcad_flows.benchmark.registry import TASKS, Family
+from plantcad_flows.benchmark.synthetic import ASSETS_MODELS, build_split, demo_models
 from plantcad_flows.config import ComputeConfig, ModelConfig, SamplingConfig, SplitConfig
-from plantcad_flows.data import prepare_split
-from plantcad_flows.metrics import compute_metrics
-from plantcad_flows.registry import TASKS, Family
-from plantcad_flows.scoring import load_model, score_frame
-from plantcad_flows.synthetic import ASSETS_MODELS, build_split, demo_models
+from plantcad_flows.data.splits import prepare_split
+from plantcad_flows.results.metrics import compute_metrics
+from plantcad_flows.scoring.score import load_model, score_frame
 
 MLM_DIR = ASSETS_MODELS / "tiny-mlm"
 CLM_DIR = ASSETS_MODELS / "tiny-clm"
@@ -75,7 +75,7 @@ def test_synthetic_benchmark_above_chance(tmp_path):
             assert m["auroc"] >= 0.65, (task, m)
         elif task in STRONG_MOTIFS:
             m = _score_split(tmp_path, mlm_cfg, mlm, task, n)
-            assert m["motif_accuracy"] >= STRONG_MOTIFS[task] * 4.0 ** -spec.num_masks, (task, m)
+            assert m["motif_accuracy"] >= STRONG_MOTIFS[task] * 4.0**-spec.num_masks, (task, m)
 
 
 def test_tiny_clm_is_above_chance_on_tis_through_the_scoring_core(tmp_path):
@@ -83,6 +83,6 @@ def test_tiny_clm_is_above_chance_on_tis_through_the_scoring_core(tmp_path):
     clm_cfg = ModelConfig(**demo_models()[1])
     clm = load_model(clm_cfg, ComputeConfig(device="cpu"))
     m = _score_split(tmp_path, clm_cfg, clm, "tis_recovery", 48)
-    assert m["motif_accuracy"] >= 10 * 4.0 ** -3, m
+    assert m["motif_accuracy"] >= 10 * 4.0**-3, m
     m = _score_split(tmp_path, clm_cfg, clm, "tis_core_noncore_classification", 48)
     assert m["auroc"] >= 0.65, m

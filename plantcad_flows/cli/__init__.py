@@ -1,0 +1,52 @@
+"""`plantcad-flows` command line: one module per subcommand.
+
+`eval` / `demo` (run.py), `tasks`, `generate-data` (data.py) and `server` are built here;
+`setup`, `preview-job` and `env` own their flags and are delegated whole to their modules.
+Only the modules that start runs or talk to a server (run.py, prefect_server.py) import Prefect,
+and only when a run really starts: parsing, validation and the dry run stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from plantcad_flows.cli import data, run, server, tasks
+
+DELEGATED = {
+    "setup": "deployments.setup",
+    "preview-job": "deployments.preview_job",
+    "env": "plantcad_flows.cluster.env",
+}
+_DELEGATED_HELP = {
+    "setup": "create work pools, blocks and deployments (see infra/README.md)",
+    "preview-job": "print the Kubernetes Job a run would submit for --job-variables JSON",
+    "env": "report where this process runs: scheduler, hosts, GPUs, Ray address",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plantcad-flows",
+        description="Evaluate DNA language models on the PlantCAD2 zero-shot benchmark with Prefect",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (run, tasks, data, server):
+        module.register(sub)
+    for name, text in _DELEGATED_HELP.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        # these commands own their flags (argparse.REMAINDER would swallow `--x` options)
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Loading, validating and sampling one benchmark split into the frame scoring consumes.
+
+A split comes from the Hugging Face dataset repo (config = task) or from parquet (a file or a
+directory of files) at a local, `s3://` or `hf://` path, read through fsspec. Validation happens
+here, before any model loads: required columns, one sequence length equal to the split's
+`seq_length`, the A/C/G/T/N alphabet (checked on the sampled rows only, to keep large splits
+cheap), labels in {0, 1}, and SV coordinates inside RefSeq.
+
+Sampling shuffles the row indices with `numpy.random.default_rng(seed).permutation`, keeps the
+first floor(n * rate), then the first `max_size` of those; the kept rows are returned sorted by
+their original `row_index` so outputs read in the split's own order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from plantcad_flows.config import SamplingConfig, SplitConfig
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.layout.storage import read_parquet
+from plantcad_flows.benchmark.registry import Family
+from plantcad_flows.data.sequences import check_alphabet, to_bytes
+
+SV_COLUMNS = ("RefSeq", "MutSeq", "left", "right")
+NO_LABEL = -1  # motif recovery needs no label; an absent column is filled with this
+
+
+def read_split_files(path: str) -> pd.DataFrame:
+    """A split's parquet file or directory; a missing one is a config error naming the path."""
+    try:
+        return read_parquet(path)
+    except FileNotFoundError as e:
+        raise ValidationError("splits[].path", path, str(e).split(":")[0]) from None
+
+
+def load_split(split: SplitConfig) -> pd.DataFrame:
+    """The raw split, in its original row order."""
+    if split.path:
+        return read_split_files(split.path)
+    import datasets
+
+    ds = datasets.load_dataset(split.repo_id, name=split.task, split=split.split)
+    return ds.to_pandas()
+
+
+def sample_indices(n: int, sampling: SamplingConfig) -> np.ndarray:
+    """Original row indices kept by `sampling`, ascending."""
+    if sampling.rate is None and sampling.max_size is None:
+        return np.arange(n, dtype=np.int64)
+    order = np.random.default_rng(sampling.seed).permutation(n)
+    if sampling.rate is not None:
+        order = order[: math.floor(n * sampling.rate)]
+    if sampling.max_size is not None:
+        order = order[: sampling.max_size]
+    return np.sort(order).astype(np.int64)
+
+
+def _require(raw: pd.DataFrame, columns, split: SplitConfig, field: str) -> None:
+    for col in columns:
+        if col not in raw.columns:
+            raise ValidationError(
+                field, col, f"column missing from {split.key} (columns: {', '.join(map(str, raw.columns))})"
+            )
+
+
+def _check_lengths(values: pd.Series, column: str, split: SplitConfig) -> None:
+    lengths = values.str.len().to_numpy()
+    if len(lengths) and (lengths != lengths[0]).any():
+        bad = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise ValidationError(
+            f"splits[{split.key}].{column}", int(lengths[bad]),
+            f"mixed sequence lengths: row {bad} differs from row 0 ({int(lengths[0])})",
+        )
+    if len(lengths) and lengths[0] != split.seq_length:
+        raise ValidationError(
+            f"splits[{split.key}].seq_length", split.seq_length,
+            f"column {column} holds {int(lengths[0])}-bp sequences",
+        )
+
+
+def prepare_split(split: SplitConfig, sampling: SamplingConfig,
+                  raw: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Load (unless `raw` is given), validate and sample one split.
+
+    Returns:
+        row_index, label (int64) and either `sequence` or `ref_seq`, `mut_seq`, `left`, `right`.
+
+    Raises:
+        ValidationError: missing columns, mixed or wrong lengths, characters outside ACGTN, bad
+        labels or SV coordinates, or a split that is empty after sampling.
+    """
+    raw = load_split(split) if raw is None else raw
+    family = split.family
+    sv = family == Family.STRUCTURAL_VARIANT
+    seq_columns = ("RefSeq", "MutSeq") if sv else (split.seq_column,)
+    _require(raw, seq_columns, split, f"splits[{split.key}].seq_column")
+    if sv:
+        _require(raw, ("left", "right"), split, f"splits[{split.key}] columns")
+    has_label = split.label_column in raw.columns
+    if not has_label and family != Family.MOTIF:
+        _require(raw, (split.label_column,), split, f"splits[{split.key}].label_column")
+    for col in seq_columns:
+        _check_lengths(raw[col].astype(str), col, split)
+
+    keep = sample_indices(len(raw), sampling)
+    if keep.size == 0:
+        raise ValidationError(
+            "sampling", sampling.model_dump(), f"leaves 0 of {len(raw)} examples of {split.key}"
+        )
+    rows = raw.iloc[keep]
+    out = pd.DataFrame({"row_index": keep})
+    if has_label:
+        labels = pd.to_numeric(rows[split.label_column], errors="coerce").to_numpy()
+        if family != Family.MOTIF and not np.isin(labels, (0, 1)).all():
+            bad = labels[~np.isin(labels, (0, 1))][0].item()
+            raise ValidationError(f"splits[{split.key}].label_column", split.label_column,
+                                  f"labels must be 0 or 1, found {bad!r}")
+        out["label"] = np.nan_to_num(labels, nan=NO_LABEL).astype(np.int64)
+    else:
+        out["label"] = np.full(len(keep), NO_LABEL, dtype=np.int64)
+    for col in seq_columns:
+        seqs = rows[col].astype(str).tolist()
+        check_alphabet(to_bytes(seqs, field=f"splits[{split.key}].{col}"),
+                       field=f"splits[{split.key}].{col}", row_index=keep)
+    if sv:
+        out["ref_seq"] = rows["RefSeq"].astype(str).to_numpy()
+        out["mut_seq"] = rows["MutSeq"].astype(str).to_numpy()
+        for col in ("left", "right"):
+            out[col] = pd.to_numeric(rows[col]).to_numpy(np.int64)
+        bad = (out["left"] < 1) | (out["right"] < out["left"]) | (out["right"] > split.seq_length)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValidationError(
+                f"splits[{split.key}].left/right", (int(out['left'][i]), int(out['right'][i])),
+                f"row {int(keep[i])}: need 1 <= left <= right <= {split.seq_length}",
+            )
+    else:
+        out["sequence"] = rows[split.seq_column].astype(str).to_numpy()
+    return out.reset_index(drop=True)

@@ -1,0 +1,135 @@
+"""Results: one typed row per (model, task, split), the fixed results table, and result files.
+
+Rows are written as `results.parquet` and `results.json` twice: once per run
+(`{prefix}/runs/{run}/`) and once as a stable "latest" per config (`{prefix}/latest/{hash}/`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from plantcad_flows.layout.plan import Cell
+from plantcad_flows.layout.storage import to_path, write_bytes_atomic, write_json_atomic
+
+METRIC_ORDER = (
+    "auroc",
+    "auprc",
+    "token_accuracy",
+    "motif_accuracy",
+    "num_examples",
+    "num_positive_examples",
+    "num_negative_examples",
+    "balance",
+)
+
+
+class CellResult(BaseModel):
+    """What a finished cell reports; this is also the (small) Prefect result of a metrics task."""
+
+    model_config = ConfigDict(frozen=True)
+    cell_id: str
+    model: str
+    task: str
+    split: str
+    dataset: str
+    family: str
+    status: str  # completed | cached | failed | skipped
+    metrics: dict[str, float | int | None] = {}
+    output_dir: str | None = None
+    plots: list[str] = []
+    reason: str | None = None
+    timings: dict[str, float | int] = {}  # input-pipeline stages of the shards scored for it
+
+    def row(self) -> dict[str, Any]:
+        base = {"dataset": self.dataset, "model": self.model, "task": self.task, "split": self.split}
+        return {**base, **self.metrics}
+
+
+def cell_result(
+    cell: Cell,
+    status: str,
+    metrics: dict | None = None,
+    plots: list[str] | None = None,
+    reason: str | None = None,
+) -> CellResult:
+    """The result row of one planned cell."""
+    return CellResult(
+        cell_id=cell.id,
+        model=cell.model.label,
+        task=cell.split.task,
+        split=cell.split.split,
+        dataset=cell.split.path or cell.split.repo_id,
+        family=cell.split.family.value,
+        status=status,
+        metrics=metrics or {},
+        output_dir=cell.dir,
+        plots=plots or [],
+        reason=reason,
+    )
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def rows(results: list[CellResult]) -> list[dict[str, Any]]:
+    """Result rows of the cells that produced metrics (JSON-safe: NaN becomes null)."""
+    return [{k: _clean(v) for k, v in r.row().items()} for r in results if r.metrics]
+
+
+def long_table(results: list[CellResult]) -> list[dict[str, Any]]:
+    """The fixed display table: model | task | split | metric | value | n."""
+    out = []
+    for r in results:
+        n = r.metrics.get("num_examples")
+        for name in METRIC_ORDER:
+            if name in r.metrics and not name.startswith("num_"):
+                v = _clean(r.metrics[name])
+                out.append(
+                    {
+                        "model": r.model,
+                        "task": r.task,
+                        "split": r.split,
+                        "metric": name,
+                        "value": None if v is None else round(float(v), 4),
+                        "n": n,
+                    }
+                )
+    return out
+
+
+def format_table(results: list[CellResult]) -> str:
+    table = long_table(results)
+    if not table:
+        return "(no results)"
+    cols = ["model", "task", "split", "metric", "value", "n"]
+    cells = [
+        [
+            ("" if row[c] is None else f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]))
+            for c in cols
+        ]
+        for row in table
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    fmt = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    lines = [fmt(cols), "-+-".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in cells]
+    return "\n".join(lines)
+
+
+def write_results(directory: str, results: list[CellResult]) -> dict[str, str]:
+    """Write results.parquet and results.json under `directory`; returns their paths."""
+    d = to_path(directory)
+    data = rows(results)
+    buf = io.BytesIO()
+    pd.DataFrame(data).to_parquet(buf, index=False)
+    write_bytes_atomic(d / "results.parquet", buf.getvalue())
+    write_json_atomic(d / "results.json", data)
+    return {"parquet": str(d / "results.parquet"), "json": str(d / "results.json")}

@@ -1,0 +1,200 @@
+"""Loading a DNA language model: device and precision, tokenizer tables, fast LM-head path.
+
+Any Hugging Face masked or causal LM is loaded through the Auto classes (PlantCaduceus needs
+`trust_remote_code` and, on CUDA, the `gpu` extra). The device is checked before anything is
+loaded, so a CPU-only host fails fast. For speed, scoring applies the LM head only at the few
+positions it reads: `split_head` finds the backbone and the head module, and `load_model` checks
+that backbone+head equals the full forward on a probe before trusting it (else it falls back).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from plantcad_flows.config import ComputeConfig, ModelConfig
+from plantcad_flows.data.sequences import NUCLEOTIDES, TokenTable
+from plantcad_flows.errors import DeviceError, ValidationError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(compute: ComputeConfig) -> tuple[torch.device, torch.dtype]:
+    """The torch device and dtype for `compute`.
+
+    cpu -> fp32; cuda -> bf16 at compute capability >= 8, fp16 at >= 6, else fp32. A forced
+    `compute.precision` wins.
+
+    Raises:
+        DeviceError: CUDA asked for but not available, or the device index does not exist.
+    """
+    device = torch.device(compute.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("compute.device", compute.device, "CUDA is not available on this host")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                "compute.device", compute.device, f"only {torch.cuda.device_count()} CUDA device(s)"
+            )
+        device = torch.device("cuda", index)
+    if compute.precision != "auto":
+        return device, _DTYPES[compute.precision]
+    if device.type != "cuda":
+        return device, torch.float32
+    major, _ = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        return device, torch.bfloat16
+    if major >= 6:
+        return device, torch.float16
+    return device, torch.float32
+
+
+def nucleotide_token_ids(tokenizer, table: TokenTable) -> np.ndarray:
+    """Token ids of A, C, G, T, found case-insensitively in the vocabulary.
+
+    When both cases are in the vocabulary, the one the tokenizer itself produces for the base wins.
+
+    Raises:
+        ValidationError: a base has no token.
+    """
+    vocab = tokenizer.get_vocab()
+    ids = []
+    for base in NUCLEOTIDES:
+        candidates = {vocab[k] for k in vocab if k.lower() == base.lower()}
+        if not candidates:
+            raise ValidationError("models[].path", base, "nucleotide missing from the tokenizer vocabulary")
+        produced = int(table.lut[ord(base.lower())])
+        ids.append(produced if produced in candidates else min(candidates))
+    return np.array(ids, dtype=np.int64)
+
+
+def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(backbone, LM head) when the model is `base_model` plus exactly one other child, else None."""
+    backbone = getattr(model, "base_model", None)
+    if backbone is None or backbone is model:
+        return None
+    others = [m for m in model.children() if m is not backbone]
+    if len(others) != 1:
+        return None
+    return backbone, others[0]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to score: the module, its tokenizer table and the ids scoring needs."""
+
+    model: nn.Module
+    tokenizer: object
+    table: TokenTable
+    nucleotide_ids: np.ndarray  # (4,) ids of A, C, G, T
+    mask_id: int | None
+    type: str  # "mlm" | "clm"
+    device: torch.device
+    dtype: torch.dtype
+    head: tuple[nn.Module, nn.Module] | None  # (backbone, head) when the fast path is verified
+
+    @property
+    def fast_head(self) -> bool:
+        return self.head is not None
+
+
+def hidden_states(backbone: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    out = backbone(input_ids=input_ids)
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out.last_hidden_state
+
+
+def full_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=input_ids)
+    return out[0] if isinstance(out, (tuple, list)) else out.logits
+
+
+@torch.inference_mode()
+def logits_at(loaded: LoadedModel, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Logits of the 4 nucleotide tokens at `positions` ((n, P) long) of each row: (n, P, 4).
+
+    Through the fast path only the gathered hidden states meet the LM head; otherwise the full
+    forward's logits are gathered.
+    """
+    nuc = torch.as_tensor(loaded.nucleotide_ids, device=input_ids.device)
+    if loaded.head is not None:
+        backbone, head = loaded.head
+        h = hidden_states(backbone, input_ids)
+        idx = positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])
+        logits = head(torch.gather(h, 1, idx))
+        return logits[..., nuc]
+    logits = full_logits(loaded.model, input_ids)
+    idx = positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+    return torch.gather(logits, 1, idx)[..., nuc]
+
+
+def _verify_head(loaded: LoadedModel, length: int = 32) -> bool:
+    """Whether backbone+head at gathered positions equals the full forward on a probe batch."""
+    if loaded.head is None:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.as_tensor(loaded.nucleotide_ids)[torch.randint(0, 4, (2, length), generator=gen)]
+    ids = ids.to(loaded.device)
+    pos = torch.tensor([[0, length // 2, length - 1]] * 2, device=loaded.device)
+    try:
+        fast = logits_at(loaded, ids, pos).float()
+    except Exception as e:  # noqa: BLE001 - an unrecognised structure just means no fast path
+        log.info("fast LM-head path unavailable (%s); using the full forward", e)
+        return False
+    head, loaded.head = loaded.head, None
+    full = logits_at(loaded, ids, pos).float()
+    loaded.head = head
+    tol = 1e-4 if loaded.dtype == torch.float32 else 3e-2
+    return bool(torch.allclose(fast, full, atol=tol * max(1.0, full.abs().max().item()), rtol=tol))
+
+
+def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
+    """Load `model` through transformers' Auto classes onto `compute`'s device.
+
+    Raises:
+        DeviceError: before loading anything, when the device is unavailable.
+        ValidationError: a tokenizer that is not one token per base, or lacks a mask token (MLM).
+    """
+    device, dtype = resolve_device(compute)
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    kwargs = dict(revision=model.revision, trust_remote_code=model.trust_remote_code)
+    if model.subfolder:
+        kwargs["subfolder"] = model.subfolder
+    tokenizer = AutoTokenizer.from_pretrained(model.path, **kwargs)
+    auto = AutoModelForMaskedLM if model.type == "mlm" else AutoModelForCausalLM
+    module = auto.from_pretrained(model.path, dtype=dtype, **kwargs).to(device).eval()
+    table = TokenTable(tokenizer)
+    mask_id = tokenizer.mask_token_id
+    if model.type == "mlm" and mask_id is None:
+        raise ValidationError("models[].path", model.path, "type mlm but the tokenizer has no mask token")
+    loaded = LoadedModel(
+        model=module,
+        tokenizer=tokenizer,
+        table=table,
+        nucleotide_ids=nucleotide_token_ids(tokenizer, table),
+        mask_id=mask_id,
+        type=model.type,
+        device=device,
+        dtype=dtype,
+        head=split_head(module),
+    )
+    if not _verify_head(loaded):
+        loaded.head = None
+    log.info(
+        "loaded %s (%s) on %s as %s; fast LM head: %s",
+        model.label,
+        model.type,
+        device,
+        dtype,
+        loaded.fast_head,
+    )
+    return loaded

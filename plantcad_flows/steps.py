@@ -1,0 +1,224 @@
+"""The bodies of the pipeline's steps: prepare a split, score a shard, finalise a cell.
+
+Each function is idempotent over the content-addressed layout: when its outputs are complete it
+returns their description without touching them (same bytes, same mtime); otherwise it computes,
+writes atomically and marks the directory complete last. `force` recomputes. The Prefect tasks
+in `tasks/` are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from plantcad_flows.benchmark.registry import Family
+from plantcad_flows.errors import CellFailedError
+from plantcad_flows.layout.plan import Cell, SplitJob, cell_is_complete
+from plantcad_flows.layout.sharding import ShardSpec, merge_shards
+from plantcad_flows.layout.storage import (
+    SUCCESS,
+    is_complete,
+    mark_complete,
+    mark_failed,
+    read_json,
+    read_parquet,
+    to_path,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from plantcad_flows.results.table import CellResult, cell_result
+
+log = logging.getLogger(__name__)
+EXAMPLES = "examples.parquet"
+PREDICTIONS = "predictions.parquet"
+METRICS = "metrics.json"
+DEFAULT_CPU_BATCH = 16
+
+
+class PreparedSplit(BaseModel):
+    """Small description of a prepared split: where its examples are and how many."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    dir: str
+    examples: str
+    num_examples: int
+
+
+class ShardOutput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    cell_id: str
+    index: int
+    count: int
+    path: str
+    num_examples: int
+    computed: bool
+    timings: dict[str, float | int] = {}
+
+
+def prepare(job: SplitJob, force: bool = False) -> PreparedSplit:
+    """Load, validate and sample a split once; later calls reuse `examples.parquet`."""
+    from plantcad_flows.data.splits import prepare_split
+
+    d = to_path(job.dir)
+    if is_complete(d) and not force:
+        info = read_json(d / SUCCESS)
+        return PreparedSplit(
+            key=job.key, dir=str(d), examples=str(d / EXAMPLES), num_examples=int(info["num_examples"])
+        )
+    frame = prepare_split(job.split, job.sampling)
+    write_parquet_atomic(d / EXAMPLES, frame)
+    mark_complete(d, job.fields, {"num_examples": len(frame)})
+    return PreparedSplit(key=job.key, dir=str(d), examples=str(d / EXAMPLES), num_examples=len(frame))
+
+
+def shard_path(cell: Cell, shard: ShardSpec) -> str:
+    return str(to_path(cell.dir) / "shards" / shard.filename)
+
+
+def _model_key(cell: Cell) -> str:
+    return f"{cell.model.model_dump_json()}|{cell.compute.device}|{cell.compute.precision}"
+
+
+def _batch_size(cell: Cell, loaded: Any, rows: Any) -> int:
+    """The configured batch size, or for `auto` on a GPU the largest that fits (probed once
+    per model, context length and GPU model, then remembered on the node)."""
+    if cell.compute.batch_size != "auto":
+        return int(cell.compute.batch_size)
+    if cell.compute.device_type == "cpu" or len(rows) == 0:
+        return DEFAULT_CPU_BATCH
+    from plantcad_flows.scoring.batch_size import auto_batch_size
+    from plantcad_flows.scoring.devices import device_name
+    from plantcad_flows.scoring.score import score_frame
+
+    def try_batch(size: int) -> None:
+        # a real batch of this cell's own examples, repeated to `size` rows
+        probe = rows.iloc[[i % len(rows) for i in range(size)]]
+        score_frame(loaded, cell.model, cell.split, probe, size)
+
+    identity = f"{cell.model.path}@{cell.model.revision}/{cell.model.subfolder}:{cell.compute.precision}"
+    size, _ = auto_batch_size(try_batch, identity, cell.model.context_length, device_name(loaded.device))
+    return size
+
+
+def load_cached_model(cell: Cell):
+    """The cell's model, loaded once per process and reused across shards."""
+    from plantcad_flows.scoring.model_cache import get_or_load
+    from plantcad_flows.scoring.score import load_model
+
+    return get_or_load(_model_key(cell), lambda: load_model(cell.model, cell.compute))
+
+
+def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bool = False) -> ShardOutput:
+    """Score rows [start, stop) of a prepared split and persist them as one shard file."""
+    from plantcad_flows.data.node_cache import local_copy
+    from plantcad_flows.scoring.inputs import StageTimings
+    from plantcad_flows.scoring.score import score_frame
+
+    out = to_path(shard_path(cell, shard))
+    if out.exists() and not force:
+        return ShardOutput(
+            cell_id=cell.id,
+            index=shard.index,
+            count=shard.count,
+            path=str(out),
+            num_examples=shard.size,
+            computed=False,
+        )
+    t0 = time.perf_counter()
+    frame = read_parquet(to_path(str(local_copy(prepared.examples))))
+    rows = shard.take(frame)
+    read_s = time.perf_counter() - t0
+    loaded = load_cached_model(cell)
+    timings = StageTimings()
+    predictions = score_frame(loaded, cell.model, cell.split, rows, _batch_size(cell, loaded, rows), timings)
+    write_parquet_atomic(out, predictions)
+    stats = {"read_examples_s": round(read_s, 4), **timings.as_dict()}
+    log.info(
+        "scored %s shard %d/%d: %d examples, stages %s",
+        cell.id,
+        shard.index + 1,
+        shard.count,
+        len(rows),
+        stats,
+    )
+    return ShardOutput(
+        cell_id=cell.id,
+        index=shard.index,
+        count=shard.count,
+        path=str(out),
+        num_examples=len(rows),
+        computed=True,
+        timings=stats,
+    )
+
+
+def record_failure(cell: Cell, reason: str) -> CellResult:
+    """Leave a failure marker so the plan shows the cell as failed before (never as complete)."""
+    mark_failed(to_path(cell.dir), reason)
+    return cell_result(cell, "failed", reason=reason)
+
+
+def finalize_cell(
+    cell: Cell, shards: list[ShardOutput | BaseException], prepared: PreparedSplit | None, force: bool = False
+) -> CellResult:
+    """Merge a cell's shards (checking exact coverage), compute its metrics, draw its curves.
+
+    `shards` holds what each shard task ended with: its output, or the exception it failed with.
+    A failed shard fails the cell: the marker is written and `CellFailedError` raised, so that no
+    cache record is written for it and the next run scores the missing shards.
+    """
+    d = to_path(cell.dir)
+    failed = [s for s in shards if isinstance(s, BaseException)]
+    if failed:
+        reason = f"scoring failed: {type(failed[0]).__name__}: {failed[0]}"
+        mark_failed(d, reason)
+        raise CellFailedError(cell.id, reason)
+    outputs = [s for s in shards if isinstance(s, ShardOutput)]
+    if cell_is_complete(cell) and not force and all(not s.computed for s in outputs):
+        info = read_json(d / SUCCESS)
+        return cell_result(cell, "cached", info["metrics"], info.get("plots", []))
+    if prepared is None:
+        raise CellFailedError(cell.id, "not complete, and no prepared split was given to finish it")
+    try:
+        return _finalize(cell, outputs, prepared, d)
+    except Exception as e:
+        mark_failed(d, f"{type(e).__name__}: {e}")
+        raise
+
+
+def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d) -> CellResult:
+    from plantcad_flows.results.metrics import compute_metrics
+    from plantcad_flows.results.plots import curve_pngs
+
+    examples = read_parquet(to_path(prepared.examples))
+    ordered = sorted(shards, key=lambda s: s.index)
+    merged = merge_shards([read_parquet(to_path(s.path)) for s in ordered], examples["row_index"])
+    notes: list[str] = []
+    metrics = compute_metrics(cell.split.family, merged, notes)
+    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
+    write_parquet_atomic(d / PREDICTIONS, merged)
+    write_json_atomic(d / METRICS, {"metrics": metrics, "notes": notes})
+    plots: list[str] = []
+    if cell.split.family != Family.MOTIF:
+        pngs = curve_pngs(
+            merged["label"].to_numpy(),
+            merged["score"].to_numpy(),
+            cell.id,
+            with_roc=cell.split.family != Family.STRUCTURAL_VARIANT,
+        )
+        for name, data in pngs.items():
+            write_bytes_atomic(d / "plots" / name, data)
+            plots.append(str(d / "plots" / name))
+    mark_complete(
+        d, cell.fields, {"metrics": metrics, "plots": plots, "notes": notes, "num_shards": len(ordered)}
+    )
+    timings: dict[str, float | int] = {}
+    for shard in (s for s in ordered if s.computed):
+        for k, v in shard.timings.items():
+            timings[k] = timings.get(k, 0) + v
+    return cell_result(cell, "completed", metrics, plots).model_copy(update={"timings": timings})

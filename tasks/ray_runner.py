@@ -1,0 +1,92 @@
+"""The prefect-ray task runner that scores shards on a Ray cluster.
+
+It adds three things to prefect-ray's `RayTaskRunner`:
+* joining goes through `plantcad_flows.cluster.ray_client.connect`, which never falls back to a
+  silent local instance and checks that the cluster joined is the one asked for;
+* the Prefect API URL the flow really uses is pinned in the settings each submission carries and
+  in the workers' environment, so task runs on Ray workers report to the flow's server (a worker
+  that found no API would start an ephemeral server of its own on a shared SQLite file);
+* on exit it shuts down only a Ray session that it started itself: a caller that ran
+  `ray.init()` before the flow keeps its session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import TaskRunner
+from prefect_ray import RayTaskRunner
+
+from plantcad_flows.cluster import ray_client
+from plantcad_flows.config import RayConfig
+
+
+class PlantcadRayTaskRunner(RayTaskRunner):
+    """RayTaskRunner that never falls back to a local instance and pins the Prefect API URL."""
+
+    def __init__(self, ray_config: RayConfig, num_cpus: float | None = None):
+        self.ray_config = ray_config
+        self.num_cpus = num_cpus
+        self.api_url: str | None = None
+        super().__init__(address=ray_config.address, init_kwargs={"num_cpus": num_cpus} if num_cpus else None)
+
+    def duplicate(self) -> PlantcadRayTaskRunner:
+        return type(self)(self.ray_config, self.num_cpus)
+
+    def __enter__(self) -> PlantcadRayTaskRunner:
+        TaskRunner.__enter__(self)
+        self._owns_ray = False
+        if ray_client.in_ray_worker():
+            # hydrated_context enters a copy of the flow's runner inside each worker.
+            return self
+        self.api_url = effective_api_url()
+        env = ray_client.runtime_env(self.ray_config, self.api_url)
+        self._owns_ray = ray_client.connect(self.ray_config.address, num_cpus=self.num_cpus, runtime_env=env)
+        try:
+            ray_client.check_api_reachable(self.api_url, self.ray_config.address)
+        except Exception:
+            self._shutdown_if_owned()
+            raise
+        res = ray_client.connected_resources()
+        self.logger.info(
+            f"Ray cluster {self.ray_config.address or 'local'}: {res.num_nodes} node(s), "
+            f"{res.num_gpus:g} GPU(s), {res.num_cpus:g} CPU(s); task runs report to {self.api_url}"
+        )
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # prefect-ray's own exit would do the same check; it is stated here because a session the
+        # caller opened must survive the flow whatever the base class does in a later version.
+        self._shutdown_if_owned()
+        TaskRunner.__exit__(self, *exc_info)
+
+    def _shutdown_if_owned(self) -> None:
+        if self._owns_ray and not ray_client.in_ray_worker():
+            ray_client.shutdown()
+        self._owns_ray = False
+
+    def submit(self, task, parameters, wait_for=None, dependencies=None):
+        if self.api_url is None:
+            self.api_url = effective_api_url()
+        if self.api_url and PREFECT_API_URL.value() != self.api_url:
+            # serialize_context ships the current settings; make them name the flow's API.
+            with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+                return super().submit(task, parameters, wait_for, dependencies)
+        return super().submit(task, parameters, wait_for, dependencies)
+
+
+def effective_api_url() -> str | None:
+    """The Prefect API this process talks to: the setting, else the flow's client, else the
+    ephemeral server the engine started (it starts before the FlowRunContext exists)."""
+    url = PREFECT_API_URL.value()
+    if url:
+        return url
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.client is not None:
+        return str(ctx.client.api_url).rstrip("/")
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    return server.api_url if server.running else None
