@@ -314,7 +314,9 @@ def test_shard_level_resume(cluster_run):
     assert state.is_completed(), state.message
     assert _metrics(state.result()) == _metrics(cluster_run.results)
     states = {n: s for n, s in task_run_states(run_id).items() if n.startswith("score ")}
-    assert len(states) == 10, states
+    # cells the plan found complete submit no shard task at all; the two incomplete cells submit
+    # both of their shards, of which only the missing one is scored
+    assert len(states) == 4, states
     for rescored in (
         "score mlm/conservation_within_andropogoneae/test shard 1",
         "score clm/tis_recovery/test_maize shard 0",
