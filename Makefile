@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint format screenshot server bench data clean
+.PHONY: venv demo sweep-demo test test-fast lint format screenshot grid-screenshot server bench data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/plantcad-flows demo --results-json outputs/demo/results-demo.json $(ARGS)
+
+# A checkpoint sweep (the tiny MLM at four steps, written in seconds) through `checkpoints:`
+# discovery; prints where the trend plot is. Re-run with ARGS=--steps=1000,2000,3000,4000,5000:
+# only the new checkpoint is scored.
+sweep-demo: $(STAMP)
+	$(VENV)/bin/plantcad-flows sweep-demo $(ARGS)
 
 # Lint first (import boundaries, ruff): a broken boundary fails before the slow suite starts.
 lint: $(STAMP)
@@ -38,6 +44,10 @@ test-fast: lint
 # The README's UI screenshot, from a real run in headless Chromium (tests never write the repo).
 screenshot: $(STAMP)
 	PLANTCAD_SCREENSHOT_DIR=docs/img $(PY) -m pytest -q -p no:cacheprovider tests/test_ui_browser.py
+
+# The README's grid screenshot: configs/grid-example.yaml on a throwaway server and worker.
+grid-screenshot: $(STAMP)
+	$(PY) scripts/grid_screenshot.py --out docs/img/grid-run.png
 
 server: $(STAMP)
 	$(VENV)/bin/plantcad-flows server

@@ -3,14 +3,19 @@
 Run it against the server in PREFECT_API_URL, as often as you like:
 1. work pools `local` and `lambda` (process) and `kubernetes` (kubernetes, with the base job
    template in infra/kubernetes/base-job-template.json) are created, or updated in place;
-2. from the environment (or a `.env` file; the environment wins):
+2. from the environment (or a `.env` file; the environment wins); every `.env` key (but
+   PREFECT_* settings) also becomes a Secret block `dotenv-<key>` for grid cells:
    * HF_TOKEN -> Secret block `hf-token`;
    * AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_DEFAULT_REGION, AWS_ENDPOINT_URL) ->
      AwsCredentials block `plantcad-aws`;
    * PLANTCAD_FLOWS_REPO / PLANTCAD_FLOWS_REF (default: this checkout's origin and commit) ->
      Variables `plantcad_flows_repo` / `plantcad_flows_ref`, which the `lambda` deployment's
      git_clone pull step reads on the worker;
-3. `prefect --no-prompt deploy --all` from the repository root.
+3. the automation `plantcad-eval-regression`: an event trigger on `plantcad.eval.regression` (one
+   event per regressed cell, emitted by the zero-shot-eval flow) that calls the webhook in
+   PLANTCAD_ALERT_WEBHOOK (kept in the Webhook block `plantcad-alert-webhook`: its URL is a
+   secret). Without that variable the automation is created disabled, with a note saying so;
+4. `prefect --no-prompt deploy --all` from the repository root.
 
 Secrets stay in blocks. The process pools get *references* to them in their job template's env
 (`{{ prefect.blocks.secret.hf-token }}`), which the worker resolves when it starts a run, so no
@@ -39,6 +44,16 @@ K8S_TEMPLATE = REPO_ROOT / "infra" / "kubernetes" / "base-job-template.json"
 PROCESS_POOLS = ("local", "lambda")
 HF_SECRET_BLOCK = "hf-token"
 AWS_BLOCK = "plantcad-aws"
+ALERT_ENV = "PLANTCAD_ALERT_WEBHOOK"
+ALERT_AUTOMATION = "plantcad-eval-regression"
+ALERT_WEBHOOK_BLOCK = "plantcad-alert-webhook"
+REGRESSION_EVENT = "plantcad.eval.regression"  # plantcad_flows.results.regression.EVENT
+# What the webhook receives: JSON naming the regressed cell, with the event's whole payload
+# (model, both revisions, task, split, metric, old and new values, the interval).
+ALERT_PAYLOAD = (
+    '{"event": "{{ event.event }}", "id": "{{ event.id }}", "occurred": "{{ event.occurred }}", '
+    '"cell": {{ event.payload.cell | tojson }}, "payload": {{ event.payload | tojson }}}'
+)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -138,6 +153,20 @@ def save_blocks(settings: Mapping[str, str]) -> list[str]:
     return saved
 
 
+def save_dotenv_secrets(values: Mapping[str, str]) -> list[str]:
+    """Each `.env` value (but PREFECT_* settings) as a Secret block `dotenv-<key>`, which grid
+    cells reference by name (plantcad_flows/grid/secret_env.py); returns the block names."""
+    from prefect.blocks.system import Secret
+
+    from plantcad_flows.grid.secret_env import block_name, cell_secret_names
+
+    saved = []
+    for key in cell_secret_names(values):
+        Secret(value=values[key]).save(block_name(key), overwrite=True)
+        saved.append(block_name(key))
+    return saved
+
+
 async def configure(settings: Mapping[str, str], blocks: list[str]) -> list[str]:
     """Variables and work pools; returns one line per thing done (never a secret value)."""
     from prefect.client.orchestration import get_client
@@ -165,6 +194,59 @@ async def configure(settings: Mapping[str, str], blocks: list[str]) -> list[str]
     return lines
 
 
+def alert_automation(settings: Mapping[str, str]) -> list[str]:
+    """Create or update the regression alert; returns what was done (never the webhook URL)."""
+    from datetime import timedelta
+
+    from prefect.blocks.webhook import Webhook
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import CallWebhook, DoNothing
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    url = settings.get(ALERT_ENV)
+    trigger = EventTrigger(
+        expect={REGRESSION_EVENT},
+        match={"prefect.resource.id": "plantcad.cell.*"},
+        posture=Posture.Reactive,
+        threshold=1,
+        within=timedelta(0),
+    )
+    if url:
+        block_id = Webhook(method="POST", url=url, headers={"Content-Type": "application/json"}).save(
+            ALERT_WEBHOOK_BLOCK, overwrite=True
+        )
+        actions = [CallWebhook(block_document_id=block_id, payload=ALERT_PAYLOAD)]
+        note = f"calls the webhook in block {ALERT_WEBHOOK_BLOCK} on every {REGRESSION_EVENT} event"
+    else:
+        actions = [DoNothing()]
+        note = (
+            f"disabled: {ALERT_ENV} is not set; set it to a webhook URL and run `plantcad-flows setup` again"
+        )
+    automation = AutomationCore(
+        name=ALERT_AUTOMATION,
+        description=f"A cell's main metric dropped beyond the bootstrap noise; {note}",
+        enabled=bool(url),
+        trigger=trigger,
+        actions=actions,
+    )
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(ALERT_AUTOMATION)
+        if existing:
+            client.update_automation(existing[0].id, automation)
+            for extra in existing[1:]:
+                client.delete_automation(extra.id)
+            what = "updated"
+        else:
+            client.create_automation(automation)
+            what = "created"
+    lines = [f"automation {ALERT_AUTOMATION}: {what}, {'enabled' if url else 'disabled'}"]
+    if url:
+        lines.insert(0, f"block {ALERT_WEBHOOK_BLOCK}: saved")
+    else:
+        lines.append(f"note: {note}")
+    return lines
+
+
 def deploy(env: Mapping[str, str], names: list[str] | None) -> int:
     """`prefect --no-prompt deploy` from the repository root; its output passes through masked."""
     cmd = [prefect_executable(), "--no-prompt", "deploy"]
@@ -189,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    settings = settings_from(os.environ, read_dotenv(Path(args.env_file)))
+    dotenv = read_dotenv(Path(args.env_file))
+    settings = settings_from(os.environ, dotenv)
     api_url = settings.get("PREFECT_API_URL")
     if not api_url:
         print(
@@ -206,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PREFECT_API_URL"] = api_url  # a URL from .env must reach the client below
 
     blocks = save_blocks(settings)
-    for b in blocks:
+    for b in blocks + save_dotenv_secrets({k: settings[k] for k in dotenv if k in settings}):
         print(f"block {b}: saved")
     for line in asyncio.run(configure(settings, blocks)):
+        print(line)
+    for line in alert_automation(settings):
         print(line)
     if args.no_deploy:
         return 0

@@ -9,7 +9,8 @@ The flow only wires tasks together:
    one GPU per shard when the cluster has GPUs), then compute metrics for each cell as soon as
    its shards are in; cells the plan found complete go straight to their (cached) metrics, and
    Ray is not started when no shard needs scoring;
-4. collect the results into files and UI artifacts.
+4. collect the results into files and UI artifacts; add them to the history under the prefix,
+   alert on regressions against earlier revisions, draw the trends (tasks/history.py).
 One failing cell does not stop the others; the run ends Failed and names the failed cells.
 """
 
@@ -23,11 +24,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from plantcad_flows.cluster.env import run_environment
 from plantcad_flows.config import EvalConfig
-from plantcad_flows.layout.plan import format_plan, plan_cells, plan_hash
+from plantcad_flows.identity.resolve import resolve
+from plantcad_flows.layout.plan import format_discovery, format_plan, plan_cells, plan_hash
 from plantcad_flows.layout.storage import ensure_prefix
 from plantcad_flows.results.ledger import RunLedger
+from plantcad_flows.results.report import artifact_key, artifact_scope
 from tasks.collect import collect_results, publish_artifacts
-from tasks.policy import task_options
+from tasks.history import publish_reports, record_history, report_keys, trend_report
+from tasks.policy import task_options, with_run_options
 from tasks.progress import Progress, outcome
 from tasks.scoring import scoring_pool
 from tasks.steps import compute_metrics, prepare_splits, record_failure
@@ -36,12 +40,15 @@ from tasks.steps import compute_metrics, prepare_splits, record_failure
 @flow(name="zero-shot-eval", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
 def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
     """Score every model on every benchmark split of `config` and report the metrics."""
-    planned = plan_cells(config)
-    get_run_logger().info("plan:\n%s", format_plan(planned))
+    resolution = resolve(config)  # hub revisions, content fingerprints, checkpoints: once per run
+    planned = plan_cells(config, resolution)
+    get_run_logger().info("plan:\n%s", format_plan(planned, resolution.discoveries))
     ensure_prefix(config.executor.prefix)
-    opts = task_options(config.executor.prefix, config.force)
+    opts = task_options(config.executor.prefix, config.force, config.executor.locks)
     ledger = RunLedger(planned, retry_failed=config.executor.force_run_failed)
-    progress = Progress(ledger)
+    plan = plan_hash(config)
+    scope = artifact_scope(plan, [p.cell.model.label for p in planned])
+    progress = Progress(ledger, artifact_key("progress", scope))
 
     prepared, prep_errors = prepare_splits(ledger.to_score, opts, config.force)
     for cell in ledger.to_score:
@@ -54,11 +61,12 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
     with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested) as pool:
         shards = {c.id: pool.submit_shards(c, prepared[c.split_job.key]) for c in to_score}
         metrics = {
-            c.id: compute_metrics.with_options(**opts).submit(
+            c.id: with_run_options(compute_metrics, opts).submit(
                 c,
                 [allow_failure(f) for f in shards.get(c.id, [])],
                 prepared.get(c.split_job.key),
                 config.force,
+                config.metrics,
             )
             for c in ledger.runnable
             if c.id not in ledger.results
@@ -75,10 +83,19 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
         "environment": environment,
         "timings": ledger.timings(),
     }
-    paths = collect_results(
-        ledger.ordered(), config.executor.prefix, get_run_context().flow_run.name, plan_hash(config), info
-    )
-    publish_artifacts(ledger.ordered(), paths["summary"])
+    results, run = ledger.ordered(), get_run_context().flow_run
+    history = record_history(results, config.executor.prefix, run.name, str(run.id), config.metrics, plan)
+    trends = trend_report(results, config.executor.prefix, scope, plan)
+    info |= {
+        "regressions": history.lines,
+        "nothing_new_since": history.nothing_new_since,
+        "artifacts": report_keys(results, scope),
+        "trends_dir": trends.directory,
+        "checkpoints": [line for d in resolution.discoveries for line in format_discovery(d, planned)],
+    }
+    paths = collect_results(results, config.executor.prefix, run.name, plan, info)
+    publish_artifacts(results, paths["summary"], scope)
+    publish_reports(results, scope, trends)
     progress.finish()
     get_run_logger().info("results written to %s", paths["parquet"])
     ledger.raise_if_failed()

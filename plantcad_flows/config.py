@@ -9,6 +9,7 @@ mask positions, crop lengths) live here too, so that every cell is checked befor
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,16 @@ class ModelConfig(_Strict):
     context_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
     subfolder: str = ""
     revision: str | None = None
-    trust_remote_code: bool = True
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Run modelling code the model repository ships (config.json auto_map); "
+        "the hub's own default is false. PlantCaduceus and PlantCAD2 (Mamba) need true",
+    )
     motif_inference_mode: MotifMode = Field(
         default="fwd_only", description="CLM only: fwd_only, rc_only or fwd_rc_avg"
+    )
+    step: int | None = Field(
+        default=None, ge=0, description="Training step; set on the models `checkpoints:` discovers"
     )
 
     @field_validator("type", mode="before")
@@ -84,9 +92,40 @@ class ModelConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _remote_code(self) -> ModelConfig:
+        # Local directories are checked here, with the config; hub models when they are loaded.
+        config_json = Path(self.path) / self.subfolder / "config.json"
+        if not self.trust_remote_code and config_json.is_file():
+            try:
+                declared = json.loads(config_json.read_text())
+            except (OSError, ValueError):
+                return self  # unreadable: loading will say so, naming the model
+            check_remote_code(self, declared)
+        return self
+
     @property
     def label(self) -> str:
         return self.name or self.path
+
+
+def check_remote_code(model: ModelConfig, config_dict: dict) -> None:
+    """Refuse a model whose config.json maps Auto classes to code of its own (`auto_map`) unless
+    the config trusts it: transformers would import and run that code.
+
+    Raises:
+        ValidationError: naming `models[NAME].trust_remote_code`.
+    """
+    auto_map = config_dict.get("auto_map") if isinstance(config_dict, dict) else None
+    if model.trust_remote_code or not auto_map:
+        return
+    classes = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)
+    raise ValidationError(
+        f"models[{model.label}].trust_remote_code",
+        False,
+        f"{model.path} ships its own modelling code (config.json auto_map: {classes})",
+        "set it to true only if you trust that repository's code",
+    )
 
 
 class SplitOverrides(_Strict):
@@ -101,6 +140,11 @@ class SplitConfig(_Strict):
     task: str
     split: str
     repo_id: str = BENCHMARK_REPO_ID
+    revision: str | None = Field(
+        default=None,
+        description="Branch, tag or commit of the dataset repo (hub id, or a local git clone); "
+        "resolved to a commit sha at plan time. Default: the default branch",
+    )
     path: str | None = Field(default=None, description="Parquet file or directory (local, s3://, hf://)")
     seq_column: str = "sequence"
     label_column: str = "label"
@@ -210,8 +254,23 @@ class SamplingConfig(_Strict):
     seed: int = 0
 
 
+class MetricsConfig(_Strict):
+    """How the metrics' 95% bootstrap intervals are drawn. Not part of any cell's identity: the
+    scores do not depend on it (only the metrics task's cache key and the intervals file do)."""
+
+    bootstrap: int = Field(
+        default=1000, ge=0, description="Bootstrap resamples per cell for the 95% intervals; 0 = none"
+    )
+    seed: int = Field(default=0, description="Seed of the resampled example indices")
+
+
 class ExecutorConfig(_Strict):
     prefix: str = DEFAULT_PREFIX
+    locks: Literal["file", "redis"] = Field(
+        default="file",
+        description="How concurrent runs on one prefix compute each step once: file (OS file locks, "
+        "one host) or redis (several hosts; server from PLANTCAD_REDIS_URL)",
+    )
     force_run_failed: bool = Field(
         default=True,
         description="Re-run cells whose last attempt failed; when false a failed cell is "
@@ -281,13 +340,85 @@ class RayConfig(_Strict):
         return v or None
 
 
+class CheckpointsConfig(_Strict):
+    """The checkpoints of one training run, discovered at plan time: every complete checkpoint
+    (a `config.json` and its weights) whose name matches `pattern` becomes the model
+    `{name}@step-{N}`, N parsed from the checkpoint's name. See `identity/checkpoints.py`."""
+
+    path: str = Field(description="Run directory (local or s3://...) or hub repo id")
+    name: str | None = Field(
+        default=None, description="Models are named {name}@step-{N}; default: the path's last part"
+    )
+    pattern: str = Field(default="step-*", description="Glob on checkpoint names")
+    match: Literal["folders", "branches", "tags"] = Field(
+        default="folders", description="Hub repos: checkpoints are subfolders, branches or tags"
+    )
+    revision: str | None = Field(
+        default=None, description="Hub subfolders: the branch or tag to list; default: the default branch"
+    )
+    type: ModelType = Field(default="mlm", description="mlm (masked) or clm (causal)")
+    context_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
+    trust_remote_code: bool = False
+    motif_inference_mode: MotifMode = "fwd_only"
+    every: int | None = Field(default=None, ge=1, description="Keep only steps that are multiples of K")
+    last: int | None = Field(default=None, ge=1, description="Keep only the K latest complete checkpoints")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: object) -> object:
+        return _one_of("checkpoints[].type", ModelType, v)
+
+    @field_validator("motif_inference_mode", mode="before")
+    @classmethod
+    def _mode(cls, v: object) -> object:
+        return _one_of("checkpoints[].motif_inference_mode", MotifMode, v)
+
+    @model_validator(mode="after")
+    def _model_fields(self) -> CheckpointsConfig:
+        if self.type == "mlm" and self.motif_inference_mode != "fwd_only":
+            raise ValidationError(
+                f"checkpoints[{self.label}].motif_inference_mode",
+                self.motif_inference_mode,
+                "only fwd_only is supported for type mlm",
+            )
+        if self.context_length % 2:
+            raise ValidationError(
+                f"checkpoints[{self.label}].context_length",
+                self.context_length,
+                "must be even to centre-crop",
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def model(self, step: int, path: str, subfolder: str = "", revision: str | None = None) -> ModelConfig:
+        """The model of one discovered checkpoint."""
+        return ModelConfig(
+            path=path,
+            subfolder=subfolder,
+            revision=revision,
+            name=f"{self.label}@step-{step}",
+            step=step,
+            type=self.type,
+            context_length=self.context_length,
+            trust_remote_code=self.trust_remote_code,
+            motif_inference_mode=self.motif_inference_mode,
+        )
+
+
 class EvalConfig(_Strict):
     """Everything an evaluation needs. It is the zero-shot-eval flow's parameter."""
 
-    models: list[ModelConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(default_factory=list)
+    checkpoints: list[CheckpointsConfig] = Field(
+        default_factory=list, description="Training runs whose checkpoints are discovered at plan time"
+    )
     splits: list[SplitConfig] = Field(min_length=1)
     compute: ComputeConfig = ComputeConfig()
     sampling: SamplingConfig = SamplingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     executor: ExecutorConfig = ExecutorConfig()
     ray: RayConfig = RayConfig()
     force: bool = Field(default=False, description="Recompute every step, ignoring caches")
@@ -295,10 +426,16 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> EvalConfig:
+        if not self.models and not self.checkpoints:
+            raise ValidationError("models", [], "at least one model (or a checkpoints entry) is required")
         labels = [m.label for m in self.models]
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
             raise ValidationError("models[].name", sorted(dup)[0], "model names must be unique")
+        runs = [c.label for c in self.checkpoints]
+        dup = {x for x in runs if runs.count(x) > 1}
+        if dup:
+            raise ValidationError("checkpoints[].name", sorted(dup)[0], "checkpoint run names must be unique")
         keys = [s.key for s in self.splits]
         dup = {x for x in keys if keys.count(x) > 1}
         if dup:
@@ -308,15 +445,17 @@ class EvalConfig(_Strict):
                 re.compile(self.only)
             except re.error as e:
                 raise ValidationError("only", self.only, f"invalid regex: {e}") from None
-        for m in self.models:
+        lengths = [(f"models[{m.label}]", m.context_length) for m in self.models]
+        lengths += [(f"checkpoints[{c.label}]", c.context_length) for c in self.checkpoints]
+        for field, context_length in lengths:
             for s in self.splits:
-                if m.context_length < s.seq_length and s.family != Family.STRUCTURAL_VARIANT:
-                    trim = (s.seq_length - m.context_length) // 2
+                if context_length < s.seq_length and s.family != Family.STRUCTURAL_VARIANT:
+                    trim = (s.seq_length - context_length) // 2
                     shifted = tuple(p - trim for p in s.mask_positions)
-                    if shifted[0] < 0 or shifted[-1] >= m.context_length:
+                    if shifted[0] < 0 or shifted[-1] >= context_length:
                         raise ValidationError(
-                            f"models[{m.label}].context_length",
-                            m.context_length,
+                            f"{field}.context_length",
+                            context_length,
                             f"crop removes the masks of {s.key}",
                         )
         return self

@@ -50,6 +50,26 @@ class IncompleteShardsError(PlantCADError):
     """Merged shards do not cover every sampled example exactly once."""
 
 
+class CommandFailedError(PlantCADError):
+    """A grid cell's command exited with a non-zero status."""
+
+    def __init__(self, cell: str, returncode: int):
+        self.cell = cell
+        self.returncode = returncode
+        super().__init__(f"{cell}: command exited with status {returncode}")
+
+
+class GridFailedError(PlantCADError):
+    """Some cells of a grid did not complete."""
+
+    def __init__(self, project: str, cells: dict[str, str]):
+        self.project = project
+        self.cells = cells
+        listed = ", ".join(f"{c} ({s})" for c, s in sorted(cells.items())[:5])
+        more = f" and {len(cells) - 5} more" if len(cells) > 5 else ""
+        super().__init__(f"grid {project}: {len(cells)} cell(s) did not complete: {listed}{more}")
+
+
 class CellFailedError(PlantCADError):
     """A cell could not be finished (one of its shards failed); its failure marker is written."""
 
@@ -57,3 +77,14 @@ class CellFailedError(PlantCADError):
         self.cell_id = cell_id
         self.reason = reason
         super().__init__(f"{cell_id}: {reason}")
+
+
+class CorruptFileError(StorageError):
+    """A data file whose bytes or row count differ from what was recorded when it was written.
+
+    Never used: the step that wrote it is marked incomplete and computed again."""
+
+    def __init__(self, path: str, problem: str):
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

@@ -4,6 +4,10 @@ Each function is idempotent over the content-addressed layout: when its outputs 
 returns their description without touching them (same bytes, same mtime); otherwise it computes,
 writes atomically and marks the directory complete last. `force` recomputes. The Prefect tasks
 in `tasks/` are thin wrappers around these functions.
+
+Complete means verified: every data file is recorded (sha256, bytes, rows) when written and
+checked against that record before it is reused or read (`layout/integrity.py`); a file that
+does not match is never used, and its step is computed again.
 """
 
 from __future__ import annotations
@@ -15,26 +19,33 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from plantcad_flows.benchmark.registry import Family
-from plantcad_flows.errors import CellFailedError
-from plantcad_flows.layout.plan import Cell, SplitJob, cell_is_complete
+from plantcad_flows.errors import CellFailedError, CorruptFileError
+from plantcad_flows.layout.integrity import (
+    invalidate_shard,
+    invalidate_step,
+    read_sidecar,
+    read_verified_parquet,
+    recorded,
+    shard_ok,
+    step_file_ok,
+    write_parquet_recorded,
+    write_parquet_with_sidecar,
+)
+from plantcad_flows.layout.plan import PREDICTIONS, Cell, SplitJob, cell_is_complete
 from plantcad_flows.layout.sharding import ShardSpec, merge_shards
 from plantcad_flows.layout.storage import (
     SUCCESS,
-    is_complete,
     mark_complete,
     mark_failed,
     read_json,
-    read_parquet,
     to_path,
     write_bytes_atomic,
     write_json_atomic,
-    write_parquet_atomic,
 )
 from plantcad_flows.results.table import CellResult, cell_result
 
 log = logging.getLogger(__name__)
 EXAMPLES = "examples.parquet"
-PREDICTIONS = "predictions.parquet"
 METRICS = "metrics.json"
 DEFAULT_CPU_BATCH = 16
 
@@ -47,6 +58,15 @@ class PreparedSplit(BaseModel):
     dir: str
     examples: str
     num_examples: int
+    # what examples.parquet held when written; shard readers check the bytes they read against it
+    examples_sha256: str | None = None
+    examples_bytes: int | None = None
+
+    @property
+    def examples_record(self) -> dict[str, Any] | None:
+        if self.examples_sha256 is None:
+            return None
+        return {"sha256": self.examples_sha256, "bytes": self.examples_bytes, "rows": self.num_examples}
 
 
 class ShardOutput(BaseModel):
@@ -60,28 +80,63 @@ class ShardOutput(BaseModel):
     timings: dict[str, float | int] = {}
 
 
+def prepared_ok(job: SplitJob) -> bool:
+    """The split's step is complete and its examples match their record."""
+    return step_file_ok(to_path(job.dir), EXAMPLES)
+
+
+def _prepared(job: SplitJob, num_examples: int, record: dict[str, Any] | None) -> PreparedSplit:
+    d = to_path(job.dir)
+    return PreparedSplit(
+        key=job.key,
+        dir=str(d),
+        examples=str(d / EXAMPLES),
+        num_examples=num_examples,
+        examples_sha256=(record or {}).get("sha256"),
+        examples_bytes=(record or {}).get("bytes"),
+    )
+
+
 def prepare(job: SplitJob, force: bool = False) -> PreparedSplit:
-    """Load, validate and sample a split once; later calls reuse `examples.parquet`."""
+    """Load, validate and sample a split once; later calls reuse `examples.parquet` if it matches
+    its record, and prepare it again if not."""
     from plantcad_flows.data.splits import prepare_split
 
     d = to_path(job.dir)
-    if is_complete(d) and not force:
-        info = read_json(d / SUCCESS)
-        return PreparedSplit(
-            key=job.key, dir=str(d), examples=str(d / EXAMPLES), num_examples=int(info["num_examples"])
-        )
+    if not force and prepared_ok(job):
+        return _prepared(job, int(read_json(d / SUCCESS)["num_examples"]), recorded(d, EXAMPLES))
+    invalidate_step(d)  # the old marker must not vouch for the file about to be rewritten
     frame = prepare_split(job.split, job.sampling)
-    write_parquet_atomic(d / EXAMPLES, frame)
-    mark_complete(d, job.fields, {"num_examples": len(frame)})
-    return PreparedSplit(key=job.key, dir=str(d), examples=str(d / EXAMPLES), num_examples=len(frame))
+    record = write_parquet_recorded(d / EXAMPLES, frame)
+    mark_complete(d, job.fields, {"num_examples": len(frame), "files": {EXAMPLES: record}})
+    return _prepared(job, len(frame), record)
 
 
 def shard_path(cell: Cell, shard: ShardSpec) -> str:
     return str(to_path(cell.dir) / "shards" / shard.filename)
 
 
+def shard_done(cell: Cell, shard: ShardSpec) -> bool:
+    """The shard's file exists, with its sidecar record, and matches it (rows = the shard's size)."""
+    return shard_ok(to_path(shard_path(cell, shard)), shard.size)
+
+
+def read_examples(prepared: PreparedSplit, location: Any = None):
+    """A prepared split's examples, checked against their record; a mismatch marks the split's
+    step incomplete (prepared again next time) and raises `CorruptFileError` naming the file."""
+    try:
+        return read_verified_parquet(
+            to_path(str(location or prepared.examples)), prepared.examples_record, prepared.num_examples
+        )
+    except CorruptFileError:
+        invalidate_step(to_path(prepared.dir))
+        raise
+
+
 def _model_key(cell: Cell) -> str:
-    return f"{cell.model.model_dump_json()}|{cell.compute.device}|{cell.compute.precision}"
+    # with the resolved identity: a long-lived worker must not reuse a model retrained in place
+    identity = cell.model_identity.model_dump_json()
+    return f"{cell.model.model_dump_json()}|{identity}|{cell.compute.device}|{cell.compute.precision}"
 
 
 def _batch_size(cell: Cell, loaded: Any, rows: Any) -> int:
@@ -120,7 +175,7 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
     from plantcad_flows.scoring.score import score_frame
 
     out = to_path(shard_path(cell, shard))
-    if out.exists() and not force:
+    if not force and shard_done(cell, shard):
         return ShardOutput(
             cell_id=cell.id,
             index=shard.index,
@@ -129,14 +184,15 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
             num_examples=shard.size,
             computed=False,
         )
+    invalidate_shard(out)  # a stale sidecar must never vouch for the file about to be rewritten
     t0 = time.perf_counter()
-    frame = read_parquet(to_path(str(local_copy(prepared.examples))))
+    frame = read_examples(prepared, local_copy(prepared.examples))
     rows = shard.take(frame)
     read_s = time.perf_counter() - t0
     loaded = load_cached_model(cell)
     timings = StageTimings()
     predictions = score_frame(loaded, cell.model, cell.split, rows, _batch_size(cell, loaded, rows), timings)
-    write_parquet_atomic(out, predictions)
+    write_parquet_with_sidecar(out, predictions)
     stats = {"read_examples_s": round(read_s, 4), **timings.as_dict()}
     log.info(
         "scored %s shard %d/%d: %d examples, stages %s",
@@ -195,13 +251,14 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
     from plantcad_flows.results.metrics import compute_metrics
     from plantcad_flows.results.plots import curve_pngs
 
-    examples = read_parquet(to_path(prepared.examples))
+    examples = read_examples(prepared)
     ordered = sorted(shards, key=lambda s: s.index)
-    merged = merge_shards([read_parquet(to_path(s.path)) for s in ordered], examples["row_index"])
+    merged = merge_shards([_read_shard(s) for s in ordered], examples["row_index"])
     notes: list[str] = []
     metrics = compute_metrics(cell.split.family, merged, notes)
     metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
-    write_parquet_atomic(d / PREDICTIONS, merged)
+    invalidate_step(d)  # rewriting: the old marker must not vouch for the new files
+    predictions = write_parquet_recorded(d / PREDICTIONS, merged)
     write_json_atomic(d / METRICS, {"metrics": metrics, "notes": notes})
     plots: list[str] = []
     if cell.split.family != Family.MOTIF:
@@ -215,10 +272,29 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
             write_bytes_atomic(d / "plots" / name, data)
             plots.append(str(d / "plots" / name))
     mark_complete(
-        d, cell.fields, {"metrics": metrics, "plots": plots, "notes": notes, "num_shards": len(ordered)}
+        d,
+        cell.fields,
+        {
+            "metrics": metrics,
+            "plots": plots,
+            "notes": notes,
+            "num_shards": len(ordered),
+            "files": {PREDICTIONS: predictions},
+        },
     )
     timings: dict[str, float | int] = {}
     for shard in (s for s in ordered if s.computed):
         for k, v in shard.timings.items():
             timings[k] = timings.get(k, 0) + v
     return cell_result(cell, "completed", metrics, plots).model_copy(update={"timings": timings})
+
+
+def _read_shard(shard: ShardOutput):
+    """A shard's predictions, checked against its sidecar; a mismatch drops the sidecar (the
+    shard is scored again by the next run) and raises `CorruptFileError` naming the file."""
+    path = to_path(shard.path)
+    try:
+        return read_verified_parquet(path, read_sidecar(path), shard.num_examples)
+    except CorruptFileError:
+        invalidate_shard(path)
+        raise

@@ -9,6 +9,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from plantcad_flows.layout.storage import to_path, write_bytes_atomic
+from plantcad_flows.results.pivot import pivot_markdown
+from plantcad_flows.results.report import artifact_key
 from plantcad_flows.results.summary import render_summary
 from plantcad_flows.results.table import CellResult, long_table, rows, write_results
 from tasks.policy import RETRY_OPTIONS
@@ -36,17 +38,23 @@ def collect_results(
     return {"run_dir": run_dir, "latest_dir": latest_dir, "summary": summary, **paths}
 
 
-def publish_artifacts(results: list[CellResult], summary: str) -> None:
-    """Results table and summary on the flow run itself (called from the flow, so the UI shows
-    them under the run rather than under the collect task)."""
+def publish_artifacts(results: list[CellResult], summary: str, scope: str) -> None:
+    """Results table, pivoted table and summary on the flow run itself (called from the flow,
+    so the UI shows them under the run rather than under the collect task). Keys are scoped by
+    the config (`results.report.artifact_scope`), so unrelated configs never share a history."""
     if rows(results):
         create_table_artifact(
-            key="zero-shot-results",
+            key=artifact_key("results", scope),
             table=long_table(results),
-            description=f"PlantCAD2 zero-shot results ({len(rows(results))} cells)",
+            description=f"PlantCAD2 zero-shot results ({len(rows(results))} cells), 95% bootstrap CI",
+        )
+        create_markdown_artifact(
+            key=artifact_key("pivot", scope),
+            markdown=pivot_markdown(results),
+            description="model x split, each family's main metric per task (95% CI)",
         )
     create_markdown_artifact(
-        key="zero-shot-summary",
+        key=artifact_key("summary", scope),
         markdown=summary,
-        description="What ran, what came from cache, what was skipped",
+        description="Regressions, what ran, what came from cache, what was skipped and why",
     )

@@ -8,37 +8,45 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import CachePolicy
 
 from plantcad_flows import steps
+from plantcad_flows.config import MetricsConfig
 from plantcad_flows.layout.plan import Cell, SplitJob, cell_is_complete
 from plantcad_flows.layout.sharding import ShardSpec
-from plantcad_flows.layout.storage import is_complete, to_path
 from plantcad_flows.results.table import CellResult
-from plantcad_flows.steps import PreparedSplit, ShardOutput, shard_path
-from tasks.policy import RETRY_OPTIONS, content_key
+from plantcad_flows.results.uncertainty import with_intervals
+from plantcad_flows.steps import PreparedSplit, ShardOutput
+from tasks.policy import RETRY_OPTIONS, content_key, locks_of, with_run_options
 
 
+# Each key is dropped (the step runs again) unless the step's files match their integrity records.
+# The tasks take a cache *policy* (not cache_key_fn, which would override it) so that
+# `with_run_options` can make it SERIALIZABLE under the run's lock manager.
 def _prepare_key(ctx: Any, params: dict[str, Any]) -> str | None:
     job: SplitJob = params["job"]
-    return content_key(job.prefix, f"prepare_split-{job.key}", is_complete(to_path(job.dir)))
+    return content_key(job.prefix, f"prepare_split-{job.key}", lambda: steps.prepared_ok(job), locks_of(ctx))
 
 
 def _shard_key(ctx: Any, params: dict[str, Any]) -> str | None:
     cell: Cell = params["cell"]
     shard: ShardSpec = params["shard"]
     key = f"score_shard-{cell.key}-{shard.index:05d}-of-{shard.count:05d}"
-    return content_key(cell.prefix, key, to_path(shard_path(cell, shard)).exists())
+    return content_key(cell.prefix, key, lambda: steps.shard_done(cell, shard), locks_of(ctx))
 
 
 def _cell_key(ctx: Any, params: dict[str, Any]) -> str | None:
     cell: Cell = params["cell"]
-    return content_key(cell.prefix, f"compute_metrics-{cell.key}", cell_is_complete(cell))
+    # the resampling changes the intervals, never the scores: it keys this step only
+    m: MetricsConfig = params.get("metrics") or MetricsConfig()
+    key = f"compute_metrics-{cell.key}-b{m.bootstrap}-s{m.seed}"
+    return content_key(cell.prefix, key, lambda: cell_is_complete(cell), locks_of(ctx))
 
 
 @task(
     name="prepare-split",
     task_run_name="prepare {job.split.task}/{job.split.split}",
-    cache_key_fn=_prepare_key,
+    cache_policy=CachePolicy.from_cache_key_fn(_prepare_key),
     **RETRY_OPTIONS,
 )
 def prepare_split(job: SplitJob, force: bool = False) -> PreparedSplit:
@@ -48,7 +56,7 @@ def prepare_split(job: SplitJob, force: bool = False) -> PreparedSplit:
 @task(
     name="score-shard",
     task_run_name="score {cell.model.label}/{cell.split.task}/{cell.split.split} shard {shard.index}",
-    cache_key_fn=_shard_key,
+    cache_policy=CachePolicy.from_cache_key_fn(_shard_key),
     **RETRY_OPTIONS,
 )
 def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bool = False) -> ShardOutput:
@@ -58,13 +66,18 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
 @task(
     name="compute-metrics",
     task_run_name="metrics {cell.model.label}/{cell.split.task}/{cell.split.split}",
-    cache_key_fn=_cell_key,
+    cache_policy=CachePolicy.from_cache_key_fn(_cell_key),
     **RETRY_OPTIONS,
 )
 def compute_metrics(
-    cell: Cell, shards: list[ShardOutput | BaseException], prepared: PreparedSplit | None, force: bool = False
+    cell: Cell,
+    shards: list[ShardOutput | BaseException],
+    prepared: PreparedSplit | None,
+    force: bool = False,
+    metrics: MetricsConfig | None = None,
 ) -> CellResult:
-    return steps.finalize_cell(cell, shards, prepared, force=force)
+    m = metrics or MetricsConfig()
+    return with_intervals(steps.finalize_cell(cell, shards, prepared, force=force), m.bootstrap, m.seed)
 
 
 @task(name="record-failure", task_run_name="failed {cell.model.label}/{cell.split.task}/{cell.split.split}")
@@ -83,7 +96,8 @@ def prepare_splits(
     from plantcad_flows.errors import ValidationError
 
     jobs = {c.split_job.key: c.split_job for c in cells}
-    futures = {k: prepare_split.with_options(**options).submit(job, force) for k, job in jobs.items()}
+    task = with_run_options(prepare_split, options)
+    futures = {k: task.submit(job, force) for k, job in jobs.items()}
     prepared: dict[str, PreparedSplit] = {}
     errors: dict[str, BaseException] = {}
     for key, fut in futures.items():

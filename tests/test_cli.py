@@ -20,29 +20,35 @@ from plantcad_flows.layout.plan import build_cells
 CLI = Path(sys.executable).parent / "plantcad-flows"
 REPO = Path(__file__).resolve().parents[1]
 
-# A config as PlantCAD users write it today (models/splits/compute/sampling/executor only):
-# hub ids that cannot be downloaded here, so a dry run that tried to load a model would fail.
+# A config as PlantCAD users write it (models/splits/compute/sampling/executor only): hub ids
+# that cannot be downloaded here, so a dry run that tried to load a model would fail. Models and
+# dataset are pinned to commits (40 hex), which resolve with no network call (HF_HUB_OFFLINE=1).
 PLANTCAD_YAML = """\
 models:
   - path: kuleshov-group/PlantCAD2-Small-l24-d0768
     name: PlantCAD2-Small
     type: mlm
     context_length: 8192
+    revision: "1111111111111111111111111111111111111111"
   - path: kuleshov-group/PlantCAD2-Large-l48-d1536
     subfolder: ""
     type: mlm
     context_length: 8192
+    revision: "2222222222222222222222222222222222222222"
   - path: my-lab/plant-dna-clm
     name: plant-clm
     type: clm
     context_length: 8192
     motif_inference_mode: fwd_rc_avg
+    revision: "3333333333333333333333333333333333333333"
 splits:
   - task: conservation_within_andropogoneae
     split: test
+    revision: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
   - task: acceptor_recovery
     split: test_maize
     repo_id: plantcad/PlantCAD2_zero_shot_tasks
+    revision: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
     seq_column: sequence
     label_column: label
     seq_length: 8192
@@ -50,10 +56,12 @@ splits:
       mask_token_indexes: [4095, 4096]
   - task: tis_core_noncore_classification
     split: test_tomato
+    revision: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
     overrides:
       motif_len: 3
   - task: structural_variant_effect_prediction
     split: test
+    revision: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
     overrides:
       flanking: 5
 compute:
@@ -286,7 +294,8 @@ def test_bad_config_creates_no_flow_run_and_plan_shows_cached(
     out_json = tmp_path / "results.json"
     proc = cli("eval", good, "--results-json", out_json, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1 cells: 1 from cache, 0 skipped" in proc.stdout
+    assert "1 cells: 0 scored, 1 from cache, 0 skipped, 0 failed" in proc.stdout
+    assert f"using the Prefect server at {prefect_server}" in proc.stdout
     assert f"{prefect_server.removesuffix('/api')}/runs/flow-run/" in proc.stdout
     rows = json.loads(out_json.read_text())
     assert [(r["model"], r["task"], r["split"]) for r in rows] == [("mlm", "tis_recovery", "test_maize")]

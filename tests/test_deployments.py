@@ -118,8 +118,9 @@ def test_local_deployment_completes_with_results(stack):
         stack.api_url, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
     )
     keys = {a["key"] for a in artifacts}
-    assert {"zero-shot-results", "zero-shot-summary"} <= keys
-    table = next(a for a in artifacts if a["key"] == "zero-shot-results")["data"]
+    # keys are scoped by the config: zero-shot-{kind}-{scope}
+    assert {"results", "summary", "pivot"} <= {k.split("-")[2] for k in keys if k.startswith("zero-shot-")}
+    table = next(a for a in artifacts if a["key"].startswith("zero-shot-results-"))["data"]
     rows = json.loads(table) if isinstance(table, str) else table
     assert len(rows) > 0
     results = sorted((REPO / "outputs" / "deployments" / "runs" / run["name"]).glob("results.*"))

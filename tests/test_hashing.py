@@ -4,6 +4,10 @@ A key that moves when it should not throws away finished GPU work (bigger batch,
 another GPU index, another output prefix); a key that does not move when it should serves stale
 scores. Every field is checked one at a time against the same baseline, through the real
 `EvalConfig -> build_cells -> Cell.key` path that the flow and the dry run use.
+
+Hub ids are resolved to commits at plan time; here the hub is faked at the `huggingface_hub`
+boundary (`hub_fake.FakeHub`, each (repo, revision) pointing at its own commit), so a revision
+moves the key exactly when the commit it names does.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hub_fake import FakeHub
 
 import plantcad_flows.layout.hashing as hashing
 from plantcad_flows.config import EvalConfig
@@ -41,6 +46,23 @@ BASE = {
     "executor": {"prefix": "/data/evals", "force_run_failed": True},
     "ray": {"enabled": True, "num_shards": 4, "address": None},
 }
+
+
+@pytest.fixture(autouse=True)
+def fake_hub(monkeypatch) -> FakeHub:
+    return FakeHub(derive=True).install(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def split_files(tmp_path, monkeypatch):
+    """The parquet files the configs below name (relative paths): a split read from a path
+    enters the key by its content, so the file must exist."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(("data/conservation/test.parquet", "x.parquet")):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"sequence": ["ACGT"], "label": [i]}).to_parquet(tmp_path / name)
 
 
 def _with(path: str, value, base: dict = BASE) -> dict:
@@ -74,8 +96,9 @@ MUST_CHANGE = [
     ("models.0.motif_inference_mode", "rc_only", BASE),
     ("splits.0.task", "conservation_within_poaceae_tis", BASE),
     ("splits.0.split", "test_tomato", MOTIF),
-    ("splits.0.path", "/data/conservation/test.parquet", BASE),
+    ("splits.0.path", "data/conservation/test.parquet", BASE),
     ("splits.0.repo_id", "someone/fork_of_zero_shot_tasks", BASE),
+    ("splits.0.revision", "v2", BASE),
     ("splits.0.seq_column", "seq", BASE),
     ("splits.0.label_column", "y", BASE),
     ("splits.0.seq_length", 4096, BASE),
@@ -154,7 +177,7 @@ def test_split_key_ignores_model_and_compute():
     for path, value in [
         ("sampling.seed", 3),
         ("sampling.max_size", 7),
-        ("splits.0.path", "/x.parquet"),
+        ("splits.0.path", "x.parquet"),
         ("splits.0.seq_column", "s"),
     ]:
         assert _cell(_with(path, value)).split_job.key != base.key, path
@@ -190,6 +213,9 @@ def test_keys_are_stable_across_processes():
         {"task": "tis_recovery", "split": "test_maize"},
         {"task": "structural_variant_effect_prediction", "split": "test"},
     ]
+    # the other interpreter has no fake hub: pinned commits resolve without it (no network call)
+    for i, entry in enumerate(cfg["models"] + cfg["splits"]):
+        entry["revision"] = f"{i:x}" * 40
     here = [[c.key, c.split_job.key, c.dir] for c in build_cells(EvalConfig.model_validate(cfg))]
     for seed in ("1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)

@@ -13,7 +13,10 @@ from plantcad_flows.config import EvalConfig, load_config
 REPO = Path(__file__).resolve().parents[1]
 SPEC_TEXT = (REPO / "prefect.yaml").read_text()
 SPEC = yaml.safe_load(SPEC_TEXT)
-DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+EVAL_ENTRYPOINT = "flows/zero_shot_eval.py:zero_shot_eval"
+COMMAND_ENTRYPOINT = "flows/run_command.py:run_command"
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"] if d["entrypoint"] == EVAL_ENTRYPOINT}
+RUN_COMMAND = {d["name"]: d for d in SPEC["deployments"] if d["entrypoint"] == COMMAND_ENTRYPOINT}
 
 
 def test_four_deployments_on_three_pools():
@@ -74,3 +77,22 @@ def test_ensure_demo_data_step(tmp_path, monkeypatch):
     assert (tmp_path / "data" / "synthetic" / MARKER).exists()
     for s in DEPLOYMENTS["local"]["parameters"]["config"]["splits"]:
         assert (tmp_path / s["path"]).exists()
+
+
+def test_run_command_on_every_pool_and_nothing_else():
+    """Grid cells run as `run-command/<pool>`: one deployment per pool, sharing its pull steps."""
+    assert {n: d["work_pool"]["name"] for n, d in RUN_COMMAND.items()} == {
+        "local": "local",
+        "kubernetes": "kubernetes",
+        "lambda": "lambda",
+    }
+    assert len(SPEC["deployments"]) == len(DEPLOYMENTS) + len(RUN_COMMAND)
+    for d in RUN_COMMAND.values():
+        assert d["enforce_parameter_schema"] is True and "grid" in d["tags"]
+        for step in d["pull"]:
+            [(fqn, _)] = step.items()
+            module, _, func = fqn.rpartition(".")
+            assert callable(getattr(importlib.import_module(module), func)), fqn
+    assert RUN_COMMAND["kubernetes"]["work_pool"] == DEPLOYMENTS["kubernetes"]["work_pool"]
+    assert RUN_COMMAND["lambda"]["pull"] == DEPLOYMENTS["lambda"]["pull"]
+    assert SPEC_TEXT.count("*run_command") == 3

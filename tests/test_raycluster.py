@@ -71,7 +71,7 @@ def test_runtime_env_ships_code_only_for_ray_client():
     api = "http://10.0.0.2:4200/api"
     client = runtime_env(RayConfig(address="ray://10.0.0.5:10001"), api)
     assert client["working_dir"] == str(REPO_ROOT)
-    assert {".venv", ".git", "data", "outputs"} <= set(client["excludes"])
+    assert {".venv", ".git", "/data/", "/outputs/", ".env*"} <= set(client["excludes"])
     assert client["env_vars"] == {"PREFECT_API_URL": api}
     assert "working_dir" not in runtime_env(RayConfig(address="10.0.0.5:6379"), api)
     assert "working_dir" not in runtime_env(RayConfig(address="ray://h:1", ship_code=False), api)

@@ -2,7 +2,8 @@
 
 Chromium is driven through the Chrome DevTools Protocol over its websocket: open the completed
 `zero-shot-eval/local` run, click its Artifacts tab, check that the results artifact is listed,
-open the artifact and check the results table is rendered, and save screenshots. Tests never
+open the artifact and check the results table is rendered, open a curves artifact and check its
+embedded PNGs are decoded and drawn (not a path), and save screenshots. Tests never
 write into the repository: the run page screenshot is copied for the README only when
 PLANTCAD_SCREENSHOT_DIR names a directory (`make screenshot` sets it to docs/img).
 """
@@ -124,7 +125,10 @@ def test_results_artifact_in_the_ui(stack, tmp_path):
     artifacts = api(
         stack.api_url, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
     )
-    results = next(a for a in artifacts if a["key"] == "zero-shot-results")
+    # keys are scoped by the config: zero-shot-{kind}-{scope}
+    results = next(a for a in artifacts if a["key"].startswith("zero-shot-results-"))
+    summary = next(a for a in artifacts if a["key"].startswith("zero-shot-summary-"))
+    curves = next(a for a in artifacts if a["key"].startswith("zero-shot-curves-"))
     table = results["data"] if isinstance(results["data"], list) else json.loads(results["data"])
     model = table[0]["model"]
 
@@ -135,15 +139,23 @@ def test_results_artifact_in_the_ui(stack, tmp_path):
         browser.wait_for_text(run["name"])
         browser.wait_for_text("Completed")
         assert browser.click_text("Artifacts")
-        body = browser.wait_for_text("zero-shot-results")
-        assert "zero-shot-summary" in body
+        body = browser.wait_for_text(results["key"])
+        assert summary["key"] in body
         run_shot = tmp_path / "flow-run.png"
         browser.screenshot(run_shot)
 
         browser.goto(f"{stack.ui_url}/artifacts/artifact/{results['id']}")
         body = browser.wait_for_text(model)
-        assert "zero-shot-results" in body
+        assert results["key"] in body and "ci_low" in body
         browser.screenshot(tmp_path / "results-artifact.png")
+
+        browser.goto(f"{stack.ui_url}/artifacts/artifact/{curves['id']}")
+        browser.wait_for_text("ROC / PR curves")
+        drawn = "[...document.images].filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 100).length"
+        deadline = time.monotonic() + 30
+        while (browser.eval(drawn) or 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert browser.eval(drawn) >= 2  # at least one cell's ROC and PR curves, decoded
     finally:
         browser.close()
 

@@ -28,6 +28,7 @@ byte-identical parquet and splits are independent of one another and of `n_examp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,7 @@ import pandas as pd
 import yaml
 
 from plantcad_flows.benchmark import genome as g
+from plantcad_flows.benchmark import registry
 from plantcad_flows.benchmark.registry import (
     DEFAULT_SV_FLANKING,
     NATIVE_SEQ_LENGTH,
@@ -229,18 +231,36 @@ def generate_benchmark(
     return paths
 
 
+def generator_version() -> str:
+    """The generator's version: a hash of its source (this module, the genome model and the task
+    registry), so
+    data written by an older generator is never taken for current data, with no number to bump.
+    An edit that does not change the output regenerates the same bytes, which keep their cache
+    keys (split files enter keys by content)."""
+    h = hashlib.sha256()
+    for module in (g.__file__, registry.__file__, __file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def ensure_benchmark(
     out_dir: str | Path,
     seed: int = 0,
     n_examples: int = DEFAULT_N_EXAMPLES,
     seq_length: int = NATIVE_SEQ_LENGTH,
 ) -> dict[tuple[str, str], Path]:
-    """Generate the benchmark unless `out_dir` already holds it for these parameters.
+    """Generate the benchmark unless `out_dir` already holds it for these parameters and this
+    version of the generator.
 
     The marker file is written (atomically) after every split, so an interrupted run is redone.
     """
     out = Path(out_dir)
-    params = {"seed": seed, "n_examples": n_examples, "seq_length": seq_length}
+    params = {
+        "seed": seed,
+        "n_examples": n_examples,
+        "seq_length": seq_length,
+        "generator": generator_version(),
+    }
     marker = out / MARKER
     expected = {(t, s): out / t / f"{s}.parquet" for t, spec in TASKS.items() for s in spec.splits}
     if (

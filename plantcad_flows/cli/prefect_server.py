@@ -3,7 +3,9 @@
 Ray workers cannot use Prefect's ephemeral mode (each would start its own temporary server on
 the same SQLite file: "database is locked"), so a run without `PREFECT_API_URL` gets a real
 `prefect server start` bound to 127.0.0.1. It is stopped by its PID (its own process group) when
-the run ends, unless the user asks to keep it.
+the run ends, unless the user asks to keep it; if the CLI dies without cleaning up (SIGKILL), the
+kernel's parent-death signal takes it down too. A server found running is someone else's (`make
+server`) and is never stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from plantcad_flows.cluster.processes import LOOPBACK, free_port, port_free, stop_process_group
+from plantcad_flows.cluster.processes import (
+    LOOPBACK,
+    die_with_parent,
+    free_port,
+    port_free,
+    stop_process_group,
+)
 
 DEFAULT_HOST = LOOPBACK
 DEFAULT_PORT = 4200
@@ -55,12 +63,15 @@ def start_server(
     home: str | os.PathLike | None = None,
     log_path: str | os.PathLike | None = None,
     timeout: float = 180.0,
+    tied_to_caller: bool = False,
 ) -> LocalServer:
     """Start `prefect server start` on 127.0.0.1 and wait until its API answers.
 
     Args:
         port: defaults to a free port.
         home: PREFECT_HOME for the server (its SQLite database lives there).
+        tied_to_caller: the kernel stops the server when this process dies, even by SIGKILL
+            (Linux; elsewhere the CLI's reaper does). Call from the main thread.
     """
     port = port or free_port()
     api_url = f"http://{DEFAULT_HOST}:{port}/api"
@@ -80,6 +91,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent() if tied_to_caller else None,
     )
     server = LocalServer(api_url, proc)
     deadline = time.monotonic() + timeout
@@ -95,22 +107,34 @@ def start_server(
 
 @contextmanager
 def prefect_api(
-    keep: bool = False, home: str | os.PathLike | None = None, log_path: str | os.PathLike | None = None
+    keep: bool = False,
+    home: str | os.PathLike | None = None,
+    log_path: str | os.PathLike | None = None,
+    port: int = DEFAULT_PORT,
 ) -> Iterator[LocalServer]:
-    """Use PREFECT_API_URL if set, else a server on 127.0.0.1:4200, else start one.
+    """Use PREFECT_API_URL if set, else a server on 127.0.0.1:`port`, else start one there.
 
-    Sets PREFECT_API_URL for this process (and so for Ray workers) while inside the block.
+    Sets PREFECT_API_URL for this process (and so for Ray workers) while inside the block. A
+    server started here lives exactly as long as this process (SIGKILL included) unless `keep`;
+    a server found running was started by someone else and is never stopped.
     """
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
+        print(f"using the Prefect server at {configured} (PREFECT_API_URL)", flush=True)
         yield LocalServer(configured, None)
         return
-    default = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/api"
+    default = f"http://{DEFAULT_HOST}:{port}/api"
     if api_healthy(default):
+        # someone else's server: say so, since its UI, database and lifetime are not ours
+        print(
+            f"using the Prefect server at {default} (already running; this command did not start it)",
+            flush=True,
+        )
         server = LocalServer(default, None)
     else:
-        port = DEFAULT_PORT if port_free(DEFAULT_PORT) else None
-        server = start_server(port=port, home=home, log_path=log_path)
+        server = start_server(
+            port=port if port_free(port) else None, home=home, log_path=log_path, tied_to_caller=not keep
+        )
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         yield server

@@ -2,7 +2,9 @@
 
 Bad input exits with status 2 and one line per problem naming the field and value, before any
 Prefect run is created or any model is loaded. A dry run prints the plan and imports neither
-torch, Ray nor Prefect. A run whose cells failed exits with status 1.
+torch, Ray nor Prefect. A run whose cells failed exits with status 1. What a run starts (a Prefect
+server, a local Ray instance) goes down with the CLI on SIGINT, SIGTERM and SIGKILL alike: SIGTERM
+is turned into an orderly exit, and a SIGKILL is caught by the reaper (`cluster/reaper.py`).
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from plantcad_flows.cli.config_errors import config_error_lines
 from plantcad_flows.cli.data import DEMO_DATA_DIR
+from plantcad_flows.cli.preflight import preflight
 
 DEMO_PREFIX = "outputs/demo"
+DEFAULT_SERVER_PORT = 4200
 
 
 def load(path: str, args: argparse.Namespace):
@@ -44,26 +52,81 @@ def apply_overrides(cfg, args: argparse.Namespace):
 
 
 def run(cfg, args: argparse.Namespace) -> int:
+    from plantcad_flows.errors import PlantCADError
+    from plantcad_flows.identity.resolve import resolve
     from plantcad_flows.layout.plan import format_plan, plan_cells
 
+    # Identities first (hub revisions, content fingerprints, checkpoint discovery): what cannot be
+    # resolved is bad input, one line and exit 2, before a flow run exists or a model loads.
+    try:
+        resolution = resolve(cfg)
+    except PlantCADError as e:
+        for line in config_error_lines(e):
+            print(line, file=sys.stderr)
+        return 2
     if args.dry_run:
-        print(format_plan(plan_cells(cfg)))
+        print(format_plan(plan_cells(cfg, resolution), resolution.discoveries))
         return 0
+    try:
+        preflight(cfg, cells_to_run(plan_cells(cfg, resolution)))
+    except PlantCADError as e:
+        for line in config_error_lines(e):
+            print(line, file=sys.stderr)
+        return 2
     from plantcad_flows.cli.prefect_server import prefect_api
+    from plantcad_flows.cluster.processes import start_reaper, stop_reaper
 
     home = os.environ.get("PREFECT_HOME")
-    with prefect_api(keep=args.keep_server, home=home, log_path=server_log()) as server:
+    port = getattr(args, "server_port", None) or DEFAULT_SERVER_PORT
+    with orderly_sigterm(), prefect_api(args.keep_server, home, server_log(), port) as server:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            from flows.zero_shot_eval import zero_shot_eval
+        # what this run starts (a local Ray instance, the server) goes down with it, even on SIGKILL
+        kept = [server.process.pid] if args.keep_server and server.process is not None else []
+        reaper = start_reaper(spare=kept)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                from flows.zero_shot_eval import zero_shot_eval
 
-            state = zero_shot_eval(cfg, return_state=True)
-            flow_run_id = state.state_details.flow_run_id
-            results = report(state, cfg, server.ui_url, flow_run_id, args.results_json)
+                state = zero_shot_eval(cfg, return_state=True)
+                flow_run_id = state.state_details.flow_run_id
+                results = report(state, cfg, server.ui_url, flow_run_id, args.results_json)
+        finally:
+            stop_reaper(reaper)
         if args.keep_server and server.process is not None:
             print(f"Prefect server left running at {server.ui_url} (pid {server.process.pid})")
+        elif server.process is not None:
+            print(
+                "  The Prefect server this command started stops now. To open the link, run again "
+                "with the server kept up: `make demo ARGS=--keep-server` (or `--keep-server`), or "
+                "start one first with `make server` in another terminal."
+            )
     return 0 if state.is_completed() and results is not None else 1
+
+
+@contextmanager
+def orderly_sigterm() -> Iterator[None]:
+    """SIGTERM exits through the cleanup code (servers and Ray stopped), as Ctrl-C does; Python's
+    default would end the process on the spot and leave them running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cells_to_run(planned) -> list:
+    """The plan's cells that this run will compute (not cached, not unsupported)."""
+    from plantcad_flows.layout.plan import CellStatus
+
+    return [p.cell for p in planned if p.status in (CellStatus.TO_RUN, CellStatus.FAILED_BEFORE)]
 
 
 def server_log() -> str:
@@ -72,7 +135,9 @@ def server_log() -> str:
 
 
 def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None):
-    from plantcad_flows.results.table import CellResult, format_table, rows
+    """Print the pivoted results, where the outputs and trend plots are, and the UI link last."""
+    from plantcad_flows.results.pivot import pivot_text
+    from plantcad_flows.results.table import CellResult, rows
 
     try:
         raw = state.result()
@@ -80,21 +145,38 @@ def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None):
         print(f"run failed: {e}", file=sys.stderr)
         raw = None
     results = [CellResult.model_validate(r) for r in raw] if raw else []
-    if results:
-        print(format_table(results))
-        skipped = [r for r in results if r.status == "skipped"]
-        for r in skipped:
-            print(f"skipped {r.cell_id}: {r.reason}")
-        cached = sum(r.status == "cached" for r in results)
-        print(f"{len(results)} cells: {cached} from cache, {len(skipped)} skipped")
     prefix = cfg.executor.prefix
-    print(f"outputs: {prefix if '://' in prefix else os.path.abspath(prefix)}")
-    print(f"Prefect UI: {ui_url}/runs/flow-run/{flow_run_id}")
+    if results:
+        print(pivot_text(results))
+        count = {s: sum(r.status == s for r in results) for s in ("completed", "cached", "skipped", "failed")}
+        print(
+            f"{len(results)} cells: {count['completed']} scored, {count['cached']} from cache, "
+            f"{count['skipped']} skipped, {count['failed']} failed"
+        )
+        trends = trends_dir(cfg, results)
+        if trends:
+            print(f"trend plots: {trends}")
+    print(
+        f"outputs: {prefix if '://' in prefix else os.path.abspath(prefix)} (history: plantcad-flows history --prefix {prefix})"
+    )
     if results_json and results:
         Path(results_json).parent.mkdir(parents=True, exist_ok=True)
         Path(results_json).write_text(json.dumps(rows(results), indent=2))
         print(f"results JSON: {results_json}")
+    print(f"Prefect UI: {ui_url}/runs/flow-run/{flow_run_id}")
     return results if raw else None
+
+
+def trends_dir(cfg, results) -> str | None:
+    """Where this evaluation's trend PNGs are (the flow's `trend-report` task draws them)."""
+    from plantcad_flows.layout.plan import plan_hash
+    from plantcad_flows.layout.storage import to_path
+    from plantcad_flows.results.report import artifact_scope
+    from plantcad_flows.results.trends import TRENDS_DIR
+
+    scope = artifact_scope(plan_hash(cfg), [r.model for r in results])
+    d = to_path(cfg.executor.prefix) / TRENDS_DIR / scope
+    return str(d) if d.exists() else None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -140,6 +222,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ray", action="store_true", help="score in local threads instead of Ray")
     p.add_argument("--prefix", help="override executor.prefix (local dir, s3://..., hf://datasets/...)")
     p.add_argument("--keep-server", action="store_true", help="leave the local Prefect server running")
+    p.add_argument(
+        "--server-port",
+        type=int,
+        default=DEFAULT_SERVER_PORT,
+        help="without PREFECT_API_URL: use the Prefect server on 127.0.0.1 at this port, or start one there",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

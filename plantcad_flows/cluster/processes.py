@@ -10,8 +10,61 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+from collections.abc import Callable, Iterable
 
 LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel send `sig` to the child when the process that started
+    it dies, however it dies (SIGKILL included). Linux only; None elsewhere (the reaper covers
+    other systems: `start_reaper`).
+
+    The signal follows the *thread* that forked the child, so start such children from the main
+    thread of a process that outlives them.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork: the child only calls
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+def start_reaper(spare: Iterable[int] = ()) -> subprocess.Popen:
+    """Start the watchdog that takes this process's descendants down if this process dies without
+    cleaning up (SIGKILL); stop it with `stop_reaper` at a normal exit. See `cluster/reaper.py`."""
+    cmd = [sys.executable, "-m", "plantcad_flows.cluster.reaper", str(os.getpid())]
+    for pid in spare:
+        cmd += ["--spare", str(pid)]
+    return subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_reaper(proc: subprocess.Popen | None) -> None:
+    """Tell the watchdog that this process is exiting normally: it leaves without touching anything."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def stop_process_group(proc: subprocess.Popen | None, timeout: float = 20) -> None:

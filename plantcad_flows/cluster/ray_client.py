@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,11 +40,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Never uploaded with the code: environments, data, results, history.
+# Never uploaded with the code: secrets, environments, data, results, history. Stated here, not
+# left to Ray's `.gitignore` handling (a checkout without that file, or with `.env` tracked by
+# mistake, would ship the keys `setup` reads). gitignore syntax: a leading `/` anchors at the
+# repo root, so `/data/` does not also drop the `plantcad_flows/data` package.
 WORKING_DIR_EXCLUDES = [
+    ".env*",
+    "**/.env*",
+    "infra/server/.env",
+    ".prefect*",
+    "**/.prefect-home",
+    "/outputs/",
+    "/data/",
     ".venv",
-    "data",
-    "outputs",
     ".git",
     "**/__pycache__",
     "*.egg-info",
@@ -51,6 +60,7 @@ WORKING_DIR_EXCLUDES = [
     "benchmarks/results",
 ]
 CONNECT_TIMEOUT_S = 5.0
+JOIN_RETRY_S = 60.0  # how long a ray:// join keeps retrying transient initialisation failures
 RAY_TASK_RETRIES = 3  # re-runs of a shard task after its worker or node died
 
 
@@ -159,8 +169,13 @@ def connect(
     num_gpus: float | None = None,
     runtime_env: dict[str, Any] | None = None,
     namespace: str = "prefect",
+    join_retry_s: float = JOIN_RETRY_S,
 ) -> bool:
     """Start or join the Ray cluster `address` names.
+
+    A `ray://` join that fails to initialise (the client proxy's per-client server died:
+    "Initialization failure from server ... psutil.ZombieProcess", or a ConnectionError from the
+    proxy) is retried with exponential backoff for up to `join_retry_s` seconds.
 
     Returns:
         True if this call initialised Ray (and the caller should shut it down), False if this
@@ -189,18 +204,55 @@ def connect(
 
     check_reachable(addr)
     _send_token_if_available()
-    try:
-        ray.init(address=addr.text, **kwargs)
-    except ConnectionError as exc:
-        raise ValidationError(
-            FIELD, address, f"cannot join the Ray cluster ({exc})", "no local instance was started"
-        ) from None
+    _init_with_retries(addr, address, kwargs, join_retry_s)
     try:
         _check_joined(addr, address)
     except Exception:
         ray.shutdown()
         raise
     return True
+
+
+def _one_line(exc: BaseException) -> str:
+    """A (possibly multi-line, traceback-carrying) Ray error as one line: its first and last lines."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _init_with_retries(addr: Address, address: str | None, kwargs: dict[str, Any], budget: float) -> None:
+    """`ray.init` on `addr`; Ray Client's transient initialisation failures are retried with
+    backoff (0.5 s doubling to 8 s) until `budget` seconds have passed, then reported on one line.
+
+    Raises:
+        ValidationError: naming `ray.address`, the attempts made and the last failure.
+    """
+    ray = _ray()
+    deadline = time.monotonic() + budget
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            ray.init(address=addr.text, **kwargs)
+            return
+        except ConnectionError as exc:  # ConnectionAbortedError: "Initialization failure from server"
+            reason = _one_line(exc)
+            try:
+                ray.shutdown()  # drop whatever half-made client context the failure left
+            except Exception:  # noqa: BLE001 - nothing was connected; nothing to undo
+                pass
+            if addr.kind != "client" or time.monotonic() + delay > deadline:
+                raise ValidationError(
+                    FIELD,
+                    address,
+                    f"cannot join the Ray cluster after {attempt} attempt(s) ({reason})",
+                    "no local instance was started",
+                ) from None
+            log.warning("joining %s failed (%s); retrying in %.1fs", address, reason, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
 
 def _send_token_if_available() -> None:

@@ -18,22 +18,14 @@ from pathlib import Path
 import fsspec
 from filelock import FileLock
 
-from plantcad_flows.layout.storage import is_local
+from plantcad_flows.identity.remote import is_local, version_token
 
 DEFAULT_CACHE_ROOT = Path("~/.cache/plantcad-flows/node-cache")
-# Info fields that change when a remote object's content does; each filesystem reports a subset.
-_VERSION_FIELDS = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified",
-                   "VersionId", "blob_id", "lfs", "md5", "sha256", "generation", "created")
 
 
 def _local_path(url: str) -> Path:
     _, path = fsspec.core.split_protocol(str(url))
     return Path(path)
-
-
-def version_token(info: dict) -> str:
-    """The parts of an fsspec `info()` that identify one version of an object."""
-    return "|".join(f"{k}={info[k]}" for k in _VERSION_FIELDS if info.get(k) is not None)
 
 
 def cache_key(url: str, version: str) -> str:

@@ -28,7 +28,7 @@ for _a, _b in ("AT", "TA", "CG", "GC", "at", "ta", "cg", "gc"):
     _COMPLEMENT_LUT[ord(_a)] = ord(_b)
 
 _UPPER_LUT = np.arange(256, dtype=np.uint8)
-_UPPER_LUT[ord("a"): ord("z") + 1] -= 32
+_UPPER_LUT[ord("a") : ord("z") + 1] -= 32
 
 # Base byte -> column in the A,C,G,T probability block; -1 for anything else (N, ...).
 BASE_INDEX_LUT = np.full(256, -1, dtype=np.int64)
@@ -103,7 +103,7 @@ class CropPlan:
         return (self.seq_length - self.out_length) // 2
 
     def apply(self, arr: np.ndarray) -> np.ndarray:
-        return arr[:, self.trim: self.trim + self.out_length]
+        return arr[:, self.trim : self.trim + self.out_length]
 
     def shift(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """Positions in the uncropped sequence -> positions in the cropped one (may fall outside)."""
@@ -156,7 +156,8 @@ class TokenTable:
         got = self.encode(to_bytes([probe]))[0].tolist()
         if expected != got:
             raise ValidationError(
-                "models[].path", type(tokenizer).__name__,
+                "models[].path",
+                type(tokenizer).__name__,
                 "tokenizer is not one token per base (vectorised ids differ from the tokenizer's)",
             )
 

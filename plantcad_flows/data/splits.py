@@ -14,15 +14,19 @@ their original `row_index` so outputs read in the split's own order.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
 
-from plantcad_flows.config import SamplingConfig, SplitConfig
-from plantcad_flows.errors import ValidationError
-from plantcad_flows.layout.storage import read_parquet
 from plantcad_flows.benchmark.registry import Family
+from plantcad_flows.config import SamplingConfig, SplitConfig
+from plantcad_flows.data.dataset_repo import checkout
+from plantcad_flows.data.limits import check_split_size
 from plantcad_flows.data.sequences import check_alphabet, to_bytes
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.identity.retry import with_retries
+from plantcad_flows.layout.storage import read_parquet
 
 SV_COLUMNS = ("RefSeq", "MutSeq", "left", "right")
 NO_LABEL = -1  # motif recovery needs no label; an absent column is filled with this
@@ -37,12 +41,30 @@ def read_split_files(path: str) -> pd.DataFrame:
 
 
 def load_split(split: SplitConfig) -> pd.DataFrame:
-    """The raw split, in its original row order."""
+    """The raw split, in its original row order.
+
+    A dataset repo is read with `datasets.load_dataset(repo, name=task, split=split)`: from the
+    hub at `split.revision` (the commit the plan resolved; transient hub errors are retried), or
+    from a local directory in the hub's layout, at `split.revision` when one is given (a git
+    clone, materialised at that commit by `dataset_repo.checkout`).
+    """
     if split.path:
+        check_split_size(split)  # from the footers, before a row is read
         return read_split_files(split.path)
     import datasets
 
-    ds = datasets.load_dataset(split.repo_id, name=split.task, split=split.split)
+    if os.path.isdir(split.repo_id):
+        where = split.repo_id
+        if split.revision:
+            where = str(checkout(split.repo_id, split.revision, f"splits[{split.key}].revision"))
+        ds = datasets.load_dataset(where, name=split.task, split=split.split)
+    else:
+        ds = with_retries(
+            lambda: datasets.load_dataset(
+                split.repo_id, name=split.task, split=split.split, revision=split.revision
+            ),
+            f"load {split.repo_id} {split.key}",
+        )
     return ds.to_pandas()
 
 
@@ -71,18 +93,21 @@ def _check_lengths(values: pd.Series, column: str, split: SplitConfig) -> None:
     if len(lengths) and (lengths != lengths[0]).any():
         bad = int(np.flatnonzero(lengths != lengths[0])[0])
         raise ValidationError(
-            f"splits[{split.key}].{column}", int(lengths[bad]),
+            f"splits[{split.key}].{column}",
+            int(lengths[bad]),
             f"mixed sequence lengths: row {bad} differs from row 0 ({int(lengths[0])})",
         )
     if len(lengths) and lengths[0] != split.seq_length:
         raise ValidationError(
-            f"splits[{split.key}].seq_length", split.seq_length,
+            f"splits[{split.key}].seq_length",
+            split.seq_length,
             f"column {column} holds {int(lengths[0])}-bp sequences",
         )
 
 
-def prepare_split(split: SplitConfig, sampling: SamplingConfig,
-                  raw: pd.DataFrame | None = None) -> pd.DataFrame:
+def prepare_split(
+    split: SplitConfig, sampling: SamplingConfig, raw: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Load (unless `raw` is given), validate and sample one split.
 
     Returns:
@@ -116,15 +141,21 @@ def prepare_split(split: SplitConfig, sampling: SamplingConfig,
         labels = pd.to_numeric(rows[split.label_column], errors="coerce").to_numpy()
         if family != Family.MOTIF and not np.isin(labels, (0, 1)).all():
             bad = labels[~np.isin(labels, (0, 1))][0].item()
-            raise ValidationError(f"splits[{split.key}].label_column", split.label_column,
-                                  f"labels must be 0 or 1, found {bad!r}")
+            raise ValidationError(
+                f"splits[{split.key}].label_column",
+                split.label_column,
+                f"labels must be 0 or 1, found {bad!r}",
+            )
         out["label"] = np.nan_to_num(labels, nan=NO_LABEL).astype(np.int64)
     else:
         out["label"] = np.full(len(keep), NO_LABEL, dtype=np.int64)
     for col in seq_columns:
         seqs = rows[col].astype(str).tolist()
-        check_alphabet(to_bytes(seqs, field=f"splits[{split.key}].{col}"),
-                       field=f"splits[{split.key}].{col}", row_index=keep)
+        check_alphabet(
+            to_bytes(seqs, field=f"splits[{split.key}].{col}"),
+            field=f"splits[{split.key}].{col}",
+            row_index=keep,
+        )
     if sv:
         out["ref_seq"] = rows["RefSeq"].astype(str).to_numpy()
         out["mut_seq"] = rows["MutSeq"].astype(str).to_numpy()
@@ -134,7 +165,8 @@ def prepare_split(split: SplitConfig, sampling: SamplingConfig,
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise ValidationError(
-                f"splits[{split.key}].left/right", (int(out['left'][i]), int(out['right'][i])),
+                f"splits[{split.key}].left/right",
+                (int(out["left"][i]), int(out["right"][i])),
                 f"row {int(keep[i])}: need 1 <= left <= right <= {split.seq_length}",
             )
     else:

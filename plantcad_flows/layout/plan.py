@@ -1,8 +1,10 @@
 """The evaluation plan: one cell per (model, split), its content-addressed home and its status.
 
-`plan_cells` is pure and cheap (no model, no data download): it validates every cell, decides
-which are unsupported, and checks the storage for what is already complete or failed. The
-dry run prints it; the flow executes it.
+`plan_cells` is cheap (no model, no data download): it takes the config's resolution (every
+model and split with its identity, `plantcad_flows.identity.resolve`, done once per run), builds
+the cells, decides which are unsupported, and checks the storage for what is already complete or
+failed. Each cell carries its resolved identities, so workers never resolve again. The dry run
+prints the plan (and the checkpoints discovery found); the flow executes it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict
 
+from plantcad_flows import CODE_VERSION
 from plantcad_flows.config import (
     ComputeConfig,
     EvalConfig,
@@ -21,7 +24,11 @@ from plantcad_flows.config import (
     SplitConfig,
     unsupported_reason,
 )
-from plantcad_flows.layout.hashing import cell_fields, short_hash, split_fields
+from plantcad_flows.identity.checkpoints import Discovery
+from plantcad_flows.identity.records import Identity
+from plantcad_flows.identity.resolve import Resolution, resolve
+from plantcad_flows.layout.hashing import cell_fields, precision_fields, short_hash, split_fields
+from plantcad_flows.layout.integrity import shard_ok, step_file_ok
 from plantcad_flows.layout.sharding import parse_shard_filename, shard_filename
 from plantcad_flows.layout.storage import (
     FAILED,
@@ -32,6 +39,8 @@ from plantcad_flows.layout.storage import (
     step_dir,
     to_path,
 )
+
+PREDICTIONS = "predictions.parquet"  # a cell's merged shards, recorded in its _SUCCESS
 
 
 class CellStatus(str, Enum):
@@ -48,10 +57,11 @@ class SplitJob(BaseModel):
     split: SplitConfig
     sampling: SamplingConfig
     prefix: str
+    data_identity: Identity
 
     @property
     def fields(self) -> dict:
-        return split_fields(self.split, self.sampling)
+        return split_fields(self.split, self.sampling, self.data_identity)
 
     @property
     def key(self) -> str:
@@ -68,11 +78,13 @@ class Cell(BaseModel):
     """One (model, split) cell: everything a worker needs to score it."""
 
     model_config = ConfigDict(frozen=True)
-    model: ModelConfig
+    model: ModelConfig  # hub revisions pinned to the commit they resolved to
     split: SplitConfig
     sampling: SamplingConfig
     compute: ComputeConfig
     prefix: str
+    model_identity: Identity  # resolved once, at plan time
+    data_identity: Identity
 
     @property
     def id(self) -> str:
@@ -80,7 +92,9 @@ class Cell(BaseModel):
 
     @property
     def fields(self) -> dict:
-        return cell_fields(self.model, self.split, self.sampling, self.compute)
+        return cell_fields(
+            self.model, self.split, self.sampling, self.compute, self.model_identity, self.data_identity
+        )
 
     @property
     def key(self) -> str:
@@ -90,13 +104,15 @@ class Cell(BaseModel):
     def dir(self) -> str:
         # named after the model's path, not its display name: renaming a model must not move
         # its outputs (the name is not part of the content hash either)
-        model = self.model.path.rstrip("/").rsplit("/", 1)[-1]
+        model = (self.model.subfolder or self.model.path).rstrip("/").rsplit("/", 1)[-1]
         label = f"{model}-{self.split.task}-{self.split.split}"
         return str(step_dir(self.prefix, "score_cell", label, self.fields))
 
     @property
     def split_job(self) -> SplitJob:
-        return SplitJob(split=self.split, sampling=self.sampling, prefix=self.prefix)
+        return SplitJob(
+            split=self.split, sampling=self.sampling, prefix=self.prefix, data_identity=self.data_identity
+        )
 
 
 @dataclass(frozen=True)
@@ -106,14 +122,26 @@ class PlannedCell:
     reason: str | None = None
 
 
-def build_cells(config: EvalConfig) -> list[Cell]:
-    """Every (model, split) cell of the config, filtered by `only`, in config order."""
+def build_cells(config: EvalConfig, resolution: Resolution | None = None) -> list[Cell]:
+    """Every (model, split) cell of the config, filtered by `only`, in config order (explicit
+    models, then discovered checkpoints). Resolves the config unless `resolution` is given.
+
+    Raises:
+        ValidationError: a model, checkpoint run or split that cannot be resolved.
+    """
+    resolution = resolution if resolution is not None else resolve(config)
     cells = [
         Cell(
-            model=m, split=s, sampling=config.sampling, compute=config.compute, prefix=config.executor.prefix
+            model=m.model,
+            split=s.split,
+            sampling=config.sampling,
+            compute=config.compute,
+            prefix=config.executor.prefix,
+            model_identity=m.identity,
+            data_identity=s.identity,
         )
-        for m in config.models
-        for s in config.splits
+        for m in resolution.models
+        for s in resolution.splits
     ]
     if config.only:
         pattern = re.compile(config.only)
@@ -122,17 +150,18 @@ def build_cells(config: EvalConfig) -> list[Cell]:
 
 
 def cell_is_complete(cell: Cell) -> bool:
-    """Complete = marked complete and every shard it was merged from still exists.
+    """Complete = marked complete, every shard it was merged from still exists and matches its
+    sidecar record, and its predictions match the record in `_SUCCESS` (`layout/integrity.py`).
 
-    Shards are the ground truth: deleting one (or losing it with a preempted node) makes the
-    cell incomplete, and the next run re-scores only that shard.
+    Shards are the ground truth: deleting one (or losing it with a preempted node, or a disk
+    truncating it) makes the cell incomplete, and the next run re-scores only that shard.
     """
     d = to_path(cell.dir)
     if not is_complete(d):
         return False
     count = int(read_json(d / SUCCESS).get("num_shards", 0))
     names = [shard_filename(i, count) for i in range(count)]
-    return all((d / "shards" / n).exists() for n in names)
+    return all(shard_ok(d / "shards" / n) for n in names) and step_file_ok(d, PREDICTIONS)
 
 
 def completed_shard_count(cell: Cell) -> int | None:
@@ -153,10 +182,11 @@ def completed_shard_count(cell: Cell) -> int | None:
     return counts.pop() if len(counts) == 1 else None
 
 
-def plan_cells(config: EvalConfig) -> list[PlannedCell]:
-    """Status of every cell, from the storage alone (no model loads, no data reads)."""
+def plan_cells(config: EvalConfig, resolution: Resolution | None = None) -> list[PlannedCell]:
+    """Status of every cell, from the storage alone (no model loads, no data reads). Resolves
+    the config unless `resolution` is given (pass it to resolve only once per run)."""
     planned = []
-    for cell in build_cells(config):
+    for cell in build_cells(config, resolution):
         reason = unsupported_reason(cell.model, cell.split)
         if reason:
             planned.append(PlannedCell(cell, CellStatus.UNSUPPORTED, reason))
@@ -182,11 +212,26 @@ def failure_reason(directory) -> str:
 
 
 def plan_hash(config: EvalConfig) -> str:
-    """Identity of a config's set of cells: where its "latest" results and artifacts are keyed."""
-    return short_hash(sorted(c.key for c in build_cells(config)))
+    """Identity of a config's set of cells as declared: where its "latest" results and artifacts
+    are keyed. Declared, not resolved: a nightly run of the same config keeps one home while its
+    models move on the hub and new checkpoints arrive (and nothing is resolved a second time)."""
+    return short_hash(
+        {
+            "code_version": CODE_VERSION,
+            "models": [m.model_dump(exclude={"name", "trust_remote_code"}) for m in config.models],
+            "checkpoints": [c.model_dump(exclude={"trust_remote_code"}) for c in config.checkpoints],
+            "splits": [s.model_dump() for s in config.splits],
+            "sampling": config.sampling.model_dump(),
+            "compute": precision_fields(config.compute),
+            "only": config.only,
+        }
+    )
 
 
-def format_plan(planned: list[PlannedCell]) -> str:
+def format_plan(planned: list[PlannedCell], discoveries: list[Discovery] = ()) -> str:
+    """The plan table (one line per cell, then the counts), followed, when the config has
+    `checkpoints:` entries, by what discovery found: each checkpoint new, partly or fully
+    scored, and each skipped one with its reason."""
     width = max((len(p.cell.id) for p in planned), default=10)
     lines = [f"{'cell':<{width}}  {'status':<22}  output"]
     for p in planned:
@@ -194,4 +239,32 @@ def format_plan(planned: list[PlannedCell]) -> str:
         lines.append(f"{p.cell.id:<{width}}  {p.status.value:<22}  {p.cell.dir}{extra}")
     counts = {s: sum(p.status == s for p in planned) for s in CellStatus}
     lines.append(", ".join(f"{n} {s.value}" for s, n in counts.items()))
+    for d in discoveries:
+        lines += format_discovery(d, planned)
     return "\n".join(lines)
+
+
+def checkpoint_status(label: str, planned: list[PlannedCell]) -> str:
+    """`new` (no complete cell yet), `k/n cells cached`, or `scored` for one model's cells."""
+    cells = [p for p in planned if p.cell.model.label == label and p.status != CellStatus.UNSUPPORTED]
+    done = sum(p.status == CellStatus.CACHED for p in cells)
+    if done == 0:
+        return "new"
+    return "scored" if done == len(cells) else f"{done}/{len(cells)} cells cached"
+
+
+def format_discovery(d: Discovery, planned: list[PlannedCell]) -> list[str]:
+    statuses = [checkpoint_status(c.model.label, planned) for c in d.found]
+    new = sum(s == "new" for s in statuses)
+    thinned = f", {d.thinned} left out by every/last" if d.thinned else ""
+    lines = [
+        f"checkpoints {d.run} ({d.source}): {len(d.found)} found, {new} new, "
+        f"{len(d.skipped)} skipped{thinned}"
+    ]
+    width = max((len(c.model.label) for c in d.found), default=0)
+    width = max([width] + [len(c.name) for c in d.skipped])
+    for c, status in zip(d.found, statuses):
+        lines.append(f"  {c.model.label:<{width}}  {status}")
+    for c in d.skipped:
+        lines.append(f"  {c.name:<{width}}  skipped: {c.problem}")
+    return lines

@@ -21,6 +21,7 @@ from upath import UPath
 
 from plantcad_flows import CODE_VERSION
 from plantcad_flows.errors import StorageError
+from plantcad_flows.identity.remote import is_local  # the one test of locality, for every room above
 from plantcad_flows.layout.hashing import short_hash
 
 SUCCESS = "_SUCCESS"
@@ -44,12 +45,6 @@ def storage_options(url: str) -> dict[str, Any]:
         token = _hf_token()
         return {"token": token} if token else {}
     return {}
-
-
-def is_local(url: str | os.PathLike) -> bool:
-    """True for plain paths and `file://` / `local://` URLs: the one test of locality."""
-    text = os.fspath(url) if not isinstance(url, str) else url
-    return "://" not in text or text.split("://", 1)[0] in ("file", "local")
 
 
 def to_path(url: str | UPath) -> UPath:

@@ -44,10 +44,29 @@ class CellResult(BaseModel):
     plots: list[str] = []
     reason: str | None = None
     timings: dict[str, float | int] = {}  # input-pipeline stages of the shards scored for it
+    cell_key: str | None = None  # the content hash naming the cell's directory
+    # resolved identities (hub commit sha or content fingerprint; dataset sha) and the
+    # checkpoint step of a discovered checkpoint; None where not known
+    model_revision: str | None = None
+    dataset_revision: str | None = None
+    step: int | None = None
+    # 95% bootstrap interval per metric ([low, high]) and standard error per accuracy
+    intervals: dict[str, list[float | None]] = {}
+    stderr: dict[str, float | None] = {}
 
     def row(self) -> dict[str, Any]:
         base = {"dataset": self.dataset, "model": self.model, "task": self.task, "split": self.split}
-        return {**base, **self.metrics}
+        # what was scored, as resolved at plan time: every row carries its provenance
+        base |= {
+            "model_revision": self.model_revision,
+            "dataset_revision": self.dataset_revision,
+            "step": self.step,
+        }
+        uncertainty: dict[str, Any] = {}
+        for name, (low, high) in self.intervals.items():
+            uncertainty |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
+        uncertainty |= {f"{name}_se": se for name, se in self.stderr.items()}
+        return {**base, **self.metrics, **uncertainty}
 
 
 def cell_result(
@@ -70,6 +89,10 @@ def cell_result(
         output_dir=cell.dir,
         plots=plots or [],
         reason=reason,
+        cell_key=cell.key,
+        model_revision=cell.model_identity.value,
+        dataset_revision=cell.data_identity.value,
+        step=cell.model.step,
     )
 
 
@@ -84,21 +107,29 @@ def rows(results: list[CellResult]) -> list[dict[str, Any]]:
     return [{k: _clean(v) for k, v in r.row().items()} for r in results if r.metrics]
 
 
+def _round(v: Any) -> float | None:
+    v = _clean(v)
+    return None if v is None else round(float(v), 4)
+
+
 def long_table(results: list[CellResult]) -> list[dict[str, Any]]:
-    """The fixed display table: model | task | split | metric | value | n."""
+    """The fixed display table: model | task | split | metric | value | ci_low | ci_high | se | n."""
     out = []
     for r in results:
         n = r.metrics.get("num_examples")
         for name in METRIC_ORDER:
             if name in r.metrics and not name.startswith("num_"):
-                v = _clean(r.metrics[name])
+                low, high = r.intervals.get(name, [None, None])
                 out.append(
                     {
                         "model": r.model,
                         "task": r.task,
                         "split": r.split,
                         "metric": name,
-                        "value": None if v is None else round(float(v), 4),
+                        "value": _round(r.metrics[name]),
+                        "ci_low": _round(low),
+                        "ci_high": _round(high),
+                        "se": _round(r.stderr.get(name)),
                         "n": n,
                     }
                 )
@@ -109,7 +140,10 @@ def format_table(results: list[CellResult]) -> str:
     table = long_table(results)
     if not table:
         return "(no results)"
-    cols = ["model", "task", "split", "metric", "value", "n"]
+    for row in table:
+        low, high = row["ci_low"], row["ci_high"]
+        row["95% CI"] = "" if low is None or high is None else f"[{low:.4f}, {high:.4f}]"
+    cols = ["model", "task", "split", "metric", "value", "95% CI", "n"]
     cells = [
         [
             ("" if row[c] is None else f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]))

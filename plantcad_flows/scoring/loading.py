@@ -1,7 +1,7 @@
 """Loading a DNA language model: device and precision, tokenizer tables, fast LM-head path.
 
 Any Hugging Face masked or causal LM is loaded through the Auto classes (PlantCaduceus needs
-`trust_remote_code` and, on CUDA, the `gpu` extra). The device is checked before anything is
+`trust_remote_code: true` in its config and, on CUDA, the `gpu` extra). The device is checked before anything is
 loaded, so a CPU-only host fails fast. For speed, scoring applies the LM head only at the few
 positions it reads: `split_head` finds the backbone and the head module, and `load_model` checks
 that backbone+head equals the full forward on a probe before trusting it (else it falls back).
@@ -16,9 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from plantcad_flows.config import ComputeConfig, ModelConfig
+from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code
+from plantcad_flows.data.node_cache import local_copy
 from plantcad_flows.data.sequences import NUCLEOTIDES, TokenTable
 from plantcad_flows.errors import DeviceError, ValidationError
+from plantcad_flows.identity.remote import is_local
+from plantcad_flows.identity.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -160,18 +163,33 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
     """Load `model` through transformers' Auto classes onto `compute`'s device.
 
     Raises:
+        ValidationError: before loading anything, when the model ships modelling code and
+            `trust_remote_code` is false.
         DeviceError: before loading anything, when the device is unavailable.
         ValidationError: a tokenizer that is not one token per base, or lacks a mask token (MLM).
     """
-    device, dtype = resolve_device(compute)
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig
 
+    path, subfolder = model.path, model.subfolder
+    if not is_local(path):  # s3:// and other stores: a node-local copy, fetched once per version
+        path, subfolder = str(local_copy(f"{path.rstrip('/')}/{subfolder}" if subfolder else path)), ""
     kwargs = dict(revision=model.revision, trust_remote_code=model.trust_remote_code)
-    if model.subfolder:
-        kwargs["subfolder"] = model.subfolder
-    tokenizer = AutoTokenizer.from_pretrained(model.path, **kwargs)
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    what = f"load {model.label}"  # hub downloads retry on 429 / 5xx / connection errors only
+    # config.json alone (no code runs): a model that ships code is refused before the device is
+    # touched. Local directories were already checked with the config; this covers hub ids.
+    try:
+        declared, _ = with_retries(
+            lambda: PretrainedConfig.get_config_dict(path, revision=model.revision, subfolder=subfolder), what
+        )
+    except OSError:
+        declared = {}  # no config.json: loading below fails naming the model, after the device check
+    check_remote_code(model, declared)
+    device, dtype = resolve_device(compute)
+    tokenizer = with_retries(lambda: AutoTokenizer.from_pretrained(path, **kwargs), what)
     auto = AutoModelForMaskedLM if model.type == "mlm" else AutoModelForCausalLM
-    module = auto.from_pretrained(model.path, dtype=dtype, **kwargs).to(device).eval()
+    module = with_retries(lambda: auto.from_pretrained(path, dtype=dtype, **kwargs), what).to(device).eval()
     table = TokenTable(tokenizer)
     mask_id = tokenizer.mask_token_id
     if model.type == "mlm" and mask_id is None:

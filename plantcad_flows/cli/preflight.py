@@ -1,0 +1,42 @@
+"""Bad input, found before a run starts: the checks `plantcad-flows eval` makes after planning
+and before a Prefect flow run exists, a model loads or anything is written.
+
+The flow checks the same things again where it meets them (a prepared split is validated, a
+model's tokenizer is checked when it loads), because deployments start the flow without this
+CLI. But a user at a terminal should get one line naming the field and the value, exit status 2,
+and no flow run, results file or half-filled prefix for a typo. So, for the cells the plan will
+run:
+1. each local model directory's tokenizer is usable, and CUDA exists when this host scores;
+2. each split at a path is read, size-checked and validated exactly as the prepare step will
+   (columns, one sequence length, ACGTN, labels 0/1, SV coordinates, empty after sampling);
+3. the storage prefix is created and written to (unwritable, or an S3 endpoint that does not
+   answer).
+A split from the hub is validated by the flow's prepare step, before any model loads.
+"""
+
+from __future__ import annotations
+
+from plantcad_flows.config import EvalConfig, parse_address
+
+
+def preflight(cfg: EvalConfig, cells: list) -> None:
+    """Raise the first bad input among `cells` (the plan's cells to run).
+
+    Raises:
+        ValidationError / DeviceError / StorageError: one line naming the field and the value.
+    """
+    if not cells:
+        return
+    from plantcad_flows.data.splits import prepare_split
+    from plantcad_flows.layout.storage import ensure_prefix
+    from plantcad_flows.scoring.preflight import check_model
+
+    scores_here = not cfg.ray.enabled or parse_address(cfg.ray.address).kind == "local"
+    models = {c.model.label: c.model for c in cells}
+    for model in models.values():
+        check_model(model, cfg.compute, scores_here)
+    splits = {c.split.key: c.split for c in cells}
+    for split in splits.values():
+        if split.path:
+            prepare_split(split, cfg.sampling)
+    ensure_prefix(cfg.executor.prefix)  # last: bad data or models leave no prefix behind

@@ -1,0 +1,221 @@
+"""What a data file held when we wrote it, and the check that it still holds exactly that.
+
+Atomic writes keep a crash from leaving half a file under its final name, but nothing stops a
+disk fault, a partial copy made outside our writes, or a stray edit from changing a file later.
+So every data file the pipeline writes (a split's `examples.parquet`, each shard, a cell's
+`predictions.parquet`) gets a record at write time: its sha256, its byte size and its row count.
+
+* `examples.parquet` and `predictions.parquet`: under `files` in their step's `_SUCCESS`.
+* shards have no step directory of their own: a sidecar `shard-....parquet.json`, written after
+  the shard, so a shard without its sidecar (a kill between the two writes) is not complete.
+
+`check_file` re-reads the bytes and compares all three. Any mismatch makes the file's step
+incomplete: the plan shows it "to run", its cache key is dropped and the step is computed again;
+a warning names the file, and the file itself is never read into a result. Verdicts are
+remembered per process for a file version (size and modification time, or the object store's
+ETag), so one run hashes each file once however many checks ask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+from typing import Any
+
+from upath import UPath
+
+from plantcad_flows.errors import CorruptFileError
+from plantcad_flows.layout.storage import SUCCESS, read_json, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+SIDECAR_SUFFIX = ".json"
+
+_lock = threading.Lock()
+_verdicts: dict[tuple[str, str, str], str | None] = {}  # (path, version, sha256) -> problem
+_warned: set[tuple[str, str]] = set()
+
+
+def record_for(data: bytes, rows: int) -> dict[str, Any]:
+    """The record of a file's content: sha256, size in bytes, row count."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": int(rows)}
+
+
+def parquet_bytes(frame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def write_parquet_recorded(path: UPath, frame) -> dict[str, Any]:
+    """Write `frame` atomically; return its record (to be stored by the caller)."""
+    data = parquet_bytes(frame)
+    write_bytes_atomic(path, data)
+    return record_for(data, len(frame))
+
+
+def sidecar(path: UPath) -> UPath:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def write_parquet_with_sidecar(path: UPath, frame) -> dict[str, Any]:
+    """Write a shard and then its sidecar record: the shard counts only once both exist."""
+    record = write_parquet_recorded(path, frame)
+    write_bytes_atomic(sidecar(path), json.dumps(record, sort_keys=True).encode())
+    return record
+
+
+def read_sidecar(path: UPath) -> dict[str, Any] | None:
+    try:
+        record = read_json(sidecar(path))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and {"sha256", "rows"} <= set(record) else None
+
+
+def _version(path: UPath) -> str | None:
+    """What changes when the file does, cheaply (no read); None when the backend says nothing."""
+    try:
+        info = path.fs.info(path.path)
+    except (OSError, ValueError):
+        return None
+    parts = [str(info.get(k)) for k in ("size", "mtime", "ETag", "LastModified", "created") if info.get(k)]
+    return "|".join(parts) if len(parts) > 1 else None
+
+
+def _read(path: UPath) -> tuple[bytes | None, str | None]:
+    try:
+        return path.read_bytes(), None
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as e:
+        return None, f"unreadable ({type(e).__name__}: {e})"
+
+
+def _problem(path: UPath, record: dict[str, Any]) -> str | None:
+    data, problem = _read(path)
+    return problem if data is None else _content_problem(data, record)
+
+
+def _content_problem(data: bytes, record: dict[str, Any]) -> str | None:
+    if "bytes" in record and len(data) != int(record["bytes"]):
+        return f"{len(data)} bytes, {record['bytes']} recorded"
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != record["sha256"]:
+        return f"sha256 {digest[:12]}..., {str(record['sha256'])[:12]}... recorded"
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+    except Exception as e:  # noqa: BLE001 - any parser error means the same: not a usable file
+        return f"not a readable parquet file ({type(e).__name__})"
+    if rows != int(record["rows"]):
+        return f"{rows} rows, {record['rows']} recorded"
+    return None
+
+
+def _record_problem(record: dict[str, Any] | None, expected_rows: int | None) -> str | None:
+    if record is None or not {"sha256", "rows"} <= set(record):
+        return "no integrity record (written by an interrupted or older run)"
+    if expected_rows is not None and int(record["rows"]) != expected_rows:
+        return f"{record['rows']} rows recorded, {expected_rows} expected"
+    return None
+
+
+def check_file(path: UPath, record: dict[str, Any] | None, expected_rows: int | None = None) -> str | None:
+    """Why `path` does not match its record (None when it does). Warns once, naming the file.
+
+    Args:
+        record: as written by `record_for`; None (never recorded) is itself a mismatch.
+        expected_rows: the row count the reader needs, checked against the record too.
+    """
+    problem = _record_problem(record, expected_rows)
+    if problem is None:
+        version = _version(path)
+        key = (str(path), version or "", str(record["sha256"]))
+        with _lock:
+            cached = version is not None and key in _verdicts
+            problem = _verdicts.get(key) if cached else None
+        if not cached:
+            problem = _problem(path, record)
+            if version is not None:
+                with _lock:
+                    _verdicts[key] = problem
+    if problem is not None and problem != "missing":
+        _warn(path, problem)
+    return problem
+
+
+def _warn(path: UPath, problem: str) -> None:
+    with _lock:
+        if (str(path), problem) in _warned:
+            return
+        _warned.add((str(path), problem))
+    log.warning("integrity check failed for %s: %s; not used, its step will be computed again", path, problem)
+
+
+def file_ok(path: UPath, record: dict[str, Any] | None, expected_rows: int | None = None) -> bool:
+    return check_file(path, record, expected_rows) is None
+
+
+def shard_ok(path: UPath, expected_rows: int | None = None) -> bool:
+    """A shard is complete when it and its sidecar exist and its bytes match the sidecar."""
+    if not path.exists():
+        return False
+    return file_ok(path, read_sidecar(path), expected_rows)
+
+
+def recorded(directory: UPath, name: str) -> dict[str, Any] | None:
+    """The record of `name` in a complete step's `_SUCCESS` (None if absent)."""
+    try:
+        files = read_json(directory / SUCCESS).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return files.get(name)
+
+
+def step_file_ok(directory: UPath, name: str, expected_rows: int | None = None) -> bool:
+    """`directory` is complete and its file `name` matches the record in its `_SUCCESS`."""
+    if not (directory / SUCCESS).exists():
+        return False
+    return file_ok(directory / name, recorded(directory, name), expected_rows)
+
+
+def read_verified_parquet(path: UPath, record: dict[str, Any] | None, expected_rows: int | None = None):
+    """Read a parquet file only if it matches its record.
+
+    Raises:
+        CorruptFileError: naming the file and what differs.
+    """
+    import pandas as pd
+
+    # read once: the bytes that are checked are the bytes that are parsed
+    problem = _record_problem(record, expected_rows)
+    data = None
+    if problem is None:
+        data, problem = _read(path)
+    if problem is None:
+        problem = _content_problem(data, record)
+    if problem is not None:
+        if problem != "missing":
+            _warn(path, problem)
+        raise CorruptFileError(str(path), problem)
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def invalidate_step(directory: UPath) -> None:
+    """Mark a step incomplete (its `_SUCCESS` removed), so the next plan computes it again."""
+    try:
+        (directory / SUCCESS).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def invalidate_shard(path: UPath) -> None:
+    """Drop a shard's sidecar, so the shard counts as missing and is scored again."""
+    try:
+        sidecar(path).unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,101 @@
+"""The pivoted results table: one block per task family, rows model x split, the family's main
+metric per task as columns, 4 decimals with the 95% interval; skipped and failed cells show
+their reason. It is what a person compares models with, where the long table is for machines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plantcad_flows.benchmark.registry import Family, get_task
+from plantcad_flows.results.table import CellResult
+
+_SHORT = {
+    Family.CONSERVATION: ("conservation_within_", ""),
+    Family.MOTIF: ("", "_recovery"),
+    Family.CORE_NONCORE: ("", "_core_noncore_classification"),
+    Family.STRUCTURAL_VARIANT: ("", ""),
+}
+
+
+def short_task(task: str) -> str:
+    prefix, suffix = _SHORT[get_task(task).family]
+    return task.removeprefix(prefix).removesuffix(suffix)
+
+
+def value_text(r: CellResult, metric: str, with_reason: bool = True) -> str:
+    """`0.8060 [0.7112, 0.8901]`, or the cell's status (and reason) when it has no value."""
+    if r.status in ("skipped", "failed"):
+        return f"{r.status}: {r.reason}" if with_reason and r.reason else r.status
+    v = r.metrics.get(metric)
+    if v is None or v != v:
+        return "n/a"
+    low, high = r.intervals.get(metric, [None, None])
+    ci = f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+    return f"{v:.4f}{ci}"
+
+
+@dataclass(frozen=True)
+class PivotBlock:
+    family: Family
+    metric: str
+    tasks: list[str]
+    rows: list[tuple[str, str, list[str]]]  # (model, split, one text per task)
+    notes: list[str]  # reasons of skipped / failed cells (text form)
+
+
+def pivot_blocks(results: list[CellResult], with_reasons: bool = True) -> list[PivotBlock]:
+    """One block per family present, in registry family order; rows in result order."""
+    blocks = []
+    for family in Family:
+        mine = [r for r in results if get_task(r.task).family == family]
+        if not mine:
+            continue
+        metric = get_task(mine[0].task).metrics[0]
+        tasks = list(dict.fromkeys(r.task for r in mine))
+        keys = list(dict.fromkeys((r.model, r.split) for r in mine))
+        by = {(r.model, r.split, r.task): r for r in mine}
+        rows, notes = [], []
+        for model, split in keys:
+            texts = []
+            for task in tasks:
+                r = by.get((model, split, task))
+                if r is None:
+                    texts.append("")
+                    continue
+                texts.append(value_text(r, metric, with_reasons))
+                if not with_reasons and r.status in ("skipped", "failed") and r.reason:
+                    notes.append(f"{r.cell_id} {r.status}: {r.reason}")
+            rows.append((model, split, texts))
+        blocks.append(PivotBlock(family, metric, tasks, rows, notes))
+    return blocks
+
+
+def pivot_markdown(results: list[CellResult]) -> str:
+    """The pivoted tables as markdown (reasons inline)."""
+    out = []
+    for b in pivot_blocks(results):
+        out += [f"**{b.family.value}** ({b.metric}, 95% CI)", ""]
+        out.append("| model | split | " + " | ".join(short_task(t) for t in b.tasks) + " |")
+        out.append("|---|---|" + "---|" * len(b.tasks))
+        out += [f"| {m} | {s} | " + " | ".join(texts) + " |" for m, s, texts in b.rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def pivot_text(results: list[CellResult]) -> str:
+    """The pivoted tables for a terminal: aligned columns, reasons as notes under each block."""
+    out = []
+    for b in pivot_blocks(results, with_reasons=False):
+        header = ["model", "split", *(short_task(t) for t in b.tasks)]
+        body = [[m, s, *texts] for m, s, texts in b.rows]
+        widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
+        out += [f"{b.family.value} - {b.metric} (95% CI)", _line(header, widths)]
+        out += [_line(["-" * w for w in widths], widths), *(_line(r, widths) for r in body)]
+        out += [f"  note: {n}" for n in b.notes]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def _line(values: list[str], widths: list[int]) -> str:
+    return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
