@@ -50,7 +50,7 @@ def cell_parameters(cell: GridCell, secret_names: list[str]) -> dict[str, Any]:
 def _submit(
     todo: list[Decision], project: str, max_running: int | None, secret_names: list[str]
 ) -> list[str]:
-    pools = {d.cell.deployment: deployment_pool(d.cell.deployment) for d in todo}  # fails before any run
+    pools = {dep: deployment_pool(dep) for dep in {d.cell.deployment for d in todo}}  # fails before any run
     queues = {pool: ensure_queue(pool, project, max_running) for pool in set(pools.values()) if max_running}
     ids = []
     for d in todo:

@@ -265,7 +265,7 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
         pngs = curve_pngs(
             merged["label"].to_numpy(),
             merged["score"].to_numpy(),
-            cell.id,
+            f"{cell.model.label}\n{cell.split.task} - split {cell.split.split}",  # fits the figure's width
             with_roc=cell.split.family != Family.STRUCTURAL_VARIANT,
         )
         for name, data in pngs.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main() -> int:
     finally:
         for proc in reversed(procs):
             stop_process_group(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

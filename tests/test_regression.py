@@ -12,6 +12,7 @@ and checkpoints scored by the real flow.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 from servers import VENV_BIN, client_env
 
-from plantcad_flows.benchmark.checkpoints import write_checkpoint
+from plantcad_flows.benchmark.checkpoints import TINY_MLM, WEIGHTS, write_checkpoint
 from plantcad_flows.benchmark.registry import get_task
 from plantcad_flows.benchmark.synthetic import build_split
 from plantcad_flows.config import EvalConfig
@@ -79,6 +80,24 @@ def setup_no_deploy(api_url: str, home: Path, **env: str) -> subprocess.Complete
         text=True,
         timeout=300,
     )
+
+
+def write_noisy_checkpoint(run_dir: Path, step: int, sigma: float, seed: int) -> Path:
+    """The shipped model with N(0, sigma) added to every weight matrix (norms and biases kept),
+    written under a temporary name and renamed, as a finished upload appears."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    tmp, final = run_dir / f".step-{step}.tmp", run_dir / f"step-{step}"
+    shutil.copytree(TINY_MLM, tmp)
+    rng = np.random.default_rng(seed)
+    weights = {
+        k: v + rng.normal(0, sigma, v.shape).astype(v.dtype) if v.ndim >= 2 else v
+        for k, v in load_file(str(TINY_MLM / WEIGHTS)).items()
+    }
+    save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    tmp.rename(final)
+    return final
 
 
 def automation(name: str = "plantcad-eval-regression"):
@@ -180,9 +199,9 @@ def test_regression_alerts_reach_the_webhook(prefect_server, tmp_path):
         assert {r["status"] for r in again.values()} == {"cached"}
         assert len(receiver.wait_for(len(expected) + 1, timeout=QUIET_S)) == len(expected)
 
-        # a third checkpoint close to the best (step 1000): far better than its predecessor and
-        # a difference from the best that is inside the noise
-        write_checkpoint(run_dir, 3000, final_step=3100)
+        # a third checkpoint: the best (step 1000) with a little noise on its weights; far better
+        # than its predecessor, and a difference from the best that is inside the noise
+        write_noisy_checkpoint(run_dir, 3000, sigma=0.005, seed=1)
         third = _run(cfg)
         for task, split in SPLITS:
             d = _pair(third, "reg-run@step-1000", "reg-run@step-3000", task, split)

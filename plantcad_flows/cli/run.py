@@ -64,11 +64,12 @@ def run(cfg, args: argparse.Namespace) -> int:
         for line in config_error_lines(e):
             print(line, file=sys.stderr)
         return 2
-    if args.dry_run:
-        print(format_plan(plan_cells(cfg, resolution), resolution.discoveries))
-        return 0
     try:
-        preflight(cfg, cells_to_run(plan_cells(cfg, resolution)))
+        planned = read_plan(cfg, lambda: plan_cells(cfg, resolution))
+        if args.dry_run:
+            print(format_plan(planned, resolution.discoveries))
+            return 0
+        preflight(cfg, cells_to_run(planned))
     except PlantCADError as e:
         for line in config_error_lines(e):
             print(line, file=sys.stderr)
@@ -120,6 +121,22 @@ def orderly_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def read_plan(cfg, plan):
+    """The plan, reading the prefix; a prefix that cannot be read (an S3 endpoint that does not
+    answer, a bucket without access) is bad input naming `executor.prefix`, not a traceback."""
+    from plantcad_flows.errors import PlantCADError, StorageError
+
+    try:
+        return plan()
+    except PlantCADError:
+        raise
+    except Exception as e:  # any backend's error while reading the prefix means the same here
+        problem = " ".join(str(e).split())[:300]
+        raise StorageError(
+            f"executor.prefix={cfg.executor.prefix!r}: cannot be read ({type(e).__name__}: {problem})"
+        ) from None
 
 
 def cells_to_run(planned) -> list:

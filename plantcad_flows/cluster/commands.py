@@ -10,7 +10,8 @@ that reaches every process it started.
   that it and all its children form one process group. Output (stdout and stderr together) is
   handed to a callback line by line as it comes, with secret values already replaced. Whatever
   ends the caller (a cancelled flow run gets SIGTERM, which Prefect raises as an exception in the
-  main thread) stops the whole group on the way out: a purged cell leaves no process behind.
+  main thread) stops the whole group on the way out: a purged cell leaves no process behind. Should
+  the caller be killed outright (SIGKILL), the kernel still sends the shell SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from plantcad_flows.cluster.processes import stop_process_group
+from plantcad_flows.cluster.processes import die_with_parent, stop_process_group
 from plantcad_flows.secrets import is_secret_name, redact
 
 OUTPUTS = "outputs"
@@ -98,6 +99,7 @@ def run_streaming(
         errors="replace",
         bufsize=1,
         start_new_session=True,
+        preexec_fn=die_with_parent(),  # a flow-run process killed hard takes the shell with it
     )
     try:
         if on_start is not None:

@@ -30,14 +30,16 @@ def curve_pngs(labels: np.ndarray, scores: np.ndarray, title: str, with_roc: boo
         fig, ax = _figure()
         ax.plot(fpr, tpr, label=f"AUROC {roc_auc_score(labels, scores):.3f}")
         ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-        ax.set(xlabel="False positive rate", ylabel="True positive rate", title=title)
+        ax.set(xlabel="False positive rate", ylabel="True positive rate")
+        ax.set_title(title, fontsize=9)  # small enough for a long cell name on a 4-inch figure
         ax.legend(loc="lower right")
         out["roc.png"] = _png(fig)
     prec, rec, _ = precision_recall_curve(labels, scores)
     fig, ax = _figure()
     ax.plot(rec, prec, label=f"AUPRC {average_precision_score(labels, scores):.3f}")
     ax.axhline(labels.mean(), linestyle="--", color="grey", linewidth=0.8)
-    ax.set(xlabel="Recall", ylabel="Precision", title=title)
+    ax.set(xlabel="Recall", ylabel="Precision")
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right")
     out["pr.png"] = _png(fig)
     return out

@@ -17,6 +17,8 @@ import os
 from plantcad_flows.config import ComputeConfig, ModelConfig
 from plantcad_flows.errors import DeviceError, ValidationError
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+
 
 def check_device(compute: ComputeConfig) -> None:
     """CUDA asked for on a host that has none (or fewer devices than the index).
@@ -53,6 +55,11 @@ def check_local_model(model: ModelConfig) -> None:
     from plantcad_flows.scoring.loading import nucleotide_token_ids
 
     field = f"models[{model.label}].path"
+    # transformers makes an empty tokenizer of the config's class when a directory has none
+    if not any(os.path.isfile(os.path.join(directory, n)) for n in TOKENIZER_FILES):
+        raise ValidationError(
+            field, model.path, f"no tokenizer in the model directory (none of {', '.join(TOKENIZER_FILES)})"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             model.path, subfolder=model.subfolder, trust_remote_code=model.trust_remote_code
