@@ -13,6 +13,7 @@ These tasks run every time (no cache): they describe this run.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -45,7 +46,7 @@ _OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, *
 
 
 class HistoryUpdate(BaseModel):
-    path: str
+    path: str | None  # None: no cell finished, no file written
     rows: int
     regressions: list[dict[str, Any]] = []
     lines: list[str] = []  # one readable line per regression
@@ -63,7 +64,7 @@ def record_history(
     results: list[CellResult], prefix: str, run_name: str, run_id: str, metrics: MetricsConfig, plan: str
 ) -> HistoryUpdate:
     rows = history_rows(results, run_id, run_name, plan=plan)
-    path = write_history(prefix, run_name, rows)
+    path = write_history(prefix, run_name, rows) if len(rows) else None
     history = read_history(prefix)
     logger = get_run_logger()
     since = None
@@ -99,7 +100,7 @@ def trend_report(results: list[CellResult], prefix: str, scope: str, plan: str) 
     families, pairs = {family_of(r.model) for r in results}, {(r.task, r.split) for r in results}
     rows = trend_rows(read_history(prefix), families, pairs, plan)
     plots = trend_plots(rows, directory)
-    return TrendReport(directory=directory, plots=[p.__dict__ for p in plots], leaderboard=leaderboard(rows))
+    return TrendReport(directory=directory, plots=[asdict(p) for p in plots], leaderboard=leaderboard(rows))
 
 
 def report_keys(results: list[CellResult], scope: str) -> dict[str, Any]:

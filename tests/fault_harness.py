@@ -35,12 +35,25 @@ class EvalProcess:
     popen: subprocess.Popen
     log: Path
     started: dict[int, str] = field(default_factory=dict)  # descendants seen while it ran
+    names: dict[int, str] = field(default_factory=dict)  # their command lines, read when first seen
+
+    def record(self) -> None:
+        for pid, start in descendants(self.popen.pid).items():
+            self.started.setdefault(pid, start)
+            name = _cmdline(pid)  # read again: a fork shows its parent's until it execs
+            if name not in ("?", ""):
+                self.names[pid] = name
+
+    def started_names(self) -> str:
+        return " | ".join(self.names.values())
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start_eval(config: Path, cwd: Path, env: dict[str, str], *args: str, log_name: str = "eval") -> EvalProcess:
+def start_eval(
+    config: Path, cwd: Path, env: dict[str, str], *args: str, log_name: str = "eval"
+) -> EvalProcess:
     log = cwd / f"{log_name}-{time.monotonic_ns()}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(
@@ -59,9 +72,9 @@ def watch(proc: EvalProcess, until: Callable[[], bool], timeout: float, poll: fl
     """Record the CLI's descendants until `until()` holds (True) or the CLI exits (False)."""
     deadline = time.monotonic() + timeout
     while proc.popen.poll() is None:
-        proc.started.update(descendants(proc.popen.pid))
+        proc.record()
         if until():
-            proc.started.update(descendants(proc.popen.pid))
+            proc.record()
             return True
         if time.monotonic() > deadline:
             raise TimeoutError(f"kill point not reached in {timeout:.0f}s:\n{proc.output()[-3000:]}")
@@ -86,14 +99,15 @@ def wait_gone(processes: dict[int, str], timeout: float = 30) -> dict[int, str]:
     return alive
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace(chr(0), " ").strip()[:160]
+    except OSError:
+        return "?"
+
+
 def describe(processes: dict[int, str]) -> list[str]:
-    out = []
-    for pid in processes:
-        try:
-            out.append(f"{pid}: {Path(f'/proc/{pid}/cmdline').read_text().replace(chr(0), ' ')[:120]}")
-        except OSError:
-            out.append(str(pid))
-    return out
+    return [f"{pid}: {_cmdline(pid)}" for pid in processes]
 
 
 def run_eval(config: Path, cwd: Path, env: dict[str, str], *args: str, timeout: float = 600):
@@ -111,6 +125,7 @@ def run_eval(config: Path, cwd: Path, env: dict[str, str], *args: str, timeout: 
 
 def dirs(prefix: str | Path, step: str) -> list:
     root = to_path(str(prefix))
+    root.fs.invalidate_cache()  # object stores' listings are cached; a poll must see new files
     if not root.exists():
         return []
     return sorted((p for p in root.iterdir() if p.name.startswith(step + "-")), key=str)

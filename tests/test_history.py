@@ -266,3 +266,18 @@ def test_artifact_keys_are_scoped_and_valid():
     key = artifact_key("trend", sweep3, TASK, SPLIT, "auroc")
     assert re.fullmatch(r"[a-z0-9-]+", key) and "conservation-within-andropogoneae-test-auroc" in key
     assert family_of("run-7@step-300") == "run-7" and family_of("PlantCAD2-Small") == "PlantCAD2-Small"
+
+
+def test_nightly_deployment_discovers_checkpoints():
+    import yaml
+
+    from plantcad_flows import REPO_ROOT
+    from plantcad_flows.config import EvalConfig
+
+    deployments = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+    nightly = next(d for d in deployments if d["name"] == "nightly")
+    cfg = EvalConfig.model_validate(nightly["parameters"]["config"])
+    assert cfg.checkpoints and cfg.checkpoints[0].pattern == "step-*"
+    # hub models follow their branch: resolved to a commit every night, so a new one is re-scored
+    assert cfg.models and all(m.revision is None for m in cfg.models)
+    assert nightly["schedules"][0]["cron"]

@@ -189,11 +189,12 @@ class MetricInputs:
             return ("auprc",)
         return ("auroc", "auprc")
 
-    def replicates(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Each metric over each resample (rows of the (B, n) index matrix)."""
+    def replicates(self, indices: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Each metric (or those named) over each resample (rows of the (B, n) index matrix)."""
+        names = self.metric_names if names is None else names
         if self.ratios is not None:
-            return {m: ratio_replicates(*self.ratios[m], indices) for m in self.metric_names}
-        return classification_replicates(self.scores, self.labels, indices, self.metric_names)
+            return {m: ratio_replicates(*self.ratios[m], indices) for m in names}
+        return classification_replicates(self.scores, self.labels, indices, names)
 
     def stderrs(self) -> dict[str, float | None]:
         """Standard errors of the accuracies (none for AUROC / AUPRC)."""
@@ -278,7 +279,7 @@ def paired_difference(
     old_v = float(compute_metrics(family, pair[0])[metric])
     new_v = float(compute_metrics(family, pair[1])[metric])
     indices = resample_indices(a.n, resamples, seed)
-    diff = b.replicates(indices)[metric] - a.replicates(indices)[metric]
+    diff = b.replicates(indices, (metric,))[metric] - a.replicates(indices, (metric,))[metric]
     interval = percentile_interval(diff, level)
     low, high = interval if interval else (None, None)
     return PairedDifference(metric, old_v, new_v, low, high, a.n)

@@ -142,7 +142,9 @@ def read_history(prefix: str) -> pd.DataFrame:
     frames = []
     for f in files:
         with f.open("rb") as fh:
-            frames.append(pd.read_parquet(fh))
+            frame = pd.read_parquet(fh)
+        if len(frame):
+            frames.append(frame)
     if not frames:
         return _typed(pd.DataFrame(columns=list(COLUMNS)))
     frame = pd.concat(frames, ignore_index=True)

@@ -138,11 +138,11 @@ def _compare(
     )
 
 
-def compare_cell(result: CellResult, history: pd.DataFrame, resamples: int, seed: int) -> list[Comparison]:
+def compare_cell(result: CellResult, first: pd.DataFrame, resamples: int, seed: int) -> list[Comparison]:
     """The cell against the previous revision and the best so far (one comparison if they are
-    the same result); empty when its family has no earlier result on the same examples."""
+    the same result); empty when its family has no earlier result on the same examples.
+    `first` is the de-duplicated history (`history.deduplicated`)."""
     metric = get_task(result.task).metrics[0]
-    first = deduplicated(history)
     fam = first[
         (first["family"] == family_of(result.model))
         & (first["task"] == result.task)
@@ -169,7 +169,7 @@ def find_regressions(
     """Regressed cells among those scored in this run (status `completed`), in result order."""
     if resamples <= 0:
         return []
-    found = []
+    found, first = [], deduplicated(history)
     for r in results:
         if r.status != "completed" or not r.metrics or r.output_dir is None:
             continue
@@ -177,7 +177,7 @@ def find_regressions(
         value = r.metrics.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        drops = [c for c in compare_cell(r, history, resamples, seed) if c.difference.is_drop]
+        drops = [c for c in compare_cell(r, first, resamples, seed) if c.difference.is_drop]
         if drops:
             found.append(
                 Regression(

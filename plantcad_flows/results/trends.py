@@ -13,7 +13,6 @@ a run with nothing new draws nothing.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,7 +140,3 @@ def leaderboard(rows: pd.DataFrame) -> list[dict]:
             }
         )
     return table
-
-
-def index_json(plots: list[TrendPlot]) -> str:
-    return json.dumps([p.__dict__ for p in plots], indent=2)

@@ -1,0 +1,325 @@
+"""`plantcad-flows eval` under faults, against real services: SIGKILL at three points, SIGINT and
+SIGTERM, two runs at once, a storage endpoint that goes away, files damaged on disk.
+
+Every test compares final metrics with one uninterrupted run of the same config (5 cells: 2 models
+x 3 tasks, the causal LM skipped on structural variants; 2 shards per cell, so 10 shards) and
+checks the invariants that make a number trustworthy:
+* no step is marked complete whose files do not match their records (`false_completions`);
+* a re-run scores only the shards that were missing: every shard that was complete before it is
+  the same file afterwards (same inode and mtime), and the rest were written;
+* no process the killed CLI started is alive afterwards (recorded while it ran, by pid and start
+  time), and a Prefect server the CLI did not start is untouched.
+
+Kill points come from watching the prefix: the first prepare directory (preparation), the first
+shard's sidecar (scoring), a cell whose shards are all in but that is not finished (between
+scoring and metrics). Scoring runs in threads unless the test is about a local Ray instance.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import eval_config, task_run_states
+from fault_harness import (
+    TcpProxy,
+    any_prepare_dir,
+    cell_scored_not_finished,
+    describe,
+    false_completions,
+    first_sidecar,
+    kill_at,
+    metrics_by_cell,
+    run_eval,
+    start_eval,
+    verified_shards,
+    wait_gone,
+    watch,
+)
+from servers import client_env
+
+from plantcad_flows.cli.prefect_server import api_healthy
+from plantcad_flows.cluster.processes import free_port
+
+pytestmark = pytest.mark.slow
+
+SHARDS = 10  # 5 cells x 2 shards
+
+
+def _env(tmp_path: Path, api_url: str | None) -> dict[str, str]:
+    """The CLI's environment: the test's server, or none (the CLI uses or starts one itself)."""
+    if api_url:
+        return client_env(api_url, tmp_path / "client-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "cli-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+def _config(tmp_path: Path, small_models, synthetic_dir, prefix, ray: bool = False) -> Path:
+    cfg = eval_config(small_models, synthetic_dir, prefix, ray=ray)
+    cfg["metrics"] = {"bootstrap": 50}  # intervals are exact too, just cheaper
+    path = tmp_path / f"eval-{'ray' if ray else 'threads'}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _flow_run_id(output: str) -> str:
+    return re.findall(r"/runs/flow-run/([0-9a-f-]{36})", output)[-1]
+
+
+def _task_runs(flow_run_id: str) -> list[dict]:
+    """Name, final state, its message and how many times each task run ran (client read-back)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return [
+        {"name": r.name, "state": r.state.name, "message": r.state.message or "", "run_count": r.run_count}
+        for r in runs
+    ]
+
+
+@pytest.fixture(scope="module")
+def clean(prefect_server, small_models, synthetic_dir, tmp_path_factory):
+    """One uninterrupted run: the metrics every other run must reproduce."""
+    tmp = tmp_path_factory.mktemp("clean")
+    cfg = _config(tmp, small_models, synthetic_dir, tmp / "out")
+    proc = run_eval(cfg, tmp, _env(tmp, prefect_server), "--results-json", str(tmp / "clean.json"))
+    assert proc.popen.returncode == 0, proc.output()[-4000:]
+    metrics = metrics_by_cell(tmp / "clean.json")
+    assert len(metrics) == 5
+    return {"metrics": metrics, "prefix": tmp / "out", "config": cfg, "tmp": tmp}
+
+
+def _rerun_scores_only_missing(cfg, cwd, env, prefix, clean_metrics, *args, shards: int = SHARDS) -> int:
+    """Re-run; check that complete shards were reused and the result equals the clean run's
+    (for the cells the re-run reports). Returns the number of shards the re-run wrote."""
+    before = verified_shards(prefix)
+    out = cwd / "rerun.json"
+    proc = run_eval(cfg, cwd, env, "--results-json", str(out), *args)
+    assert proc.popen.returncode == 0, proc.output()[-4000:]
+    after = verified_shards(prefix)
+    assert len(after) == shards
+    rewritten = [k for k, v in before.items() if after.get(k) != v]
+    assert rewritten == [], f"complete shards scored again: {rewritten}"
+    got = metrics_by_cell(out)
+    assert got == {k: v for k, v in clean_metrics.items() if k in got} and len(got) == shards // 2
+    assert false_completions(prefix) == []
+    return shards - len(before)
+
+
+def _after_kill(proc, prefix) -> None:
+    assert false_completions(prefix) == []
+    left = wait_gone(proc.started)
+    assert not left, f"still running after the CLI died: {describe(left)}"
+
+
+def test_sigkill_during_preparation_with_the_clis_own_server(clean, small_models, synthetic_dir, tmp_path):
+    prefix = tmp_path / "out"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix)
+    env, port = _env(tmp_path, None), free_port()
+    proc = start_eval(cfg, tmp_path, env, "--server-port", str(port))
+    assert kill_at(proc, any_prepare_dir(prefix)), proc.output()[-3000:]
+    assert "Prefect server" not in proc.output() or "already running" not in proc.output()
+    _after_kill(proc, prefix)
+    assert len(proc.started) >= 1  # at least the server it started
+    assert not api_healthy(f"http://127.0.0.1:{port}/api")  # its server died with it
+    scored = _rerun_scores_only_missing(
+        cfg, tmp_path, env, prefix, clean["metrics"], "--server-port", str(port)
+    )
+    print(f"killed during preparation: {scored} of {SHARDS} shards scored by the re-run")
+
+
+def test_sigkill_during_scoring_on_a_local_ray_instance(
+    clean, prefect_server, small_models, synthetic_dir, tmp_path
+):
+    prefix = tmp_path / "out"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix, ray=True)
+    env = _env(tmp_path, prefect_server)
+    proc = start_eval(cfg, tmp_path, env)
+    assert kill_at(proc, first_sidecar(prefix)), proc.output()[-3000:]
+    names = proc.started_names()
+    assert "raylet" in names and "gcs_server" in names, names  # the local Ray instance it started
+    _after_kill(proc, prefix)
+    assert 0 < len(verified_shards(prefix)) < SHARDS
+    scored = _rerun_scores_only_missing(cfg, tmp_path, env, prefix, clean["metrics"], "--no-ray")
+    assert 0 < scored < SHARDS
+    print(f"killed during scoring: {scored} of {SHARDS} shards scored by the re-run")
+
+
+def test_sigkill_between_scoring_and_metrics_leaves_the_users_server_alone(
+    clean, prefect_server, small_models, synthetic_dir, tmp_path
+):
+    """The CLI finds the test's server on --server-port (as it finds `make server` on 4200),
+    says it did not start it, and a SIGKILL of the CLI leaves it running."""
+    prefix = tmp_path / "out"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix)
+    env = _env(tmp_path, None)
+    port = prefect_server.rsplit(":", 1)[1].split("/")[0]
+    proc = start_eval(cfg, tmp_path, env, "--server-port", port)
+    assert kill_at(proc, cell_scored_not_finished(prefix, 2)), proc.output()[-3000:]
+    assert f"using the Prefect server at {prefect_server}" in proc.output()
+    assert "this command did not start it" in proc.output()
+    _after_kill(proc, prefix)
+    assert api_healthy(prefect_server)
+    scored = _rerun_scores_only_missing(cfg, tmp_path, env, prefix, clean["metrics"], "--server-port", port)
+    print(f"killed between scoring and metrics: {scored} of {SHARDS} shards scored by the re-run")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_server_and_ray_die_with_the_cli(sig, small_models, synthetic_dir, tmp_path):
+    prefix = tmp_path / "out"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix, ray=True)
+    port = free_port()
+    proc = start_eval(cfg, tmp_path, _env(tmp_path, None), "--server-port", str(port))
+    assert kill_at(proc, first_sidecar(prefix), sig=sig), proc.output()[-3000:]
+    assert proc.popen.returncode != 0
+    names = proc.started_names()
+    assert "prefect server start" in names and "raylet" in names, names
+    _after_kill(proc, prefix)
+    assert not api_healthy(f"http://127.0.0.1:{port}/api")
+
+
+def test_two_concurrent_runs_compute_each_shard_once(
+    clean, prefect_server, small_models, synthetic_dir, tmp_path
+):
+    prefix = tmp_path / "out"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix)
+    env = _env(tmp_path, prefect_server)
+    runs = [start_eval(cfg, tmp_path, env, "--results-json", str(tmp_path / f"r{i}.json")) for i in (1, 2)]
+    for r in runs:
+        r.popen.wait(timeout=600)
+        assert r.popen.returncode == 0, r.output()[-4000:]
+    assert metrics_by_cell(tmp_path / "r1.json") == metrics_by_cell(tmp_path / "r2.json") == clean["metrics"]
+    states = [task_run_states(_flow_run_id(r.output())) for r in runs]
+    counts = {}
+    for kind in ("prepare", "score", "metrics"):
+        for name in ("Completed", "Cached"):
+            counts[(kind, name)] = sum(
+                1
+                for s in states
+                for task, state in s.items()
+                if task.startswith(kind + " ") and state == name
+            )
+    assert counts[("score", "Completed")] == SHARDS, counts  # each shard computed once ...
+    assert counts[("score", "Cached")] == SHARDS, counts  # ... and read from cache by the other run
+    assert counts[("prepare", "Completed")] == 3 and counts[("metrics", "Completed")] == 5, counts
+    assert false_completions(prefix) == []
+    print(f"two concurrent runs: task-run states {counts}")
+
+
+def test_corrupt_files_are_detected_and_recomputed(clean, prefect_server, tmp_path):
+    """A truncated shard and flipped bytes in examples.parquet (damage the clean run's prefix)."""
+    prefix, cfg = clean["prefix"], clean["config"]
+    tis = next(d for d in prefix.iterdir() if d.name.startswith("score_cell-mlm-tis_recovery"))
+    shard = tis / "shards" / "shard-00001-of-00002.parquet"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    examples = next(prefix.glob("prepare_split-tis_recovery-test_maize-*")) / "examples.parquet"
+    good = examples.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0xFF
+    examples.write_bytes(bytes(damaged))
+
+    env = _env(tmp_path, prefect_server)
+    assert false_completions(prefix) != []  # the damage is visible to the checks
+    scored = _rerun_scores_only_missing(cfg, tmp_path, env, prefix, clean["metrics"])
+    assert scored == 1
+    assert examples.read_bytes() == good  # prepared again, to the same bytes
+    output = next(tmp_path.glob("eval-*.log")).read_text()
+    assert f"integrity check failed for {examples}" in output
+    assert "Traceback" not in output
+
+
+# ------------------------------------------------------------------ S3 outage
+
+
+MOTO = Path(sys.executable).parent / "moto_server"
+BUCKET = "plantcad-faults"
+
+
+@pytest.fixture
+def s3_behind_proxy(tmp_path):
+    """moto_server on loopback (its own session, stopped by pid) behind a TCP proxy the test can
+    take down and bring back: the endpoint goes away, the objects behind it stay."""
+    import boto3
+
+    port = free_port()
+    log = open(tmp_path / "moto.log", "wb")
+    moto = subprocess.Popen(
+        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2).close()
+                break
+            except OSError:
+                assert moto.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.2)
+        creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", **creds).create_bucket(Bucket=BUCKET)
+        proxy = TcpProxy(("127.0.0.1", port), free_port())
+        proxy.start()
+        yield proxy, f"http://127.0.0.1:{port}"
+        proxy.stop()
+    finally:
+        from servers import stop
+
+        stop(moto)
+        log.close()
+
+
+def test_s3_outage_fails_cells_cleanly_and_a_rerun_completes(
+    clean, prefect_server, small_models, synthetic_dir, tmp_path, s3_behind_proxy, monkeypatch
+):
+    proxy, direct = s3_behind_proxy
+    prefix = f"s3://{BUCKET}/evals"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix)
+    aws = dict(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_MAX_ATTEMPTS="2",  # botocore's own retries; Prefect's task retries come on top
+    )
+    env = {**_env(tmp_path, prefect_server), **aws, "AWS_ENDPOINT_URL": proxy.url}
+    for k, v in {**aws, "AWS_ENDPOINT_URL": direct}.items():  # this process reads moto directly
+        monkeypatch.setenv(k, v)
+
+    only = ("--only", "^mlm/(tis|cons)")  # 2 cells, 4 shards: every task left meets the outage
+    proc = start_eval(cfg, tmp_path, env, *only)
+    assert watch(proc, first_sidecar(prefix), timeout=300), proc.output()[-3000:]
+    proxy.stop()  # mid-run: some shards are written, the rest are not
+    t0 = time.monotonic()
+    proc.popen.wait(timeout=600)
+    outage_s = time.monotonic() - t0
+    output = proc.output()
+    endpoint = proxy.url.split("//")[1]
+    assert proc.popen.returncode == 1, output[-4000:]
+    failures = [ln for ln in output.splitlines() if ln.startswith("run failed:")]
+    assert len(failures) == 1 and endpoint in failures[0], failures or output[-4000:]
+    # each step that met the outage was retried with backoff, then failed naming the endpoint
+    runs = _task_runs(_flow_run_id(output))
+    failed = [r for r in runs if r["state"] == "Failed"]
+    assert failed and all(endpoint in r["message"] and "\n" not in r["message"] for r in failed), failed
+    assert all(r["run_count"] == 4 for r in failed if r["name"].startswith("score ")), failed
+    assert false_completions(prefix) == []
+    before = verified_shards(prefix)
+    assert 0 < len(before) < 4
+
+    proxy.start()
+    scored = _rerun_scores_only_missing(cfg, tmp_path, env, prefix, clean["metrics"], *only, shards=4)
+    print(f"S3 outage: run failed {outage_s:.0f}s after the endpoint went away; re-run scored {scored}")
