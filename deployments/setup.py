@@ -6,8 +6,9 @@ Run it against the server in PREFECT_API_URL, as often as you like:
 2. from the environment (or a `.env` file; the environment wins); every `.env` key (but
    PREFECT_* settings) also becomes a Secret block `dotenv-<key>` for grid cells:
    * HF_TOKEN -> Secret block `hf-token`;
-   * AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_DEFAULT_REGION, AWS_ENDPOINT_URL) ->
-     AwsCredentials block `plantcad-aws`;
+   * AWS_SECRET_ACCESS_KEY (/ AWS_DEFAULT_REGION, AWS_ENDPOINT_URL without credentials) ->
+     AwsCredentials block `plantcad-aws`; AWS_ACCESS_KEY_ID -> Secret block
+     `plantcad-aws-access-key-id` (AwsCredentials would show it as a public field);
    * PLANTCAD_FLOWS_REPO / PLANTCAD_FLOWS_REF (default: this checkout's origin and commit) ->
      Variables `plantcad_flows_repo` / `plantcad_flows_ref`, which the `lambda` deployment's
      git_clone pull step reads on the worker;
@@ -44,6 +45,7 @@ K8S_TEMPLATE = REPO_ROOT / "infra" / "kubernetes" / "base-job-template.json"
 PROCESS_POOLS = ("local", "lambda")
 HF_SECRET_BLOCK = "hf-token"
 AWS_BLOCK = "plantcad-aws"
+AWS_KEY_ID_BLOCK = "plantcad-aws-access-key-id"
 ALERT_ENV = "PLANTCAD_ALERT_WEBHOOK"
 ALERT_AUTOMATION = "plantcad-eval-regression"
 ALERT_WEBHOOK_BLOCK = "plantcad-alert-webhook"
@@ -91,7 +93,7 @@ def process_pool_template(blocks: list[str], settings: Mapping[str, str]) -> dic
         env["HF_TOKEN"] = "{{ prefect.blocks.secret.%s }}" % HF_SECRET_BLOCK
     if AWS_BLOCK in blocks:
         ref = "{{ prefect.blocks.aws-credentials.%s.%%s }}" % AWS_BLOCK
-        env["AWS_ACCESS_KEY_ID"] = ref % "aws_access_key_id"
+        env["AWS_ACCESS_KEY_ID"] = "{{ prefect.blocks.secret.%s }}" % AWS_KEY_ID_BLOCK
         env["AWS_SECRET_ACCESS_KEY"] = ref % "aws_secret_access_key"
         if settings.get("AWS_DEFAULT_REGION"):
             env["AWS_DEFAULT_REGION"] = ref % "region_name"
@@ -139,17 +141,22 @@ def save_blocks(settings: Mapping[str, str]) -> list[str]:
         Secret(value=settings["HF_TOKEN"]).save(HF_SECRET_BLOCK, overwrite=True)
         saved.append(HF_SECRET_BLOCK)
     if settings.get("AWS_ACCESS_KEY_ID") and settings.get("AWS_SECRET_ACCESS_KEY"):
+        from prefect.blocks.system import Secret
         from prefect_aws import AwsCredentials
         from prefect_aws.client_parameters import AwsClientParameters
 
-        params = AwsClientParameters(endpoint_url=settings.get("AWS_ENDPOINT_URL") or None)
+        # the endpoint is a public field of the block: never with credentials in it
+        endpoint = strip_url_credentials(settings.get("AWS_ENDPOINT_URL") or "") or None
+        params = AwsClientParameters(endpoint_url=endpoint)
+        # AwsCredentials shows aws_access_key_id as a plain (public) field: the key id goes in a
+        # Secret block of its own, and the pools' env references that
+        Secret(value=settings["AWS_ACCESS_KEY_ID"]).save(AWS_KEY_ID_BLOCK, overwrite=True)
         AwsCredentials(
-            aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
             region_name=settings.get("AWS_DEFAULT_REGION") or None,
             aws_client_parameters=params,
         ).save(AWS_BLOCK, overwrite=True)
-        saved.append(AWS_BLOCK)
+        saved += [AWS_KEY_ID_BLOCK, AWS_BLOCK]
     return saved
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 from filelock import FileLock, Timeout
 from prefect.locking.protocol import LockManager
+from prefect_redis.locking import RedisLockManager
 
 from plantcad_flows.errors import StorageError
 from plantcad_flows.layout.hashing import short_hash
@@ -135,49 +136,44 @@ class FileLockManager(LockManager):
         return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
 
 
-def _redis_lock_manager_class():
-    from prefect_redis.locking import RedisLockManager
+class LeasedRedisLockManager(RedisLockManager):
+    """prefect-redis's lock manager with leases renewed by the live holder."""
 
-    class LeasedRedisLockManager(RedisLockManager):
-        """prefect-redis's lock manager with leases renewed by the live holder."""
+    LEASE_S = 60.0
+    RENEW_S = 15.0
 
-        LEASE_S = 60.0
-        RENEW_S = 15.0
+    def __init__(self, connection_url: str):
+        super().__init__(connection_url=connection_url)
+        self._init_lease()
 
-        def __init__(self, connection_url: str):
-            super().__init__(connection_url=connection_url)
-            self._init_lease()
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._init_lease()
 
-        def __setstate__(self, state: dict[str, Any]) -> None:
-            super().__setstate__(state)
-            self._init_lease()
+    def _init_lease(self) -> None:
+        self._renewer: threading.Thread | None = None
+        self._lease_guard = threading.Lock()
 
-        def _init_lease(self) -> None:
-            self._renewer: threading.Thread | None = None
-            self._lease_guard = threading.Lock()
+    def acquire_lock(self, key, holder, acquire_timeout=None, hold_timeout=None) -> bool:
+        acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.LEASE_S)
+        if acquired:
+            self._start_renewer()
+        return acquired
 
-        def acquire_lock(self, key, holder, acquire_timeout=None, hold_timeout=None) -> bool:
-            acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.LEASE_S)
-            if acquired:
-                self._start_renewer()
-            return acquired
+    def _start_renewer(self) -> None:
+        with self._lease_guard:
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew, name="redis-lock-lease", daemon=True)
+                self._renewer.start()
 
-        def _start_renewer(self) -> None:
-            with self._lease_guard:
-                if self._renewer is None or not self._renewer.is_alive():
-                    self._renewer = threading.Thread(target=self._renew, name="redis-lock-lease", daemon=True)
-                    self._renewer.start()
-
-        def _renew(self) -> None:
-            while True:
-                time.sleep(self.RENEW_S)
-                for lock in list(self._locks.values()):
-                    try:
-                        lock.reacquire()  # resets the lease to LEASE_S if we still hold it
-                    except Exception:  # noqa: BLE001 - released meanwhile, or Redis briefly away
-                        pass
-
-    return LeasedRedisLockManager
+    def _renew(self) -> None:
+        while True:
+            time.sleep(self.RENEW_S)
+            for lock in list(self._locks.values()):
+                try:
+                    lock.reacquire()  # resets the lease to LEASE_S if we still hold it
+                except Exception:  # noqa: BLE001 - released meanwhile, or Redis briefly away
+                    pass
 
 
 def redis_lock_manager(url: str | None = None) -> LockManager:
@@ -187,7 +183,7 @@ def redis_lock_manager(url: str | None = None) -> LockManager:
         StorageError: naming the server (without credentials) when it does not answer.
     """
     url = url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
-    manager = _redis_lock_manager_class()(connection_url=url)
+    manager = LeasedRedisLockManager(connection_url=url)
     try:
         manager.client.ping()
     except Exception as e:  # any client error means the same: no locks to be had there

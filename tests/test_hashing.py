@@ -127,7 +127,7 @@ MUST_NOT_CHANGE = [
     ("executor.prefix", "s3://bucket/evals"),
     ("executor.force_run_failed", False),
     ("models.0.name", "renamed"),
-    ("models.0.trust_remote_code", False),
+    ("models.0.trust_remote_code", True),
     ("force", True),
     ("only", "tiny/"),
 ]

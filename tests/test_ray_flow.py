@@ -273,7 +273,9 @@ def test_killed_worker_mid_scoring_loses_nothing(head, prefect_server, slow_inpu
     cell_dir = Path(disturbed[0]["output_dir"])
     assert sorted(p.name for p in (cell_dir / "shards").iterdir()) == [
         "shard-00000-of-00002.parquet",
+        "shard-00000-of-00002.parquet.json",  # each shard's integrity record, written after it
         "shard-00001-of-00002.parquet",
+        "shard-00001-of-00002.parquet.json",
     ]
     _check_coverage(cfg, disturbed[0]["cell_id"])
 
