@@ -77,6 +77,21 @@ def _flow_run_id(output: str) -> str:
     return re.findall(r"/runs/flow-run/([0-9a-f-]{36})", output)[-1]
 
 
+def _final_states(flow_run_id: str, expected: int, timeout: float = 60) -> dict[str, str]:
+    """Task-run name -> final state, once the server has recorded `expected` prepare, score and
+    metrics runs as final (a client reports states as events; the server records them shortly
+    after the process that sent them has exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = task_run_states(flow_run_id)
+        steps = {k: v for k, v in states.items() if k.split(" ")[0] in ("prepare", "score", "metrics")}
+        if sum(v in ("Completed", "Cached", "Failed") for v in steps.values()) >= expected:
+            return states
+        if time.monotonic() > deadline:
+            return states  # the assertions below then say what is missing
+        time.sleep(0.5)
+
+
 def _task_runs(flow_run_id: str) -> list[dict]:
     """Name, final state, its message and how many times each task run ran (client read-back)."""
     from prefect import get_client
@@ -215,11 +230,23 @@ def test_two_concurrent_runs_compute_each_shard_once(
 
 def _two_runs(cfg, tmp_path, env, prefix, clean) -> None:
     runs = [start_eval(cfg, tmp_path, env, "--results-json", str(tmp_path / f"r{i}.json")) for i in (1, 2)]
+    # Start their flows together: each CLI is paused (SIGSTOP) once it has checked its input and
+    # found the server, and both are resumed at once, so that both plans see every cell to run.
+    waiting, deadline = list(runs), time.monotonic() + 300
+    while waiting:
+        for r in list(waiting):
+            if "using the Prefect server" in r.output():
+                os.kill(r.popen.pid, signal.SIGSTOP)
+                waiting.remove(r)
+            assert r.popen.poll() is None and time.monotonic() < deadline, r.output()[-3000:]
+        time.sleep(0.01)
+    for r in runs:
+        os.kill(r.popen.pid, signal.SIGCONT)
     for r in runs:
         r.popen.wait(timeout=600)
         assert r.popen.returncode == 0, r.output()[-4000:]
     assert metrics_by_cell(tmp_path / "r1.json") == metrics_by_cell(tmp_path / "r2.json") == clean["metrics"]
-    states = [task_run_states(_flow_run_id(r.output())) for r in runs]
+    states = [_final_states(_flow_run_id(r.output()), expected=3 + SHARDS + 5) for r in runs]
     counts = {}
     for kind in ("prepare", "score", "metrics"):
         for name in ("Completed", "Cached"):
@@ -229,8 +256,15 @@ def _two_runs(cfg, tmp_path, env, prefix, clean) -> None:
                 for task, state in s.items()
                 if task.startswith(kind + " ") and state == name
             )
-    assert counts[("score", "Completed")] == SHARDS, counts  # each shard computed once ...
-    assert counts[("score", "Cached")] == SHARDS, counts  # ... and read from cache by the other run
+    assert counts[("score", "Completed")] == SHARDS, (counts, states)  # each shard computed once ...
+    odd = [
+        (i, n, v) for i, st in enumerate(states) for n, v in st.items() if v not in ("Completed", "Cached")
+    ]
+    plans = [
+        [ln[:120] for ln in r.output().splitlines() if "Beginning flow run" in ln or " to run, " in ln]
+        for r in runs
+    ]
+    assert counts[("score", "Cached")] == SHARDS, (counts, odd, plans)  # ... and read from cache by the other
     assert counts[("prepare", "Completed")] == 3 and counts[("metrics", "Completed")] == 5, counts
     assert false_completions(prefix) == []
     locks = yaml.safe_load(cfg.read_text())["executor"].get("locks", "file")

@@ -79,7 +79,7 @@ def run(cfg, args: argparse.Namespace) -> int:
 
     home = os.environ.get("PREFECT_HOME")
     port = getattr(args, "server_port", None) or DEFAULT_SERVER_PORT
-    with orderly_sigterm(), prefect_api(args.keep_server, home, server_log(), port) as server:
+    with orderly_signals() as received, prefect_api(args.keep_server, home, server_log(), port) as server:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         # what this run starts (a local Ray instance, the server) goes down with it, even on SIGKILL
@@ -102,25 +102,42 @@ def run(cfg, args: argparse.Namespace) -> int:
                 "with the server kept up: `make demo ARGS=--keep-server` (or `--keep-server`), or "
                 "start one first with `make server` in another terminal."
             )
+    if received:
+        print(f"interrupted by signal {received[0]}", file=sys.stderr)
+        return 128 + received[0]
     return 0 if state.is_completed() and results is not None else 1
 
 
 @contextmanager
-def orderly_sigterm() -> Iterator[None]:
-    """SIGTERM exits through the cleanup code (servers and Ray stopped), as Ctrl-C does; Python's
-    default would end the process on the spot and leave them running."""
+def orderly_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGINT exit through the cleanup code (servers and Ray stopped); Python's
+    default for SIGTERM would end the process on the spot and leave them running.
+
+    Yields the signals received, so that an interrupted command exits 128 + signal even when
+    the signal lands while the run is already finishing (its cleanup must not swallow it).
+    """
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def _exit(signum, frame):
+        received.append(signum)
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, _exit)
+    def _interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig, handler in ((signal.SIGTERM, _exit), (signal.SIGINT, _interrupt))
+    }
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def read_plan(cfg, plan):

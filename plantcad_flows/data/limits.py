@@ -10,11 +10,10 @@ sequence, and a split over `MAX_SEQUENCE_BYTES` is refused as bad input, naming 
 
 from __future__ import annotations
 
-import fsspec
-
 from plantcad_flows.benchmark.registry import Family
 from plantcad_flows.config import SplitConfig
 from plantcad_flows.errors import ValidationError
+from plantcad_flows.identity.remote import filesystem
 
 MAX_SEQUENCE_BYTES = 1 << 30  # 1 GiB of bases per sequence column: ~130,000 rows of 8,192 bp
 _GB = 1e9
@@ -22,7 +21,7 @@ _GB = 1e9
 
 def parquet_files(path: str) -> list[str]:
     """The parquet files at `path` (a file, or every *.parquet under a directory), as URLs."""
-    fs, root = fsspec.core.url_to_fs(path)
+    fs, root = filesystem(path)
     if not fs.exists(root):
         return []
     if fs.isdir(root):
@@ -36,7 +35,8 @@ def column_bytes(url: str, column: str, seq_length: int) -> tuple[int, int]:
     """(rows, bytes) of `column` in one parquet file, from its footer alone."""
     import pyarrow.parquet as pq
 
-    with fsspec.open(url, "rb") as f:
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
         meta = pq.ParquetFile(f).metadata
     declared = 0
     for g in range(meta.num_row_groups):

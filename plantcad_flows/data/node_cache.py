@@ -18,7 +18,7 @@ from pathlib import Path
 import fsspec
 from filelock import FileLock
 
-from plantcad_flows.identity.remote import is_local, version_token
+from plantcad_flows.identity.remote import filesystem, is_local, version_token
 
 DEFAULT_CACHE_ROOT = Path("~/.cache/plantcad-flows/node-cache")
 
@@ -52,7 +52,7 @@ def local_copy(url: str, cache_root: str | os.PathLike | None = None) -> Path:
     """
     if is_local(url):
         return _local_path(url)
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = filesystem(url)
     info = fs.info(path)
     root = Path(cache_root or DEFAULT_CACHE_ROOT).expanduser()
     entry = root / cache_key(url, _version(fs, path, info))

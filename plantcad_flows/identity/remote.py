@@ -7,6 +7,7 @@ the identity room sits under `layout/` (the plan's cache keys are built from ide
 from __future__ import annotations
 
 import os
+from typing import Any
 
 # Info fields that change when a remote object's content does; each filesystem reports a subset
 # (S3: ETag and size; the HF hub: blob_id and lfs; GCS: md5 and generation).
@@ -41,12 +42,31 @@ def version_token(info: dict, fields: tuple[str, ...] = VERSION_FIELDS) -> str:
     return "|".join(f"{k}={info[k]}" for k in fields if info.get(k) is not None)
 
 
-def filesystem(url: str):
-    """The fsspec filesystem and in-filesystem path of a remote URL.
+def hf_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
 
-    Credentials and endpoints come from the environment of the process (s3fs / botocore read
-    `AWS_*`, the hub's filesystem `HF_TOKEN`), never from a config.
+
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec options for a location, resolved from the environment at run time (never stored).
+
+    The S3 endpoint is passed explicitly: fsspec caches filesystem instances by their options,
+    so an instance made without it would keep talking to whatever endpoint it first found.
+    """
+    if url.startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return {"endpoint_url": endpoint} if endpoint else {}
+    if url.startswith("hf://"):
+        token = hf_token()
+        return {"token": token} if token else {}
+    return {}
+
+
+def filesystem(url: str):
+    """The fsspec filesystem and in-filesystem path of a URL: the one way the core opens one.
+
+    Credentials come from the environment of the process (s3fs / botocore read `AWS_*`, the
+    hub's filesystem `HF_TOKEN`), never from a config.
     """
     import fsspec
 
-    return fsspec.core.url_to_fs(url)
+    return fsspec.core.url_to_fs(url, **storage_options(url))

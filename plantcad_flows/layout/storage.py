@@ -21,30 +21,12 @@ from upath import UPath
 
 from plantcad_flows import CODE_VERSION
 from plantcad_flows.errors import StorageError
-from plantcad_flows.identity.remote import is_local  # the one test of locality, for every room above
+from plantcad_flows.identity.remote import hf_token, is_local, storage_options
 from plantcad_flows.layout.hashing import short_hash
 
 SUCCESS = "_SUCCESS"
 FAILED = "_FAILED"
 STEP_INFO = ".step_info.json"
-
-
-def _hf_token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-
-
-def storage_options(url: str) -> dict[str, Any]:
-    """fsspec options for a prefix, resolved from the environment at run time (never stored)."""
-    if url.startswith("s3://"):
-        opts: dict[str, Any] = {}
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            opts["endpoint_url"] = endpoint
-        return opts
-    if url.startswith("hf://"):
-        token = _hf_token()
-        return {"token": token} if token else {}
-    return {}
 
 
 def to_path(url: str | UPath) -> UPath:
@@ -84,7 +66,7 @@ def _ensure_hf_repo(url: str) -> None:
         raise StorageError(f"executor.prefix={url!r}: expected hf://datasets/ORG/REPO[/path]")
     from huggingface_hub import HfApi
 
-    HfApi(token=_hf_token()).create_repo(m.group(1), repo_type="dataset", exist_ok=True, private=True)
+    HfApi(token=hf_token()).create_repo(m.group(1), repo_type="dataset", exist_ok=True, private=True)
 
 
 def step_dir(prefix: str | UPath, step: str, label: str, fields: Any) -> UPath:
