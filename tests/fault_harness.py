@@ -126,17 +126,19 @@ def run_eval(config: Path, cwd: Path, env: dict[str, str], *args: str, timeout: 
 def dirs(prefix: str | Path, step: str) -> list:
     root = to_path(str(prefix))
     root.fs.invalidate_cache()  # object stores' listings are cached; a poll must see new files
-    if not root.exists():
+    try:
+        return sorted((p for p in root.iterdir() if p.name.startswith(step + "-")), key=str)
+    except (FileNotFoundError, NotADirectoryError):  # not there yet (or only a write probe was)
         return []
-    return sorted((p for p in root.iterdir() if p.name.startswith(step + "-")), key=str)
 
 
 def shard_files(prefix: str | Path) -> list:
     out = []
     for d in dirs(prefix, "score_cell"):
-        shards = d / "shards"
-        if shards.exists():
-            out += sorted((p for p in shards.iterdir() if p.name.endswith(".parquet")), key=str)
+        try:
+            out += sorted((p for p in (d / "shards").iterdir() if p.name.endswith(".parquet")), key=str)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
     return out
 
 

@@ -77,6 +77,19 @@ def _flow_run_id(output: str) -> str:
     return re.findall(r"/runs/flow-run/([0-9a-f-]{36})", output)[-1]
 
 
+def _pause_both_at(runs, marker: str, timeout: float = 300) -> None:
+    waiting, deadline = list(runs), time.monotonic() + timeout
+    while waiting:
+        for r in list(waiting):
+            if marker in r.output():
+                os.kill(r.popen.pid, signal.SIGSTOP)
+                waiting.remove(r)
+            assert r.popen.poll() is None and time.monotonic() < deadline, r.output()[-3000:]
+        time.sleep(0.005)
+    for r in runs:
+        os.kill(r.popen.pid, signal.SIGCONT)
+
+
 def _final_states(flow_run_id: str, expected: int, timeout: float = 60) -> dict[str, str]:
     """Task-run name -> final state, once the server has recorded `expected` prepare, score and
     metrics runs as final (a client reports states as events; the server records them shortly
@@ -230,18 +243,11 @@ def test_two_concurrent_runs_compute_each_shard_once(
 
 def _two_runs(cfg, tmp_path, env, prefix, clean) -> None:
     runs = [start_eval(cfg, tmp_path, env, "--results-json", str(tmp_path / f"r{i}.json")) for i in (1, 2)]
-    # Start their flows together: each CLI is paused (SIGSTOP) once it has checked its input and
-    # found the server, and both are resumed at once, so that both plans see every cell to run.
-    waiting, deadline = list(runs), time.monotonic() + 300
-    while waiting:
-        for r in list(waiting):
-            if "using the Prefect server" in r.output():
-                os.kill(r.popen.pid, signal.SIGSTOP)
-                waiting.remove(r)
-            assert r.popen.poll() is None and time.monotonic() < deadline, r.output()[-3000:]
-        time.sleep(0.01)
-    for r in runs:
-        os.kill(r.popen.pid, signal.SIGCONT)
+    # Start their flows together, whatever else loads the machine: each CLI is paused (SIGSTOP)
+    # where it prints a marker, and both are resumed at once; first once they have checked their
+    # input, then as their flows begin (before either plans), so both plans see every cell to run.
+    for marker in ("using the Prefect server", "Beginning flow run"):
+        _pause_both_at(runs, marker)
     for r in runs:
         r.popen.wait(timeout=600)
         assert r.popen.returncode == 0, r.output()[-4000:]
