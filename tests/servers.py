@@ -218,3 +218,33 @@ def flow_run_logs(api_url: str, flow_run_id: str) -> str:
         api_url, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
     )
     return "\n".join(entry["message"] for entry in logs)
+
+
+def start_moto(log_dir: str | os.PathLike, timeout: float = 60) -> tuple[str, subprocess.Popen]:
+    """A moto S3 server on a free loopback port, in its own session (stop it with `stop`)."""
+    import time
+    import urllib.request
+
+    from plantcad_flows.cluster.processes import free_port
+
+    port = free_port()
+    log = open(Path(log_dir) / "moto.log", "wb")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return url, proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                raise RuntimeError(f"moto_server did not start on {url}") from None
+            time.sleep(0.2)

@@ -21,8 +21,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -34,13 +32,13 @@ from servers import (
     client_env,
     deployment_run,
     snapshot_repo,
+    start_moto,
     start_prefect_server,
     start_worker,
     stop,
     wait_for_flow_run,
 )
 
-from plantcad_flows.cluster.processes import free_port
 from plantcad_flows.cluster.ray_client import WORKING_DIR_EXCLUDES
 from plantcad_flows.config import ModelConfig
 from plantcad_flows.errors import ValidationError
@@ -146,29 +144,11 @@ BUCKET = "plantcad-secrets"
 
 @pytest.fixture
 def moto(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "moto.log", "wb")
-    proc = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start_moto(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.2)
         yield url
     finally:
         stop(proc)
-        log.close()
 
 
 def _s3(endpoint: str, key_id: str, secret: str):

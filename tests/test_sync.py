@@ -13,13 +13,12 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import start_moto
 
-from plantcad_flows.cluster.processes import free_port, stop_process_group
+from plantcad_flows.cluster.processes import stop_process_group
 from plantcad_flows.layout import sync as sync_mod
 from plantcad_flows.layout.sync import Entry, Tree, multipart_etag, plan_copies, remote_digest, selected, sync
 
@@ -116,26 +115,8 @@ def test_hub_checksums_decide_without_downloading(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start_moto(tmp_path_factory.mktemp("moto"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {url}") from None
-                time.sleep(0.2)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_"))}
         env.update(
             AWS_ACCESS_KEY_ID="testing",
@@ -156,7 +137,6 @@ def s3_env(tmp_path_factory):
         yield env, client
     finally:
         stop_process_group(proc)
-        log.close()
 
 
 def _sync(env, *args) -> subprocess.CompletedProcess:
