@@ -104,3 +104,9 @@ def task_run_states(flow_run_id) -> dict[str, str]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {r.name: r.state.name for r in runs}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, request):
+    """The deployed stack (servers.get_stack), one per session whichever module asks first."""
+    return servers.get_stack(tmp_path_factory, request)

@@ -103,8 +103,9 @@ def wait_for_flow_run(
 
 
 # ---------------------------------------------------------------------------------------------
-# One deployed stack per test session, shared by test_deployments.py and test_ui_browser.py:
-# server -> `plantcad-flows setup` -> a `local` worker -> one completed `zero-shot-eval/local` run.
+# One deployed stack per test session (the `stack` fixture in conftest.py), shared by
+# test_deployments.py, test_grid_flow.py and test_ui_browser.py: server -> `plantcad-flows setup`
+# from a snapshot of the working tree -> a `local` worker -> one `zero-shot-eval/local` run.
 
 _STACK: dict[str, Stack] = {}
 RUN_TIMEOUT_S = 600
@@ -148,11 +149,17 @@ def snapshot_repo(dest: Path) -> Path:
     return dest
 
 
-def run_setup(api_url: str, home: Path, **extra: str) -> subprocess.CompletedProcess:
+def run_setup(api_url: str, home: Path, checkout: Path = REPO, **extra: str) -> subprocess.CompletedProcess:
+    """`plantcad-flows setup` as run from `checkout`: the `local` deployment's runs work in that
+    checkout (its pull step's directory), so a test stack points it at its own snapshot and its
+    outputs never mix with this working tree's `outputs/` nor with an earlier session's."""
     cli = VENV_BIN / "plantcad-flows"
-    cmd = [str(cli), "setup"] if cli.exists() else [sys.executable, "-m", "deployments.setup"]
+    if checkout == REPO and cli.exists():
+        cmd = [str(cli), "setup"]
+    else:  # the checkout's own modules (sys.path[0] is the working directory under -m)
+        cmd = [sys.executable, "-m", "deployments.setup"]
     return subprocess.run(
-        cmd, cwd=REPO, env=client_env(api_url, home, **extra), capture_output=True, text=True, timeout=600
+        cmd, cwd=checkout, env=client_env(api_url, home, **extra), capture_output=True, text=True, timeout=600
     )
 
 
@@ -185,6 +192,7 @@ def get_stack(tmp_path_factory, request) -> Stack:
     setup = run_setup(
         api_url,
         home,
+        checkout=repo,
         HF_TOKEN=hf_token,
         PLANTCAD_FLOWS_REPO=str(repo),
         PLANTCAD_FLOWS_REF="main",

@@ -17,18 +17,12 @@ from servers import (
     completed_local_run,
     deployment_run,
     flow_run_logs,
-    get_stack,
     run_setup,
     stop,
     wait_for_flow_run,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory, request):
-    return get_stack(tmp_path_factory, request)
 
 
 def _deployments(stack) -> dict[str, dict]:
@@ -68,6 +62,7 @@ def test_setup_is_idempotent(stack):
     again = run_setup(
         stack.api_url,
         stack.tmp / "client-home",
+        checkout=stack.snapshot_repo,
         HF_TOKEN=stack.hf_token,
         PLANTCAD_FLOWS_REPO=str(stack.snapshot_repo),
         PLANTCAD_FLOWS_REF="main",
@@ -123,7 +118,9 @@ def test_local_deployment_completes_with_results(stack):
     table = next(a for a in artifacts if a["key"].startswith("zero-shot-results-"))["data"]
     rows = json.loads(table) if isinstance(table, str) else table
     assert len(rows) > 0
-    results = sorted((REPO / "outputs" / "deployments" / "runs" / run["name"]).glob("results.*"))
+    results = sorted(
+        (stack.snapshot_repo / "outputs" / "deployments" / "runs" / run["name"]).glob("results.*")
+    )
     assert results, f"no results files for run {run['name']}"
 
 

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from servers import api, completed_local_run, get_stack, stop
+from servers import api, completed_local_run, stop
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -113,11 +113,6 @@ class Browser:
             stop(self.proc)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory, request):
-    return get_stack(tmp_path_factory, request)
-
-
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian package chromium not installed")
 def test_results_artifact_in_the_ui(stack, tmp_path):
     run = completed_local_run(stack)
@@ -151,9 +146,14 @@ def test_results_artifact_in_the_ui(stack, tmp_path):
 
         browser.goto(f"{stack.ui_url}/artifacts/artifact/{curves['id']}")
         browser.wait_for_text("ROC / PR curves")
-        drawn = "[...document.images].filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 100).length"
-        deadline = time.monotonic() + 30
-        while (browser.eval(drawn) or 0) == 0 and time.monotonic() < deadline:
+        # every embedded PNG is asked to load (a lazy one below the fold would not) and counted once decoded
+        drawn = (
+            "(() => { const imgs = [...document.images].filter(i => i.src.startsWith('data:image/png'));"
+            " imgs.forEach(i => { i.loading = 'eager'; });"
+            " return imgs.filter(i => i.complete && i.naturalWidth > 100).length; })()"
+        )
+        deadline = time.monotonic() + 60
+        while (browser.eval(drawn) or 0) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert browser.eval(drawn) >= 2  # at least one cell's ROC and PR curves, decoded
     finally:
