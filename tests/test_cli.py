@@ -301,3 +301,37 @@ def test_bad_config_creates_no_flow_run_and_plan_shows_cached(
     assert [(r["model"], r["task"], r["split"]) for r in rows] == [("mlm", "tis_recovery", "test_maize")]
     assert rows[0]["num_examples"] == 16
     assert _count_flow_runs() == before + 2
+
+
+@pytest.mark.slow
+def test_a_run_resolves_its_identities_once(
+    prefect_server, small_models, synthetic_dir, tmp_path, monkeypatch
+):
+    """`eval` resolves before it starts the run (what cannot be resolved exits 2 with no flow run)
+    and hands that resolution to the run: the hub is asked and the data hashed once per command.
+    The hand-over serves one run only: a later run of the same config resolves afresh."""
+    import plantcad_flows.identity.resolve as resolve_mod
+    from plantcad_flows.cli import main
+
+    resolved: list[str] = []
+    real = resolve_mod.resolve
+
+    def counting(config):
+        resolved.append(config.models[0].name)
+        return real(config)
+
+    monkeypatch.setattr(resolve_mod, "resolve", counting)
+    cfg = eval_config(
+        small_models, synthetic_dir, tmp_path / "evals", tasks=(("tis_recovery", "test_maize"),)
+    )
+    cfg["models"] = cfg["models"][:1]
+    path = write_yaml(tmp_path / "one.yaml", cfg)
+
+    assert main(["eval", str(path)]) == 0
+    assert resolved == ["mlm"]  # the command's own resolve; the flow run took it over
+    assert resolve_mod._HANDED == {}
+
+    from flows.zero_shot_eval import zero_shot_eval
+
+    assert zero_shot_eval(load_config(path), return_state=True).is_completed()
+    assert resolved == ["mlm", "mlm"]  # nothing handed over: the run resolved by itself
