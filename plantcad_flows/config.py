@@ -47,6 +47,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_scoring_fields(where: str, entry: ModelConfig | CheckpointsConfig) -> None:
+    """What a model entry and a `checkpoints:` entry both declare about scoring: an MLM is scored
+    forward only, and the context is centre-cropped, so its length must be even."""
+    if entry.type == "mlm" and entry.motif_inference_mode != "fwd_only":
+        raise ValidationError(
+            f"{where}.motif_inference_mode",
+            entry.motif_inference_mode,
+            "only fwd_only is supported for type mlm",
+        )
+    if entry.context_length % 2:
+        raise ValidationError(f"{where}.context_length", entry.context_length, "must be even to centre-crop")
+
+
 class ModelConfig(_Strict):
     """A DNA language model, loaded through transformers' Auto classes."""
 
@@ -80,16 +93,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _mode_for_type(self) -> ModelConfig:
-        if self.type == "mlm" and self.motif_inference_mode != "fwd_only":
-            raise ValidationError(
-                "models[].motif_inference_mode",
-                self.motif_inference_mode,
-                "only fwd_only is supported for type mlm",
-            )
-        if self.context_length % 2:
-            raise ValidationError(
-                "models[].context_length", self.context_length, "must be even to centre-crop"
-            )
+        _check_scoring_fields("models[]", self)
         return self
 
     @model_validator(mode="after")
@@ -375,18 +379,7 @@ class CheckpointsConfig(_Strict):
 
     @model_validator(mode="after")
     def _model_fields(self) -> CheckpointsConfig:
-        if self.type == "mlm" and self.motif_inference_mode != "fwd_only":
-            raise ValidationError(
-                f"checkpoints[{self.label}].motif_inference_mode",
-                self.motif_inference_mode,
-                "only fwd_only is supported for type mlm",
-            )
-        if self.context_length % 2:
-            raise ValidationError(
-                f"checkpoints[{self.label}].context_length",
-                self.context_length,
-                "must be even to centre-crop",
-            )
+        _check_scoring_fields(f"checkpoints[{self.label}]", self)
         return self
 
     @property

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError as PydanticValidationError
 
 from plantcad_flows.benchmark.registry import TASKS, Family, all_task_splits
-from plantcad_flows.config import EvalConfig, ModelConfig, SamplingConfig, SplitConfig
+from plantcad_flows.config import CheckpointsConfig, EvalConfig, ModelConfig, SamplingConfig, SplitConfig
 from plantcad_flows.data.sequences import crop_plan
 from plantcad_flows.data.splits import prepare_split
 from plantcad_flows.errors import UnknownNameError, ValidationError
@@ -118,6 +118,20 @@ def test_empty_after_sampling():
 def test_unsupported_mode_or_type(kw, needle):
     with pytest.raises(PydanticValidationError) as e:
         ModelConfig(path="m", **kw)
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"motif_inference_mode": "rc_only"}, "checkpoints[run-7].motif_inference_mode='rc_only'"),
+        ({"context_length": 511}, "checkpoints[run-7].context_length=511: must be even"),
+        ({"type": "clm", "context_length": 513}, "checkpoints[run-7].context_length=513"),
+    ],
+)
+def test_checkpoints_entry_is_checked_like_a_model(kw, needle):
+    with pytest.raises(PydanticValidationError) as e:
+        CheckpointsConfig(path="runs/run-7", **kw)
     assert needle in str(e.value)
 
 

@@ -21,10 +21,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,7 +43,7 @@ from fault_harness import (
     wait_gone,
     watch,
 )
-from servers import client_env, stop
+from servers import client_env, start_moto, stop
 
 from plantcad_flows.cli.prefect_server import api_healthy
 from plantcad_flows.cluster.processes import free_port
@@ -302,7 +299,6 @@ def test_corrupt_files_are_detected_and_recomputed(clean, prefect_server, tmp_pa
 # ------------------------------------------------------------------ S3 outage
 
 
-MOTO = Path(sys.executable).parent / "moto_server"
 BUCKET = "plantcad-faults"
 
 
@@ -312,33 +308,17 @@ def s3_behind_proxy(tmp_path):
     take down and bring back: the endpoint goes away, the objects behind it stay."""
     import boto3
 
-    port = free_port()
-    log = open(tmp_path / "moto.log", "wb")
-    moto = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    direct, moto = start_moto(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2).close()
-                break
-            except OSError:
-                assert moto.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.2)
         creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", **creds).create_bucket(Bucket=BUCKET)
+        boto3.client("s3", endpoint_url=direct, **creds).create_bucket(Bucket=BUCKET)
+        port = int(direct.rsplit(":", 1)[1])
         proxy = TcpProxy(("127.0.0.1", port), free_port())
         proxy.start()
-        yield proxy, f"http://127.0.0.1:{port}"
+        yield proxy, direct
         proxy.stop()
     finally:
         stop(moto)
-        log.close()
 
 
 def test_s3_outage_fails_cells_cleanly_and_a_rerun_completes(

@@ -5,16 +5,10 @@ failing with a StorageError before any task run exists."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from conftest import eval_config, task_run_states
+from servers import start_moto, stop
 
 from plantcad_flows.config import EvalConfig
 from plantcad_flows.errors import StorageError
@@ -22,50 +16,14 @@ from plantcad_flows.errors import StorageError
 pytestmark = pytest.mark.slow
 
 BUCKET = "plantcad-evals"
-MOTO = Path(sys.executable).parent / "moto_server"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 for this module; the URL of its endpoint."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"moto_server did not answer on {url}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
+    url, proc = start_moto(tmp_path_factory.mktemp("moto"))
+    yield url
+    stop(proc)
 
 
 @pytest.fixture
