@@ -89,7 +89,10 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_free(port: int, host: str = LOOPBACK) -> bool:
+    """Nothing listens on `port`. Connections of a server that just stopped (TIME_WAIT) do not
+    count: a server binds with SO_REUSEADDR, as uvicorn does, so the port is free to it."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
