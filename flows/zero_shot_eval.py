@@ -85,7 +85,9 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
         "timings": ledger.timings(),
     }
     results, run = ledger.ordered(), get_run_context().flow_run
-    history = record_history(results, config.executor.prefix, run.name, str(run.id), config.metrics, plan)
+    history = record_history(
+        results, config.executor.prefix, run.name, str(run.id), config.metrics, plan, config.alerts
+    )
     trends = trend_report(results, config.executor.prefix, scope, plan)
     info |= {
         "regressions": history.lines,

@@ -268,6 +268,19 @@ class MetricsConfig(_Strict):
     seed: int = Field(default=0, description="Seed of the resampled example indices")
 
 
+class AlertsConfig(_Strict):
+    """When a newly scored cell counts as a regression (`plantcad.eval.regression`). Not part of
+    any cell's identity or cache key: it only decides what is alerted."""
+
+    min_drop: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Margin on the main metric (AUROC or accuracy): a regression is a drop whose whole "
+        "95% paired-bootstrap interval lies below -min_drop. 0: any drop beyond the noise",
+    )
+
+
 class ExecutorConfig(_Strict):
     prefix: str = DEFAULT_PREFIX
     locks: Literal["file", "redis"] = Field(
@@ -412,6 +425,7 @@ class EvalConfig(_Strict):
     compute: ComputeConfig = ComputeConfig()
     sampling: SamplingConfig = SamplingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     executor: ExecutorConfig = ExecutorConfig()
     ray: RayConfig = RayConfig()
     force: bool = Field(default=False, description="Recompute every step, ignoring caches")

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel
 
-from plantcad_flows.config import MetricsConfig
+from plantcad_flows.config import AlertsConfig, MetricsConfig
 from plantcad_flows.layout.storage import to_path
 from plantcad_flows.results.history import (
     family_of,
@@ -61,7 +61,13 @@ class TrendReport(BaseModel):
 
 @task(name="record-history", **_OPTIONS)
 def record_history(
-    results: list[CellResult], prefix: str, run_name: str, run_id: str, metrics: MetricsConfig, plan: str
+    results: list[CellResult],
+    prefix: str,
+    run_name: str,
+    run_id: str,
+    metrics: MetricsConfig,
+    plan: str,
+    alerts: AlertsConfig | None = None,
 ) -> HistoryUpdate:
     rows = history_rows(results, run_id, run_name, plan=plan)
     path = write_history(prefix, run_name, rows) if len(rows) else None
@@ -72,7 +78,8 @@ def record_history(
         newest = newest_result_time(history, [r.cell_key for r in results if r.cell_key])
         since = newest.strftime("%Y-%m-%d %H:%M UTC") if newest is not None else "never"
         logger.info("nothing new since %s: every cell came from cache", since)
-    found = find_regressions(results, history, metrics.bootstrap, metrics.seed)
+    min_drop = (alerts or AlertsConfig()).min_drop
+    found = find_regressions(results, history, metrics.bootstrap, metrics.seed, min_drop)
     payloads = [r.payload(metrics.bootstrap, metrics.seed) for r in found]
     for reg, payload in zip(found, payloads):
         logger.warning("regression: %s", reg.line())

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError as PydanticValidationError
 
 from plantcad_flows.cli import main as cli_main
 from plantcad_flows.layout.integrity import write_parquet_recorded
@@ -191,6 +192,36 @@ def test_regression_against_previous_and_best(tmp_path):
     better = _cell(tmp_path, "m@step-400", _scores(2.5, noise_seed=4), step=400)
     write_history(prefix, "sweep-2", history_rows([better], "s2", "sweep-2", T0 + dt.timedelta(hours=1)))
     assert find_regressions([better], read_history(prefix), 300, 0) == []
+
+
+def test_alerts_min_drop_is_a_margin_on_the_interval(tmp_path):
+    """`alerts.min_drop`: a drop counts only when its whole interval lies below -min_drop, so a
+    real but small drop is tolerated and a large one still alerts."""
+    prefix = str(tmp_path / "out")
+    good = _cell(tmp_path, "m@step-100", _scores(2.0), step=100)
+    worse = _cell(tmp_path, "m@step-200", _scores(0.3, noise_seed=2), step=200)
+    write_history(prefix, "sweep", history_rows([good, worse], "s", "sweep", T0))
+    history = read_history(prefix)
+    (reg,) = find_regressions([worse], history, 300, 0)
+    low, high = reg.main.difference.low, reg.main.difference.high
+    assert low < high < 0
+    # a margin just inside the interval's upper end: still a regression, and the alert says so
+    (kept,) = find_regressions([worse], history, 300, 0, min_drop=-high * 0.9)
+    assert kept.payload(300, 0)["min_drop"] == pytest.approx(-high * 0.9)
+    assert "beyond the margin" in kept.line() and kept.payload(300, 0)["comparisons"][0]["regression"]
+    # a margin the interval does not clear: tolerated
+    assert find_regressions([worse], history, 300, 0, min_drop=-high * 1.1) == []
+    assert find_regressions([worse], history, 300, 0, min_drop=-low + 0.01) == []
+
+
+def test_alerts_config_is_checked():
+    from plantcad_flows.config import AlertsConfig
+
+    assert AlertsConfig().min_drop == 0.0
+    with pytest.raises(PydanticValidationError):
+        AlertsConfig(min_drop=-0.01)
+    with pytest.raises(PydanticValidationError):
+        AlertsConfig(min_drop=0.01, margin=1)
 
 
 def test_nightly_regression_orders_by_time(tmp_path):

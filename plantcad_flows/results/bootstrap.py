@@ -244,7 +244,11 @@ class PairedDifference:
     @property
     def is_drop(self) -> bool:
         """A drop beyond the noise: the whole interval of the difference lies below zero."""
-        return self.high is not None and self.high < 0
+        return self.drops_beyond(0.0)
+
+    def drops_beyond(self, margin: float) -> bool:
+        """A drop larger than `margin` beyond the noise: the whole interval lies below -margin."""
+        return self.high is not None and self.high < -margin
 
 
 def aligned(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:

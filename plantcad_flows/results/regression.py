@@ -7,8 +7,9 @@ is compared, on its task's main metric, with
 * the best result so far of its family.
 Both comparisons are paired bootstraps of the difference on the same examples (the same
 resampled indices score both revisions; see `results.bootstrap`). A regression is a drop whose
-interval lies wholly below zero; a difference inside the noise is not one. A cell regresses at
-most once, whatever it regressed against, so an alert names each regressed cell once.
+interval lies wholly below -`min_drop` (the config's `alerts.min_drop`, 0 by default: below zero);
+a difference inside the noise, or one the margin tolerates, is not one. A cell regresses at most
+once, whatever it regressed against, so an alert names each regressed cell once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class Comparison:
     old_step: int | None
     old_cell_key: str
     difference: PairedDifference
+    min_drop: float = 0.0
+
+    @property
+    def regressed(self) -> bool:
+        return self.difference.drops_beyond(self.min_drop)
 
     def as_dict(self) -> dict[str, Any]:
         d = self.difference
@@ -50,7 +56,7 @@ class Comparison:
             "new_value": d.new,
             "difference": d.diff,
             "interval": [d.low, d.high],
-            "regression": d.is_drop,
+            "regression": self.regressed,
         }
 
 
@@ -89,6 +95,7 @@ class Regression:
             **{k: main[k] for k in ("against", "old_model", "old_revision", "old_step")},
             **{k: main[k] for k in ("old_value", "new_value", "difference", "interval")},
             "level": 0.95,
+            "min_drop": self.main.min_drop,
             "resamples": resamples,
             "seed": seed,
             "comparisons": [c.as_dict() for c in self.comparisons],
@@ -100,6 +107,7 @@ class Regression:
         return (
             f"{self.cell_id}: {self.metric} {d.old:.4f} -> {d.new:.4f} ({d.diff:+.4f}, 95% CI "
             f"[{d.low:+.4f}, {d.high:+.4f}]) against the {c.against} revision {c.old_model}"
+            + (f", beyond the margin {c.min_drop:g}" if c.min_drop else "")
         )
 
 
@@ -117,7 +125,7 @@ def _earlier(candidates: pd.DataFrame, step: int | None, first_seen: pd.Timestam
 
 
 def _compare(
-    result: CellResult, row: pd.Series, against: str, resamples: int, seed: int
+    result: CellResult, row: pd.Series, against: str, resamples: int, seed: int, min_drop: float
 ) -> Comparison | None:
     try:
         old = read_predictions(str(row["cell_dir"]))
@@ -135,10 +143,13 @@ def _compare(
         None if pd.isna(step) else int(step),
         str(row["cell_key"]),
         diff,
+        min_drop,
     )
 
 
-def compare_cell(result: CellResult, first: pd.DataFrame, resamples: int, seed: int) -> list[Comparison]:
+def compare_cell(
+    result: CellResult, first: pd.DataFrame, resamples: int, seed: int, min_drop: float = 0.0
+) -> list[Comparison]:
     """The cell against the previous revision and the best so far (one comparison if they are
     the same result); empty when its family has no earlier result on the same examples.
     `first` is the de-duplicated history (`history.deduplicated`)."""
@@ -157,16 +168,17 @@ def compare_cell(result: CellResult, first: pd.DataFrame, resamples: int, seed: 
         return []
     previous = earlier.iloc[-1]
     best = earlier.loc[earlier["value"].idxmax()]
-    out = [c for c in [_compare(result, previous, "previous", resamples, seed)] if c]
+    out = [c for c in [_compare(result, previous, "previous", resamples, seed, min_drop)] if c]
     if best["cell_key"] != previous["cell_key"]:
-        out += [c for c in [_compare(result, best, "best", resamples, seed)] if c]
+        out += [c for c in [_compare(result, best, "best", resamples, seed, min_drop)] if c]
     return out
 
 
 def find_regressions(
-    results: list[CellResult], history: pd.DataFrame, resamples: int, seed: int
+    results: list[CellResult], history: pd.DataFrame, resamples: int, seed: int, min_drop: float = 0.0
 ) -> list[Regression]:
-    """Regressed cells among those scored in this run (status `completed`), in result order."""
+    """Regressed cells among those scored in this run (status `completed`), in result order: a
+    drop whose interval lies wholly below -`min_drop`."""
     if resamples <= 0:
         return []
     found, first = [], deduplicated(history)
@@ -177,7 +189,7 @@ def find_regressions(
         value = r.metrics.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        drops = [c for c in compare_cell(r, first, resamples, seed) if c.difference.is_drop]
+        drops = [c for c in compare_cell(r, first, resamples, seed, min_drop) if c.regressed]
         if drops:
             found.append(
                 Regression(
