@@ -83,15 +83,18 @@ class Browser:
     def goto(self, url: str) -> None:
         self.call("Page.navigate", url=url)
 
-    def wait_for_text(self, text: str, timeout: float = 60) -> str:
+    def wait_for_text(self, *texts: str, timeout: float = 60) -> str:
+        """The page's text once it shows every one of `texts` (the UI renders lists and panels
+        progressively, so what is on the page one moment is not all there will be)."""
         deadline = time.monotonic() + timeout
         body = ""
         while time.monotonic() < deadline:
             body = self.eval("document.body ? document.body.innerText : ''") or ""
-            if text in body:
+            if all(t in body for t in texts):
                 return body
             time.sleep(0.5)
-        raise AssertionError(f"{text!r} not shown within {timeout}s; page text: {body[:1500]!r}")
+        missing = [t for t in texts if t not in body]
+        raise AssertionError(f"{missing!r} not shown within {timeout}s; page text: {body[:1500]!r}")
 
     def click_text(self, text: str) -> bool:
         js = (
@@ -134,14 +137,12 @@ def test_results_artifact_in_the_ui(stack, tmp_path):
         browser.wait_for_text(run["name"])
         browser.wait_for_text("Completed")
         assert browser.click_text("Artifacts")
-        body = browser.wait_for_text(results["key"])
-        assert summary["key"] in body
+        browser.wait_for_text(results["key"], summary["key"])
         run_shot = tmp_path / "flow-run.png"
         browser.screenshot(run_shot)
 
         browser.goto(f"{stack.ui_url}/artifacts/artifact/{results['id']}")
-        body = browser.wait_for_text(model)
-        assert results["key"] in body and "ci_low" in body
+        browser.wait_for_text(model, results["key"], "ci_low")
         browser.screenshot(tmp_path / "results-artifact.png")
 
         browser.goto(f"{stack.ui_url}/artifacts/artifact/{curves['id']}")
