@@ -121,8 +121,9 @@ def report_keys(results: list[CellResult], scope: str) -> dict[str, Any]:
 
 
 def publish_reports(results: list[CellResult], scope: str, trends: TrendReport) -> None:
-    """Curves (per task scored in this run), redrawn trend plots (one artifact each), the trend
-    index and the leaderboard; embedded PNGs, so the UI shows them without the files."""
+    """Curves (per task scored in this run), trends (per task with a redrawn plot: all of that
+    task's plots), the trend index and the leaderboard; embedded PNGs, so the UI shows them
+    without the files."""
     keys = report_keys(results, scope)
     for task_name, key in keys["curves"].items():
         cells = [r for r in results if r.task == task_name and r.plots]
@@ -130,13 +131,12 @@ def publish_reports(results: list[CellResult], scope: str, trends: TrendReport) 
             key=key, markdown=curves_markdown(task_name, cells), description=f"ROC / PR curves of {task_name}"
         )
     plots = [TrendPlot(**p) for p in trends.plots]
-    for p in plots:
-        if p.redrawn:
-            create_markdown_artifact(
-                key=artifact_key("trend", scope, p.task, p.split, p.metric),
-                markdown=trend_markdown(p),
-                description=f"trend of {p.metric} on {p.task} / {p.split}",
-            )
+    for task_name in sorted({p.task for p in plots if p.redrawn}):
+        create_markdown_artifact(
+            key=artifact_key("trend", scope, task_name),
+            markdown=trend_markdown(task_name, [p for p in plots if p.task == task_name]),
+            description=f"trends of {task_name}",
+        )
     if plots:
         create_markdown_artifact(
             key=keys["trends"],

@@ -100,8 +100,10 @@ def test_sweep_scores_only_new_checkpoints(prefect_server, synthetic_dir, tmp_pa
     png = prefix / "trends" / scope / "conservation_within_andropogoneae-test-auroc.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     arts = _artifacts(run2)
-    trend = arts[artifact_key("trend", scope, "conservation_within_andropogoneae", "test", "auroc")]
-    assert "data:image/png;base64," in trend.data and str(png) in trend.data
+    # one trend artifact per task, holding each of its split x metric plots
+    trend = arts[artifact_key("trend", scope, "conservation_within_andropogoneae")]
+    assert "## test / auroc" in trend.data and "## test / auprc" in trend.data
+    assert trend.data.count("data:image/png;base64,") == 2 and str(png) in trend.data
     assert artifact_key("leaderboard", scope) in arts and artifact_key("summary", scope) in arts
     assert arts[artifact_key("summary", scope)].data.count("run-7@step-4000") >= 1
 

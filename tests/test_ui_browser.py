@@ -96,6 +96,33 @@ class Browser:
         missing = [t for t in texts if t not in body]
         raise AssertionError(f"{missing!r} not shown within {timeout}s; page text: {body[:1500]!r}")
 
+    # Scroll every scrollable element of the page by `step` viewports; true if anything moved.
+    _SCROLL = (
+        "((step) => { let moved = false;"
+        " for (const el of [document.scrollingElement, ...document.querySelectorAll('*')]) {"
+        "   if (!el || el.scrollHeight <= el.clientHeight + 4) continue;"
+        "   const before = el.scrollTop;"
+        "   el.scrollTop = step === 0 ? 0 : before + el.clientHeight * step;"
+        "   if (el.scrollTop !== before) moved = true; }"
+        " return moved; })(%s)"
+    )
+
+    def find_by_scrolling(self, *texts: str, timeout: float = 90) -> None:
+        """Wait until each of `texts` has been on the page, scrolling down through lists the UI
+        renders virtually (only the rows in view exist), then scroll back to the top."""
+        deadline, seen = time.monotonic() + timeout, set()
+        while time.monotonic() < deadline:
+            body = self.eval("document.body ? document.body.innerText : ''") or ""
+            seen |= {t for t in texts if t in body}
+            if seen == set(texts):
+                self.eval(self._SCROLL % 0)
+                time.sleep(0.5)
+                return
+            if not self.eval(self._SCROLL % 0.7):  # at the bottom: start over (rows may still load)
+                self.eval(self._SCROLL % 0)
+            time.sleep(0.5)
+        raise AssertionError(f"{sorted(set(texts) - seen)!r} not shown within {timeout}s")
+
     def click_text(self, text: str) -> bool:
         js = (
             "(() => { const want = %s;"
@@ -134,10 +161,12 @@ def test_results_artifact_in_the_ui(stack, tmp_path):
     try:
         browser.call("Page.enable")
         browser.goto(f"{stack.ui_url}/runs/flow-run/{run['id']}")
-        browser.wait_for_text(run["name"])
-        browser.wait_for_text("Completed")
-        assert browser.click_text("Artifacts")
-        browser.wait_for_text(results["key"], summary["key"])
+        browser.wait_for_text(run["name"], "Completed")
+        deadline = time.monotonic() + 30
+        while not browser.click_text("Artifacts"):  # the tab may render after the run's header
+            assert time.monotonic() < deadline, "the flow run page has no Artifacts tab"
+            time.sleep(0.5)
+        browser.find_by_scrolling(results["key"], summary["key"])  # the list shows what is in view
         run_shot = tmp_path / "flow-run.png"
         browser.screenshot(run_shot)
 
@@ -153,10 +182,13 @@ def test_results_artifact_in_the_ui(stack, tmp_path):
             " imgs.forEach(i => { i.loading = 'eager'; });"
             " return imgs.filter(i => i.complete && i.naturalWidth > 100).length; })()"
         )
+        # as many as the artifact embeds: ROC and PR per cell, PR only where AUPRC is the metric (SV)
+        embedded = curves["data"].count("](data:image/png;base64,")
+        assert embedded >= 1
         deadline = time.monotonic() + 60
-        while (browser.eval(drawn) or 0) < 2 and time.monotonic() < deadline:
+        while (browser.eval(drawn) or 0) < embedded and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert browser.eval(drawn) >= 2  # at least one cell's ROC and PR curves, decoded
+        assert browser.eval(drawn) == embedded  # every curve of the artifact shown, decoded
     finally:
         browser.close()
 

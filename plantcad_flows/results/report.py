@@ -61,10 +61,17 @@ def curves_markdown(task: str, results: list[CellResult]) -> str:
     return "\n".join(lines)
 
 
-def trend_markdown(plot: TrendPlot) -> str:
-    data = to_path(plot.path).read_bytes()
-    title = f"{plot.task} / {plot.split} / {plot.metric}"
-    return f"# Trend: {title}\n\n" + image_markdown(title, data, plot.path)
+def trend_markdown(task: str, plots: list[TrendPlot]) -> str:
+    """Every trend plot of one task (each split and metric), embedded: one artifact per task, as
+    for the curves, so a run's artifact list stays short however many splits it has."""
+    lines = [f"# Trends: {task}", ""]
+    for p in plots:
+        path = to_path(p.path)
+        if not path.exists():
+            continue
+        title = f"{p.split} / {p.metric}"
+        lines += [f"## {title}", "", image_markdown(f"{task} / {title}", path.read_bytes(), p.path)]
+    return "\n".join(lines)
 
 
 def trends_index_markdown(plots: list[TrendPlot], scope: str, directory: str) -> str:
@@ -73,12 +80,12 @@ def trends_index_markdown(plots: list[TrendPlot], scope: str, directory: str) ->
         "# Trends",
         "",
         f"Value against checkpoint step (sweeps) or date (nightly), 95% bootstrap bands. "
-        f"PNG files under `{directory}`; each plot is embedded in its own artifact.",
+        f"PNG files under `{directory}`; each task's plots are embedded in one artifact.",
         "",
         "| task | split | metric | artifact | file |",
         "|---|---|---|---|---|",
     ]
     for p in plots:
-        key = artifact_key("trend", scope, p.task, p.split, p.metric)
+        key = artifact_key("trend", scope, p.task)
         lines.append(f"| {p.task} | {p.split} | {p.metric} | `{key}` | `{p.path}` |")
     return "\n".join(lines) + "\n"
