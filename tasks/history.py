@@ -67,7 +67,7 @@ def record_history(
     run_id: str,
     metrics: MetricsConfig,
     plan: str,
-    alerts: AlertsConfig | None = None,
+    alerts: AlertsConfig = AlertsConfig(),
 ) -> HistoryUpdate:
     rows = history_rows(results, run_id, run_name, plan=plan)
     path = write_history(prefix, run_name, rows) if len(rows) else None
@@ -78,8 +78,7 @@ def record_history(
         newest = newest_result_time(history, [r.cell_key for r in results if r.cell_key])
         since = newest.strftime("%Y-%m-%d %H:%M UTC") if newest is not None else "never"
         logger.info("nothing new since %s: every cell came from cache", since)
-    min_drop = (alerts or AlertsConfig()).min_drop
-    found = find_regressions(results, history, metrics.bootstrap, metrics.seed, min_drop)
+    found = find_regressions(results, history, metrics.bootstrap, metrics.seed, alerts.min_drop)
     payloads = [r.payload(metrics.bootstrap, metrics.seed) for r in found]
     for reg, payload in zip(found, payloads):
         logger.warning("regression: %s", reg.line())

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -239,8 +240,7 @@ def test_planted_secrets_appear_nowhere(tmp_path, moto, synthetic_dir, small_mod
         )
 
         # a deployment run: the worker resolves the keys from the blocks and writes to S3
-        worker_env = client_env(api_url, home, PYTHONPATH=str(clone))
-        worker = start_worker("local", worker_env, tmp_path / "worker.log", cwd=tmp_path)
+        worker = start_worker("local", env, tmp_path / "worker.log", cwd=tmp_path)
         procs.append(worker)
         cfg = eval_config(
             small_models,
@@ -250,11 +250,7 @@ def test_planted_secrets_appear_nowhere(tmp_path, moto, synthetic_dir, small_mod
         )
         cfg["models"] = cfg["models"][:1]
 
-        class _Stack:  # what servers.deployment_run needs
-            pass
-
-        stack = _Stack()
-        stack.tmp, stack.env = tmp_path, worker_env
+        stack = SimpleNamespace(tmp=tmp_path, env=env)  # what servers.deployment_run needs
         run_id = deployment_run(stack, "zero-shot-eval/local", "--params", json.dumps({"config": cfg}))
         run = wait_for_flow_run(api_url, run_id, 600, alive=[worker])
         printed["worker"] = (tmp_path / "worker.log").read_text(errors="replace")

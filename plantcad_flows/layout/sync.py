@@ -35,7 +35,8 @@ from typing import Any
 
 import fsspec
 
-from plantcad_flows.layout.storage import is_local, storage_options
+from plantcad_flows.identity import remote
+from plantcad_flows.identity.remote import hf_token, is_local
 
 _CHUNK = 8 * 2**20
 # Part sizes of multipart uploads whose ETags we can recompute: s3fs (50 MiB), AWS CLI (8 MiB).
@@ -93,7 +94,7 @@ def filesystem(url: str) -> tuple[Any, str]:
     if is_local(url):
         path = url.split("://", 1)[1] if "://" in url else url
         return fsspec.filesystem("file"), os.path.abspath(path)
-    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
+    fs, path = remote.filesystem(url)
     return fs, path.rstrip("/")
 
 
@@ -229,7 +230,7 @@ def _hf_commit(dst: Tree, entries: Iterable[Entry]) -> None:
         groups.setdefault(key, []).append(
             CommitOperationAdd(path_in_repo=resolved.path_in_repo, path_or_fileobj=entry.path)
         )
-    api = HfApi(token=storage_options(dst.url).get("token"))
+    api = HfApi(token=hf_token())
     for (repo_type, repo_id, revision), ops in groups.items():
         api.create_commit(
             repo_id=repo_id,
