@@ -23,8 +23,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from plantcad_flows.benchmark.registry import Family  # noqa: E402
+from plantcad_flows.families import get_family  # noqa: E402
 from plantcad_flows.results.bootstrap import cell_intervals, paired_difference  # noqa: E402
+
+CONSERVATION = get_family("evolutionary_conservation")
+MOTIF = get_family("motif_recovery")
 
 TINY_MLM = Path(__file__).resolve().parents[1] / "plantcad_flows" / "assets" / "models" / "tiny-mlm"
 
@@ -90,10 +93,10 @@ def main() -> int:
     cls, motif = classification_frame(n, 0), motif_frame(n)
     # the other revision: the same examples (paired), scored a little differently
     other = cls.assign(score=cls["score"] + np.random.default_rng(2).normal(0, 0.3, n))
-    assert paired_difference(Family.CONSERVATION, "auroc", cls, other, 10, 0) is not None
-    t_cls = timed(lambda: cell_intervals(Family.CONSERVATION, cls, b, 0), args.repeats)
-    t_motif = timed(lambda: cell_intervals(Family.MOTIF, motif, b, 0), args.repeats)
-    t_pair = timed(lambda: paired_difference(Family.CONSERVATION, "auroc", cls, other, b, 0), args.repeats)
+    assert paired_difference(CONSERVATION, "auroc", cls, other, 10, 0) is not None
+    t_cls = timed(lambda: cell_intervals(CONSERVATION, cls, b, 0), args.repeats)
+    t_motif = timed(lambda: cell_intervals(MOTIF, motif, b, 0), args.repeats)
+    t_pair = timed(lambda: paired_difference(CONSERVATION, "auroc", cls, other, b, 0), args.repeats)
     print(f"bootstrap, {n:,} examples x {b:,} resamples (median of {args.repeats}):")
     print(f"  classification cell (AUROC + AUPRC intervals): {t_cls:8.3f} s")
     print(f"  motif cell (token + motif accuracy intervals): {t_motif:8.3f} s")

@@ -16,18 +16,20 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from plantcad_flows.benchmark.registry import (
+from plantcad_flows.errors import UnknownNameError, ValidationError
+from plantcad_flows.families import (
     BENCHMARK_REPO_ID,
     DEFAULT_SV_FLANKING,
     NATIVE_SEQ_LENGTH,
-    Family,
-    TaskSpec,
-    centred_mask,
+    TaskDef,
+    TaskFamily,
+    builtin_tasks,
+    get_family,
     get_task,
+    task_registry,
 )
-from plantcad_flows.errors import UnknownNameError, ValidationError
 
 ModelType = Literal["mlm", "clm"]
 MotifMode = Literal["fwd_only", "rc_only", "fwd_rc_avg"]
@@ -139,11 +141,18 @@ class SplitOverrides(_Strict):
 
 
 class SplitConfig(_Strict):
-    """One split of one benchmark task, from the HF dataset repo or from parquet at a path."""
+    """One split of one task (built-in or from a `task_files:` file), from its dataset repo or
+    from parquet at a path. Fields left out take the task definition's defaults."""
 
+    # First, so that the task's own check below can see whether a definition came with it.
+    definition: TaskDef | None = Field(
+        default=None,
+        description="The task's definition, filled in from the task registry when the config is "
+        "loaded (so a run elsewhere needs no task file); you never write it",
+    )
     task: str
     split: str
-    repo_id: str = BENCHMARK_REPO_ID
+    repo_id: str | None = Field(default=BENCHMARK_REPO_ID, description="Dataset repo; default: the task's")
     revision: str | None = Field(
         default=None,
         description="Branch, tag or commit of the dataset repo (hub id, or a local git clone); "
@@ -155,48 +164,68 @@ class SplitConfig(_Strict):
     seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
     overrides: SplitOverrides = SplitOverrides()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_definition(cls, data: object) -> object:
+        if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+            return data
+        definition = data.get("definition")
+        if definition is None:
+            definition = builtin_tasks().get(data["task"])
+            if definition is None:
+                return data  # unknown: the task field's own check says so, naming the field
+        elif isinstance(definition, dict):
+            definition = TaskDef.model_validate(definition)
+        if definition.name != data["task"]:
+            raise ValidationError(
+                f"splits[{data['task']}].definition.name", definition.name, "is another task"
+            )
+        out = {"definition": definition, **{k: v for k, v in data.items() if k != "definition"}}
+        out.setdefault("repo_id", definition.dataset.repo)
+        out.setdefault("seq_column", definition.columns.sequence)
+        out.setdefault("label_column", definition.columns.label)
+        out.setdefault("seq_length", definition.seq_length)
+        return out
+
     @field_validator("task")
     @classmethod
-    def _task(cls, v: str) -> str:
-        get_task(v, field="splits[].task")
+    def _task(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("definition") is None:
+            get_task(v, field="splits[].task")  # raises, with the closest name
         return v
 
     @model_validator(mode="after")
     def _split_and_masks(self) -> SplitConfig:
-        spec = self.spec
-        if self.split not in spec.splits:
-            raise UnknownNameError(f"splits[{self.task}].split", self.split, spec.splits)
+        task = self.definition
+        if self.split not in task.splits:
+            raise UnknownNameError(f"splits[{self.task}].split", self.split, task.splits)
+        if not self.path and not self.repo_id:
+            raise ValidationError(
+                f"splits[{self.key}].path",
+                None,
+                f"task {self.task} names no dataset repo; give the split a path",
+            )
         if self.seq_length % 2:
             raise ValidationError(
                 f"splits[{self.task}].seq_length", self.seq_length, "must be even to centre-crop"
             )
-        if spec.family != Family.STRUCTURAL_VARIANT:
-            check_mask_positions(
-                f"splits[{self.task}].overrides.mask_token_indexes", self.mask_positions, self.seq_length
-            )
+        self.family.check_split(self)
         return self
 
     @property
-    def spec(self) -> TaskSpec:
-        return get_task(self.task)
-
-    @property
-    def family(self) -> Family:
-        return self.spec.family
+    def family(self) -> TaskFamily:
+        return get_family(self.definition.family)
 
     @property
     def mask_positions(self) -> tuple[int, ...]:
-        """Masked positions in the uncropped sequence (0-based)."""
-        if self.overrides.mask_token_indexes is not None:
-            return tuple(self.overrides.mask_token_indexes)
-        if self.spec.family == Family.STRUCTURAL_VARIANT:
-            return ()
-        k = self.overrides.motif_len or self.spec.num_masks
-        return centred_mask(k, self.seq_length)
+        """Masked positions in the uncropped sequence (0-based); () for a family that reads none."""
+        return self.family.mask_positions(self)
 
     @property
     def flanking(self) -> int:
-        return self.overrides.flanking or DEFAULT_SV_FLANKING
+        # Families that read no flanks still report the default: it has always entered the cell
+        # key, and keys made before task files must stay valid.
+        return self.overrides.flanking or self.definition.flanking or DEFAULT_SV_FLANKING
 
     @property
     def source(self) -> str:
@@ -204,25 +233,13 @@ class SplitConfig(_Strict):
         return self.path if self.path else f"hf-dataset:{self.repo_id}"
 
     @property
+    def dataset_config(self) -> str:
+        """The dataset repo's config holding this task."""
+        return self.definition.dataset_config
+
+    @property
     def key(self) -> str:
         return f"{self.task}/{self.split}"
-
-
-def check_mask_positions(field: str, positions: tuple[int, ...], seq_length: int) -> None:
-    """Masks must be distinct, in range and centred: equal margins on each side, +/-1."""
-    if not positions:
-        raise ValidationError(field, list(positions), "at least one mask position is required")
-    if sorted(set(positions)) != list(positions):
-        raise ValidationError(field, list(positions), "positions must be distinct and ascending")
-    if positions[0] < 0 or positions[-1] >= seq_length:
-        raise ValidationError(field, list(positions), f"out of range for length {seq_length}")
-    left, right = positions[0], seq_length - 1 - positions[-1]
-    if abs(left - right) > 1:
-        raise ValidationError(
-            field,
-            list(positions),
-            f"not centred in a {seq_length}-bp sequence (margins {left} and {right})",
-        )
 
 
 class ComputeConfig(_Strict):
@@ -417,6 +434,10 @@ class CheckpointsConfig(_Strict):
 class EvalConfig(_Strict):
     """Everything an evaluation needs. It is the zero-shot-eval flow's parameter."""
 
+    task_files: list[str] = Field(
+        default_factory=list,
+        description="YAML task files whose tasks `splits:` may use beside the built-in PlantCAD2 set",
+    )
     models: list[ModelConfig] = Field(default_factory=list)
     checkpoints: list[CheckpointsConfig] = Field(
         default_factory=list, description="Training runs whose checkpoints are discovered at plan time"
@@ -430,6 +451,21 @@ class EvalConfig(_Strict):
     ray: RayConfig = RayConfig()
     force: bool = Field(default=False, description="Recompute every step, ignoring caches")
     only: str | None = Field(default=None, description="Regex; run only cells whose id matches")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_definitions(cls, data: object) -> object:
+        """Splits of tasks from `task_files` get their definitions here, before they validate."""
+        if not isinstance(data, dict) or not data.get("task_files"):
+            return data
+        tasks = task_registry(list(data["task_files"]))
+        splits = [
+            {**s, "definition": get_task(s["task"], "splits[].task", tasks)}
+            if isinstance(s, dict) and isinstance(s.get("task"), str) and s.get("definition") is None
+            else s
+            for s in data.get("splits") or []
+        ]
+        return {**data, "splits": splits}
 
     @model_validator(mode="after")
     def _unique(self) -> EvalConfig:
@@ -452,30 +488,17 @@ class EvalConfig(_Strict):
                 re.compile(self.only)
             except re.error as e:
                 raise ValidationError("only", self.only, f"invalid regex: {e}") from None
-        lengths = [(f"models[{m.label}]", m.context_length) for m in self.models]
-        lengths += [(f"checkpoints[{c.label}]", c.context_length) for c in self.checkpoints]
-        for field, context_length in lengths:
+        entries = [(f"models[{m.label}]", m) for m in self.models]
+        entries += [(f"checkpoints[{c.label}]", c) for c in self.checkpoints]
+        for field, entry in entries:
             for s in self.splits:
-                if context_length < s.seq_length and s.family != Family.STRUCTURAL_VARIANT:
-                    trim = (s.seq_length - context_length) // 2
-                    shifted = tuple(p - trim for p in s.mask_positions)
-                    if shifted[0] < 0 or shifted[-1] >= context_length:
-                        raise ValidationError(
-                            f"{field}.context_length",
-                            context_length,
-                            f"crop removes the masks of {s.key}",
-                        )
+                s.family.check_model(field, entry, s)
         return self
 
 
 def unsupported_reason(model: ModelConfig, split: SplitConfig) -> str | None:
     """Why the (model, split) cell cannot be scored, else None."""
-    if model.type == "clm" and split.family == Family.STRUCTURAL_VARIANT:
-        return (
-            "structural-variant effect has no published definition for causal LMs "
-            "(the PlantCAD2 score uses bidirectional per-position probabilities)"
-        )
-    return None
+    return split.family.unsupported_reason(model.type)
 
 
 def load_config(path: str | Path, **overrides: object) -> EvalConfig:
@@ -489,4 +512,11 @@ def load_config(path: str | Path, **overrides: object) -> EvalConfig:
     if not isinstance(data, dict):
         raise ValidationError("config", str(path), "top level must be a mapping")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(data.get("task_files"), list):
+        # relative task files are found beside the config, as a user reading it would expect
+        here = Path(path).resolve().parent
+        data["task_files"] = [
+            str(here / f) if isinstance(f, str) and "://" not in f and not Path(f).is_absolute() else f
+            for f in data["task_files"]
+        ]
     return EvalConfig.model_validate(data)

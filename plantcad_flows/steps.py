@@ -18,7 +18,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from plantcad_flows.benchmark.registry import Family
 from plantcad_flows.errors import CellFailedError, CorruptFileError
 from plantcad_flows.layout.integrity import (
     invalidate_shard,
@@ -248,25 +247,25 @@ def finalize_cell(
 
 
 def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d) -> CellResult:
-    from plantcad_flows.results.metrics import compute_metrics
     from plantcad_flows.results.plots import curve_pngs
 
     examples = read_examples(prepared)
     ordered = sorted(shards, key=lambda s: s.index)
     merged = merge_shards([_read_shard(s) for s in ordered], examples["row_index"])
     notes: list[str] = []
-    metrics = compute_metrics(cell.split.family, merged, notes)
+    family = cell.split.family
+    metrics = family.metrics_of(merged, notes)
     metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
     invalidate_step(d)  # rewriting: the old marker must not vouch for the new files
     predictions = write_parquet_recorded(d / PREDICTIONS, merged)
     write_json_atomic(d / METRICS, {"metrics": metrics, "notes": notes})
     plots: list[str] = []
-    if cell.split.family != Family.MOTIF:
+    if family.curves:
         pngs = curve_pngs(
             merged["label"].to_numpy(),
             merged["score"].to_numpy(),
             f"{cell.model.label}\n{cell.split.task} - split {cell.split.split}",  # fits the figure's width
-            with_roc=cell.split.family != Family.STRUCTURAL_VARIANT,
+            with_roc="roc" in family.curves,
         )
         for name, data in pngs.items():
             write_bytes_atomic(d / "plots" / name, data)

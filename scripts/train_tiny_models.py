@@ -39,9 +39,14 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from plantcad_flows.benchmark import genome as genome
-from plantcad_flows.benchmark.registry import TASKS, Family
 from plantcad_flows.benchmark.synthetic import ASSETS_MODELS, build_split
+from plantcad_flows.families import builtin_tasks, get_family
+from plantcad_flows.families import genome as genome
+
+TASKS = builtin_tasks()
+CONSERVATION = get_family("evolutionary_conservation")
+MOTIF = get_family("motif_recovery")
+CORE_NONCORE = get_family("core_noncore_classification")
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = {tok: i for i, tok in enumerate(SPECIAL + list("acgtn"))}
@@ -220,7 +225,7 @@ def quick_check(model, which: str, n: int = 100) -> dict[str, float]:
     trim = (length - CONTEXT) // 2
     result = {}
     for task, spec in TASKS.items():
-        if spec.family not in (Family.CONSERVATION, Family.MOTIF, Family.CORE_NONCORE):
+        if spec.family_object not in (CONSERVATION, MOTIF, CORE_NONCORE):
             continue
         split = spec.splits[0]
         frame = build_split(task, split, seed=123, n_examples=n, seq_length=length)
@@ -232,7 +237,7 @@ def quick_check(model, which: str, n: int = 100) -> dict[str, float]:
         true = np.searchsorted(np.frombuffer(b"ACGT", np.uint8), arr[:, pos]).clip(0, 3)
         valid = np.isin(arr[:, pos], np.frombuffer(b"ACGT", np.uint8))
         p_true = np.take_along_axis(probs, true[..., None], -1)[..., 0] * valid
-        if spec.family == Family.MOTIF:
+        if spec.family_object == MOTIF:
             ok = (probs.argmax(-1) == true) & valid
             keep = valid.all(1)
             result[f"{task}/motif_accuracy"] = float(ok[keep].all(1).mean())

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from plantcad_flows.benchmark.registry import Family
+from plantcad_flows.families import get_family
 from plantcad_flows.results.bootstrap import (
-    MetricInputs,
     ap_replicates,
     auroc_replicates,
     cell_intervals,
@@ -21,8 +20,14 @@ from plantcad_flows.results.bootstrap import (
     percentile_interval,
     ratio_replicates,
     ratio_stderr,
+    replicates,
     resample_indices,
+    stderrs,
 )
+
+CONSERVATION = get_family("evolutionary_conservation")
+MOTIF = get_family("motif_recovery")
+STRUCTURAL_VARIANT = get_family("structural_variant_effect")
 
 # scikit-learn's own example: AUROC 0.75, AP 0.8333
 SCORES = np.array([0.1, 0.4, 0.35, 0.8])
@@ -51,13 +56,11 @@ def test_hand_checked_resamples_and_interval():
     assert auroc[0] == pytest.approx(1 / 3) and np.isnan(auroc[1]) and auroc[2] == 1.0
     assert ap[0] == pytest.approx(5 / 6) and np.isnan(ap[1]) and ap[2] == 1.0
     # percentile interval of the defined replicates (linear interpolation between 1/3 and 1)
-    intervals = cell_intervals(Family.CONSERVATION, _classification_frame(SCORES, LABELS), 3, 0)
+    intervals = cell_intervals(CONSERVATION, _classification_frame(SCORES, LABELS), 3, 0)
     assert intervals["auroc"] == pytest.approx([1 / 3 + 0.025 * 2 / 3, 1 / 3 + 0.975 * 2 / 3])
     assert intervals["auprc"] == pytest.approx([5 / 6 + 0.025 / 6, 5 / 6 + 0.975 / 6])
     # the structural-variant task reports AUPRC only
-    assert set(cell_intervals(Family.STRUCTURAL_VARIANT, _classification_frame(SCORES, LABELS), 3, 0)) == {
-        "auprc"
-    }
+    assert set(cell_intervals(STRUCTURAL_VARIANT, _classification_frame(SCORES, LABELS), 3, 0)) == {"auprc"}
 
 
 def test_ties_get_half_credit():
@@ -122,8 +125,8 @@ def _motif_frame(correct_rows: list[list[bool]]) -> pd.DataFrame:
 
 def test_accuracy_standard_errors_and_intervals():
     frame = _motif_frame([[True, True], [True, True], [True, True], [True, False]])
-    inputs = MetricInputs.from_predictions(Family.MOTIF, frame)
-    se = inputs.stderrs()
+    inputs = MOTIF.metric_inputs(frame)
+    se = stderrs(inputs)
     # motif accuracy 3/4 over 4 examples: binomial sqrt(p (1-p) / n)
     assert se["motif_accuracy"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
     # token accuracy 7/8, examples as clusters: sqrt(sum (c_i - p v_i)^2) / sum v_i
@@ -131,7 +134,7 @@ def test_accuracy_standard_errors_and_intervals():
     assert se["token_accuracy"] == pytest.approx(np.sqrt(3 * (2 - 2 * p) ** 2 + (1 - 2 * p) ** 2) / 8)
     assert ratio_stderr(np.array([0]), np.array([0])) is None
     idx = resample_indices(4, 50, 1)
-    reps = inputs.replicates(idx)
+    reps = replicates(inputs, idx)
     for b, rows in enumerate(idx):
         c = np.array([[1, 1], [1, 1], [1, 1], [1, 0]])[rows]
         assert reps["token_accuracy"][b] == pytest.approx(c.sum() / c.size)
@@ -144,20 +147,20 @@ def test_interval_shrinks_as_n_grows():
         rng = np.random.default_rng(0)
         labels = rng.integers(0, 2, n)
         scores = labels + rng.normal(0, 1.5, n)  # a fixed, modest effect
-        interval = cell_intervals(Family.CONSERVATION, _classification_frame(scores, labels), 400, 0)
+        interval = cell_intervals(CONSERVATION, _classification_frame(scores, labels), 400, 0)
         widths.append(interval["auroc"][1] - interval["auroc"][0])
     assert widths[0] > widths[1] > widths[2] > 0
     assert widths[0] / widths[2] > 5  # roughly sqrt(100) = 10
 
 
-@pytest.mark.parametrize("family", [Family.CONSERVATION, Family.STRUCTURAL_VARIANT, Family.MOTIF])
+@pytest.mark.parametrize("family", [CONSERVATION, STRUCTURAL_VARIANT, MOTIF])
 def test_paired_interval_of_a_model_with_itself_is_exactly_zero(family):
     rng = np.random.default_rng(5)
-    if family == Family.MOTIF:
+    if family == MOTIF:
         frame = _motif_frame(rng.random((60, 2)) > 0.4)
     else:
         frame = _classification_frame(rng.random(60), rng.integers(0, 2, 60))
-    metric = "motif_accuracy" if family == Family.MOTIF else "auprc"
+    metric = "motif_accuracy" if family == MOTIF else "auprc"
     shuffled = frame.sample(frac=1.0, random_state=1)  # row order does not matter, row_index does
     d = paired_difference(family, metric, frame, shuffled, 500, 0)
     assert (d.low, d.high) == (0.0, 0.0) and d.diff == 0.0 and not d.is_drop
@@ -170,13 +173,13 @@ def test_paired_difference_tells_a_drop_from_noise():
     old = _classification_frame(good, labels)
     worse = _classification_frame(rng.random(400), labels)
     noisy = _classification_frame(good + rng.normal(0, 0.02, 400), labels)
-    drop = paired_difference(Family.CONSERVATION, "auroc", old, worse, 500, 0)
+    drop = paired_difference(CONSERVATION, "auroc", old, worse, 500, 0)
     assert drop.diff < -0.2 and drop.high < 0 and drop.is_drop
     assert drop.old == pytest.approx(roc_auc_score(labels, good))  # point values: the protocol's
-    same = paired_difference(Family.CONSERVATION, "auroc", old, noisy, 500, 0)
+    same = paired_difference(CONSERVATION, "auroc", old, noisy, 500, 0)
     assert same.low < 0 < same.high and not same.is_drop
     # different examples cannot be paired
-    assert paired_difference(Family.CONSERVATION, "auroc", old, old.iloc[:-1], 100, 0) is None
+    assert paired_difference(CONSERVATION, "auroc", old, old.iloc[:-1], 100, 0) is None
 
 
 def test_resampling_settings_key_the_metrics_step_only(tmp_path):

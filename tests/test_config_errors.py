@@ -6,20 +6,26 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError as PydanticValidationError
 
-from plantcad_flows.benchmark.registry import TASKS, Family, all_task_splits
 from plantcad_flows.config import CheckpointsConfig, EvalConfig, ModelConfig, SamplingConfig, SplitConfig
-from plantcad_flows.data.sequences import crop_plan
 from plantcad_flows.data.splits import prepare_split
 from plantcad_flows.errors import UnknownNameError, ValidationError
+from plantcad_flows.families import all_task_splits, builtin_tasks, get_family
+from plantcad_flows.sequences import crop_plan
+
+TASKS = builtin_tasks()
+CONSERVATION = get_family("evolutionary_conservation")
+MOTIF = get_family("motif_recovery")
+CORE_NONCORE = get_family("core_noncore_classification")
+STRUCTURAL_VARIANT = get_family("structural_variant_effect")
 
 
 def test_registry_defaults():
     assert len(TASKS) == 12 and len(all_task_splits()) == 3 + 8 * 2 + 1
-    fam = {name: t.family for name, t in TASKS.items()}
-    assert sum(f == Family.CONSERVATION for f in fam.values()) == 3
-    assert sum(f == Family.MOTIF for f in fam.values()) == 4
-    assert sum(f == Family.CORE_NONCORE for f in fam.values()) == 4
-    assert fam["structural_variant_effect_prediction"] == Family.STRUCTURAL_VARIANT
+    fam = {name: t.family_object for name, t in TASKS.items()}
+    assert sum(f == CONSERVATION for f in fam.values()) == 3
+    assert sum(f == MOTIF for f in fam.values()) == 4
+    assert sum(f == CORE_NONCORE for f in fam.values()) == 4
+    assert fam["structural_variant_effect_prediction"] == STRUCTURAL_VARIANT
     assert TASKS["conservation_within_poaceae_tis"].mask_positions == (4095,)
     assert TASKS["donor_recovery"].mask_positions == (4095, 4096)
     assert TASKS["tts_core_noncore_classification"].mask_positions == (4094, 4095, 4096)
@@ -96,7 +102,11 @@ def test_missing_columns(columns, field, value):
 def test_missing_sv_columns():
     raw = pd.DataFrame({"RefSeq": ["ACGTACGT"], "label": [0]})
     with pytest.raises(ValidationError) as e:
-        prepare_split(split("structural_variant_effect_prediction"), SamplingConfig(), raw=raw)
+        prepare_split(
+            split("structural_variant_effect_prediction", overrides={"flanking": 2}),
+            SamplingConfig(),
+            raw=raw,
+        )
     one_line(e.value, "'MutSeq'", "column missing")
 
 
@@ -151,7 +161,9 @@ def test_bad_labels_and_sv_coordinates():
         {"RefSeq": ["ACGTACGT"], "MutSeq": ["ACGTACGT"], "left": [5], "right": [3], "label": [1]}
     )
     with pytest.raises(ValidationError) as e:
-        prepare_split(split("structural_variant_effect_prediction"), SamplingConfig(), raw=sv)
+        prepare_split(
+            split("structural_variant_effect_prediction", overrides={"flanking": 2}), SamplingConfig(), raw=sv
+        )
     one_line(e.value, "left/right=(5, 3)")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from plantcad_flows.config import SamplingConfig, SplitConfig
-from plantcad_flows.data.splits import NO_LABEL, prepare_split, sample_indices
+from plantcad_flows.data.splits import prepare_split, sample_indices
+from plantcad_flows.families import NO_LABEL
 
 L = 16
 

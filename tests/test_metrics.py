@@ -8,14 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plantcad_flows.benchmark.registry import Family
-from plantcad_flows.results.metrics import (
-    compute_metrics,
+from plantcad_flows.families import get_family
+from plantcad_flows.families.measures import (
     motif_metrics,
     reference_scores,
     sv_scores,
     true_base_probs,
 )
+
+CONSERVATION = get_family("evolutionary_conservation")
+MOTIF = get_family("motif_recovery")
+CORE_NONCORE = get_family("core_noncore_classification")
+STRUCTURAL_VARIANT = get_family("structural_variant_effect")
 
 
 def b(*rows: str) -> np.ndarray:
@@ -26,7 +30,7 @@ def test_auroc_auprc_counts_by_hand():
     # Sorted by score: + - + - -. AUROC: positive pairs won 3 + 2 of 6 = 5/6.
     # AP: recall 0.5 at precision 1, recall 1 at precision 2/3 -> 0.5*1 + 0.5*2/3 = 5/6.
     frame = pd.DataFrame({"score": [0.9, 0.8, 0.7, 0.6, 0.5], "label": [1, 0, 1, 0, 0]})
-    m = compute_metrics(Family.CONSERVATION, frame)
+    m = CONSERVATION.metrics_of(frame)
     assert m["auroc"] == pytest.approx(5 / 6)
     assert m["auprc"] == pytest.approx(5 / 6)
     assert (m["num_examples"], m["num_positive_examples"], m["num_negative_examples"]) == (5, 2, 3)
@@ -38,24 +42,24 @@ def test_auprc_with_ties_by_hand():
     # recall 0.5 at precision 1/2, recall 1 at precision 2/3 -> 0.5*0.5 + 0.5*2/3 = 7/12.
     # AUROC: (+0.8 vs -0.8 tie 0.5) + (+0.8 vs -0.1: 1) + (+0.3 vs -0.8: 0) + (+0.3 vs -0.1: 1) = 2.5/4
     frame = pd.DataFrame({"score": [0.8, 0.8, 0.3, 0.1], "label": [1, 0, 1, 0]})
-    m = compute_metrics(Family.CORE_NONCORE, frame)
+    m = CORE_NONCORE.metrics_of(frame)
     assert m["auprc"] == pytest.approx(7 / 12)
     assert m["auroc"] == pytest.approx(2.5 / 4)
 
 
 def test_sv_metrics_have_no_auroc():
     frame = pd.DataFrame({"score": [0.2, 0.1, 0.4], "label": [1, 0, 0]})
-    m = compute_metrics(Family.STRUCTURAL_VARIANT, frame)
+    m = STRUCTURAL_VARIANT.metrics_of(frame)
     assert "auroc" not in m
     assert m["auprc"] == pytest.approx(0.5)  # positive ranked 2nd: precision 1/2 at recall 1
 
 
 def test_one_class_gives_nan_with_reason_not_a_crash():
     notes: list[str] = []
-    m = compute_metrics(Family.CONSERVATION, pd.DataFrame({"score": [0.1, 0.2], "label": [0, 0]}), notes)
+    m = CONSERVATION.metrics_of(pd.DataFrame({"score": [0.1, 0.2], "label": [0, 0]}), notes)
     assert math.isnan(m["auroc"]) and math.isnan(m["auprc"])
     assert m["num_positive_examples"] == 0 and len(notes) == 2 and "one class" in notes[0]
-    m = compute_metrics(Family.CONSERVATION, pd.DataFrame({"score": [0.1, 0.2], "label": [1, 1]}))
+    m = CONSERVATION.metrics_of(pd.DataFrame({"score": [0.1, 0.2], "label": [1, 1]}))
     assert math.isnan(m["auroc"]) and m["auprc"] == 1.0
 
 
@@ -86,7 +90,7 @@ def test_motif_metrics_through_the_predictions_frame():
         np.array([0.1, 0.7, 0.1, 0.1, 0.1, 0.1, 0.7, 0.1], np.float32),
     ]
     frame = pd.DataFrame({"probs": probs, "bases": ["AT", "CC"], "label": [-1, -1], "score": [np.nan] * 2})
-    m = compute_metrics(Family.MOTIF, frame)
+    m = MOTIF.metrics_of(frame)
     assert m == {"token_accuracy": 0.75, "motif_accuracy": 0.5, "num_examples": 2}
 
 

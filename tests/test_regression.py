@@ -23,9 +23,9 @@ import pytest
 from servers import VENV_BIN, client_env
 
 from plantcad_flows.benchmark.checkpoints import TINY_MLM, WEIGHTS, write_checkpoint
-from plantcad_flows.benchmark.registry import get_task
 from plantcad_flows.benchmark.synthetic import build_split
 from plantcad_flows.config import EvalConfig
+from plantcad_flows.families import get_task
 from plantcad_flows.results.bootstrap import paired_difference
 from plantcad_flows.results.history import read_predictions
 
@@ -117,9 +117,9 @@ def _run(cfg: dict):
 
 
 def _pair(results: dict, old: str, new: str, task: str, split: str):
-    metric = get_task(task).metrics[0]
+    metric = get_task(task).family_object.main_metric
     a, b = results[f"{old}/{task}/{split}"], results[f"{new}/{task}/{split}"]
-    family = get_task(task).family
+    family = get_task(task).family_object
     return paired_difference(
         family,
         metric,
@@ -187,7 +187,7 @@ def test_regression_alerts_reach_the_webhook(prefect_server, tmp_path):
             assert payload["new_revision"] and payload["old_revision"]
             assert payload["new_revision"] != payload["old_revision"]
             task = payload["task"]
-            assert payload["metric"] == get_task(task).metrics[0]
+            assert payload["metric"] == get_task(task).family_object.main_metric
             old = results[f"reg-run@step-1000/{task}/{payload['split']}"]["metrics"][payload["metric"]]
             new = results[post["cell"]]["metrics"][payload["metric"]]
             assert payload["old_value"] == pytest.approx(old) and payload["new_value"] == pytest.approx(new)

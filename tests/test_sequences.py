@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from model_factory import build_char_tokenizer
 
-from plantcad_flows.data.sequences import (
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.sequences import (
     TokenTable,
     check_alphabet,
     crop_plan,
@@ -15,7 +16,6 @@ from plantcad_flows.data.sequences import (
     to_bytes,
     upper,
 )
-from plantcad_flows.errors import ValidationError
 
 
 def test_crop_plan_trims_equally_and_shifts_masks():

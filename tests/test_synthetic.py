@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plantcad_flows.benchmark import genome as genome
-from plantcad_flows.benchmark.registry import DEFAULT_SV_FLANKING, TASKS, Family, all_task_splits
 from plantcad_flows.benchmark.synthetic import (
     MARKER,
     build_split,
@@ -21,6 +19,12 @@ from plantcad_flows.benchmark.synthetic import (
 )
 from plantcad_flows.config import SamplingConfig, SplitConfig, load_config
 from plantcad_flows.data.splits import prepare_split
+from plantcad_flows.families import DEFAULT_SV_FLANKING, all_task_splits, builtin_tasks, get_family
+from plantcad_flows.families import genome as genome
+
+TASKS = builtin_tasks()
+MOTIF = get_family("motif_recovery")
+STRUCTURAL_VARIANT = get_family("structural_variant_effect")
 
 N = 10
 L = 8192
@@ -52,14 +56,14 @@ def test_masked_splits_follow_the_public_schema(bench):
         spec = TASKS[task]
         frame = pd.read_parquet(path)
         assert len(frame) == N
-        if spec.family == Family.STRUCTURAL_VARIANT:
+        if spec.family_object == STRUCTURAL_VARIANT:
             assert list(frame.columns) == ["RefSeq", "MutSeq", "left", "right", "label"]
             continue
         assert list(frame.columns) == ["sequence", "label"]
         assert frame["label"].dtype == np.int64
         assert (frame["sequence"].str.len() == L).all()
         assert frame["sequence"].str.fullmatch("[ACGTNacgtn]+").all()
-        if spec.family == Family.MOTIF:
+        if spec.family_object == MOTIF:
             assert (frame["label"] == 1).all()
         else:
             assert set(frame["label"]) == {0, 1}

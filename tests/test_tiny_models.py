@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from plantcad_flows.benchmark.registry import TASKS, Family
 from plantcad_flows.benchmark.synthetic import ASSETS_MODELS, build_split, demo_models
 from plantcad_flows.config import ComputeConfig, ModelConfig, SamplingConfig, SplitConfig
 from plantcad_flows.data.splits import prepare_split
-from plantcad_flows.results.metrics import compute_metrics
+from plantcad_flows.families import builtin_tasks, get_family
 from plantcad_flows.scoring.score import load_model, score_frame
+
+TASKS = builtin_tasks()
+CONSERVATION = get_family("evolutionary_conservation")
 
 MLM_DIR = ASSETS_MODELS / "tiny-mlm"
 CLM_DIR = ASSETS_MODELS / "tiny-clm"
@@ -53,7 +55,7 @@ def _score_split(tmp_path, model_cfg: ModelConfig, loaded, task: str, n: int) ->
     split = SplitConfig(task=task, split=split_name, path=str(path))
     frame = prepare_split(split, SamplingConfig())
     preds = score_frame(loaded, model_cfg, split, frame, batch_size=32)
-    return compute_metrics(split.family, preds)
+    return split.family.metrics_of(preds)
 
 
 # Measured on 100 examples/split through the scoring core (shipped tiny-mlm, 2,150 + 1,100 CPU
@@ -70,7 +72,7 @@ def test_synthetic_benchmark_above_chance(tmp_path):
     mlm_cfg = ModelConfig(**demo_models()[0])
     mlm = load_model(mlm_cfg, ComputeConfig(device="cpu"))
     for task, spec in TASKS.items():
-        if spec.family == Family.CONSERVATION:
+        if spec.family_object == CONSERVATION:
             m = _score_split(tmp_path, mlm_cfg, mlm, task, n)
             assert m["auroc"] >= 0.65, (task, m)
         elif task in STRONG_MOTIFS:

@@ -10,7 +10,6 @@ sequence, and a split over `MAX_SEQUENCE_BYTES` is refused as bad input, naming 
 
 from __future__ import annotations
 
-from plantcad_flows.benchmark.registry import Family
 from plantcad_flows.config import SplitConfig
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.identity.remote import filesystem
@@ -56,8 +55,7 @@ def check_split_size(split: SplitConfig, limit: int = MAX_SEQUENCE_BYTES) -> Non
     """
     if not split.path:
         return
-    sv = split.family == Family.STRUCTURAL_VARIANT
-    columns = ("RefSeq", "MutSeq") if sv else (split.seq_column,)
+    columns = split.family.sequence_columns(split)
     for url in parquet_files(split.path):
         for column in columns:
             rows, size = column_bytes(url, column, split.seq_length)

@@ -19,17 +19,13 @@ import os
 import numpy as np
 import pandas as pd
 
-from plantcad_flows.benchmark.registry import Family
 from plantcad_flows.config import SamplingConfig, SplitConfig
 from plantcad_flows.data.dataset_repo import checkout
 from plantcad_flows.data.limits import check_split_size
-from plantcad_flows.data.sequences import check_alphabet, to_bytes
 from plantcad_flows.errors import ValidationError
+from plantcad_flows.families import require_columns
 from plantcad_flows.identity.retry import with_retries
 from plantcad_flows.layout.storage import read_parquet
-
-SV_COLUMNS = ("RefSeq", "MutSeq", "left", "right")
-NO_LABEL = -1  # motif recovery needs no label; an absent column is filled with this
 
 
 def read_split_files(path: str) -> pd.DataFrame:
@@ -57,11 +53,11 @@ def load_split(split: SplitConfig) -> pd.DataFrame:
         where = split.repo_id
         if split.revision:
             where = str(checkout(split.repo_id, split.revision, f"splits[{split.key}].revision"))
-        ds = datasets.load_dataset(where, name=split.task, split=split.split)
+        ds = datasets.load_dataset(where, name=split.dataset_config, split=split.split)
     else:
         ds = with_retries(
             lambda: datasets.load_dataset(
-                split.repo_id, name=split.task, split=split.split, revision=split.revision
+                split.repo_id, name=split.dataset_config, split=split.split, revision=split.revision
             ),
             f"load {split.repo_id} {split.key}",
         )
@@ -78,14 +74,6 @@ def sample_indices(n: int, sampling: SamplingConfig) -> np.ndarray:
     if sampling.max_size is not None:
         order = order[: sampling.max_size]
     return np.sort(order).astype(np.int64)
-
-
-def _require(raw: pd.DataFrame, columns, split: SplitConfig, field: str) -> None:
-    for col in columns:
-        if col not in raw.columns:
-            raise ValidationError(
-                field, col, f"column missing from {split.key} (columns: {', '.join(map(str, raw.columns))})"
-            )
 
 
 def _check_lengths(values: pd.Series, column: str, split: SplitConfig) -> None:
@@ -111,22 +99,20 @@ def prepare_split(
     """Load (unless `raw` is given), validate and sample one split.
 
     Returns:
-        row_index, label (int64) and either `sequence` or `ref_seq`, `mut_seq`, `left`, `right`.
+        The frame of the split's family (`TaskFamily.frame`): row_index, label (int64) and the
+        family's sequence columns.
 
     Raises:
         ValidationError: missing columns, mixed or wrong lengths, characters outside ACGTN, bad
-        labels or SV coordinates, or a split that is empty after sampling.
+        labels or coordinates, or a split that is empty after sampling.
     """
     raw = load_split(split) if raw is None else raw
     family = split.family
-    sv = family == Family.STRUCTURAL_VARIANT
-    seq_columns = ("RefSeq", "MutSeq") if sv else (split.seq_column,)
-    _require(raw, seq_columns, split, f"splits[{split.key}].seq_column")
-    if sv:
-        _require(raw, ("left", "right"), split, f"splits[{split.key}] columns")
-    has_label = split.label_column in raw.columns
-    if not has_label and family != Family.MOTIF:
-        _require(raw, (split.label_column,), split, f"splits[{split.key}].label_column")
+    seq_columns = family.sequence_columns(split)
+    require_columns(raw.columns, seq_columns, split, f"splits[{split.key}].seq_column")
+    require_columns(raw.columns, family.other_columns(split), split, f"splits[{split.key}] columns")
+    if family.label_required:
+        require_columns(raw.columns, (split.label_column,), split, f"splits[{split.key}].label_column")
     for col in seq_columns:
         _check_lengths(raw[col].astype(str), col, split)
 
@@ -135,40 +121,4 @@ def prepare_split(
         raise ValidationError(
             "sampling", sampling.model_dump(), f"leaves 0 of {len(raw)} examples of {split.key}"
         )
-    rows = raw.iloc[keep]
-    out = pd.DataFrame({"row_index": keep})
-    if has_label:
-        labels = pd.to_numeric(rows[split.label_column], errors="coerce").to_numpy()
-        if family != Family.MOTIF and not np.isin(labels, (0, 1)).all():
-            bad = labels[~np.isin(labels, (0, 1))][0].item()
-            raise ValidationError(
-                f"splits[{split.key}].label_column",
-                split.label_column,
-                f"labels must be 0 or 1, found {bad!r}",
-            )
-        out["label"] = np.nan_to_num(labels, nan=NO_LABEL).astype(np.int64)
-    else:
-        out["label"] = np.full(len(keep), NO_LABEL, dtype=np.int64)
-    for col in seq_columns:
-        seqs = rows[col].astype(str).tolist()
-        check_alphabet(
-            to_bytes(seqs, field=f"splits[{split.key}].{col}"),
-            field=f"splits[{split.key}].{col}",
-            row_index=keep,
-        )
-    if sv:
-        out["ref_seq"] = rows["RefSeq"].astype(str).to_numpy()
-        out["mut_seq"] = rows["MutSeq"].astype(str).to_numpy()
-        for col in ("left", "right"):
-            out[col] = pd.to_numeric(rows[col]).to_numpy(np.int64)
-        bad = (out["left"] < 1) | (out["right"] < out["left"]) | (out["right"] > split.seq_length)
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValidationError(
-                f"splits[{split.key}].left/right",
-                (int(out["left"][i]), int(out["right"][i])),
-                f"row {int(keep[i])}: need 1 <= left <= right <= {split.seq_length}",
-            )
-    else:
-        out["sequence"] = rows[split.seq_column].astype(str).to_numpy()
-    return out.reset_index(drop=True)
+    return family.frame(raw.iloc[keep], keep, split).reset_index(drop=True)

@@ -32,8 +32,13 @@ def short_hash(fields: Any, n: int = 10) -> str:
 
 
 def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -> dict[str, Any]:
-    """What determines a prepared (loaded, validated, sampled) split."""
-    return {
+    """What determines a prepared (loaded, validated, sampled) split.
+
+    A shipped task's definition is part of the code (`CODE_VERSION`); a task from a user's task
+    file adds the fields of its definition that the split's own fields do not carry (family,
+    dataset config, columns), so editing the definition moves the key. Moving the shipped tasks
+    into YAML therefore left every existing key where it was."""
+    fields = {
         "step": "prepare_split",
         "code_version": CODE_VERSION,
         "task": split.task,
@@ -45,6 +50,9 @@ def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -
         "seq_length": split.seq_length,
         "sampling": {"rate": sampling.rate, "max_size": sampling.max_size, "seed": sampling.seed},
     }
+    if not split.definition.shipped:
+        fields["definition"] = split.definition.identity_fields()
+    return fields
 
 
 def precision_fields(compute: ComputeConfig) -> dict[str, str]:

@@ -27,11 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from plantcad_flows.benchmark.registry import Family
-from plantcad_flows.results.metrics import compute_metrics, motif_correct, prediction_arrays
+from plantcad_flows.families import MetricInputs, TaskFamily
 
 LEVEL = 0.95
-ACCURACIES = ("token_accuracy", "motif_accuracy")
 BLOCK = 64
 
 
@@ -152,53 +150,19 @@ def ratio_stderr(numer: np.ndarray, denom: np.ndarray) -> float | None:
     return float(np.sqrt(((numer - p * denom) ** 2).sum()) / total)
 
 
-@dataclass(frozen=True)
-class MetricInputs:
-    """Per-example arrays a cell's metrics are computed from: scores and labels for the
-    classification families, (correct, counted) per example for each accuracy."""
+def replicates(
+    inputs: MetricInputs, indices: np.ndarray, names: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
+    """Each metric (or those named) over each resample (rows of the (B, n) index matrix)."""
+    names = inputs.names if names is None else names
+    if inputs.ratios is not None:
+        return {m: ratio_replicates(*inputs.ratios[m], indices) for m in names}
+    return classification_replicates(inputs.scores, inputs.labels, indices, names)
 
-    family: Family
-    n: int
-    scores: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    ratios: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
-    @classmethod
-    def from_predictions(cls, family: Family, predictions: pd.DataFrame) -> MetricInputs:
-        if family == Family.MOTIF:
-            probs, bases = prediction_arrays(predictions)
-            correct, valid = motif_correct(probs, bases)
-            whole = valid.all(axis=1)
-            ratios = {
-                "token_accuracy": (correct.sum(axis=1), valid.sum(axis=1)),
-                "motif_accuracy": (whole & correct.all(axis=1), whole),
-            }
-            return cls(family, len(predictions), ratios=ratios)
-        return cls(
-            family,
-            len(predictions),
-            scores=predictions["score"].to_numpy(np.float64),
-            labels=predictions["label"].to_numpy().astype(np.int64),
-        )
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        if self.family == Family.MOTIF:
-            return ACCURACIES
-        if self.family == Family.STRUCTURAL_VARIANT:
-            return ("auprc",)
-        return ("auroc", "auprc")
-
-    def replicates(self, indices: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """Each metric (or those named) over each resample (rows of the (B, n) index matrix)."""
-        names = self.metric_names if names is None else names
-        if self.ratios is not None:
-            return {m: ratio_replicates(*self.ratios[m], indices) for m in names}
-        return classification_replicates(self.scores, self.labels, indices, names)
-
-    def stderrs(self) -> dict[str, float | None]:
-        """Standard errors of the accuracies (none for AUROC / AUPRC)."""
-        return {m: ratio_stderr(*self.ratios[m]) for m in self.metric_names} if self.ratios else {}
+def stderrs(inputs: MetricInputs) -> dict[str, float | None]:
+    """Standard errors of the accuracies (none for AUROC / AUPRC)."""
+    return {m: ratio_stderr(*inputs.ratios[m]) for m in inputs.names} if inputs.ratios else {}
 
 
 def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
@@ -212,15 +176,15 @@ def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[f
 
 
 def cell_intervals(
-    family: Family, predictions: pd.DataFrame, resamples: int, seed: int, level: float = LEVEL
+    family: TaskFamily, predictions: pd.DataFrame, resamples: int, seed: int, level: float = LEVEL
 ) -> dict[str, list[float | None]]:
     """metric -> [low, high] (None where undefined); empty when `resamples` is 0 or no examples."""
-    inputs = MetricInputs.from_predictions(family, predictions)
+    inputs = family.metric_inputs(predictions)
     if resamples <= 0 or inputs.n == 0:
         return {}
     indices = resample_indices(inputs.n, resamples, seed)
     out: dict[str, list[float | None]] = {}
-    for name, reps in inputs.replicates(indices).items():
+    for name, reps in replicates(inputs, indices).items():
         interval = percentile_interval(reps, level)
         out[name] = list(interval) if interval else [None, None]
     return out
@@ -263,7 +227,7 @@ def aligned(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
 
 
 def paired_difference(
-    family: Family,
+    family: TaskFamily,
     metric: str,
     old: pd.DataFrame,
     new: pd.DataFrame,
@@ -278,12 +242,12 @@ def paired_difference(
     pair = aligned(old, new)
     if pair is None:
         return None
-    a = MetricInputs.from_predictions(family, pair[0])
-    b = MetricInputs.from_predictions(family, pair[1])
-    old_v = float(compute_metrics(family, pair[0])[metric])
-    new_v = float(compute_metrics(family, pair[1])[metric])
+    a = family.metric_inputs(pair[0])
+    b = family.metric_inputs(pair[1])
+    old_v = float(family.metrics_of(pair[0])[metric])
+    new_v = float(family.metrics_of(pair[1])[metric])
     indices = resample_indices(a.n, resamples, seed)
-    diff = b.replicates(indices, (metric,))[metric] - a.replicates(indices, (metric,))[metric]
+    diff = replicates(b, indices, (metric,))[metric] - replicates(a, indices, (metric,))[metric]
     interval = percentile_interval(diff, level)
     low, high = interval if interval else (None, None)
     return PairedDifference(metric, old_v, new_v, low, high, a.n)

@@ -7,20 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plantcad_flows.benchmark.registry import Family, get_task
+from plantcad_flows.families import FAMILIES, TaskFamily
 from plantcad_flows.results.table import CellResult
-
-_SHORT = {
-    Family.CONSERVATION: ("conservation_within_", ""),
-    Family.MOTIF: ("", "_recovery"),
-    Family.CORE_NONCORE: ("", "_core_noncore_classification"),
-    Family.STRUCTURAL_VARIANT: ("", ""),
-}
-
-
-def short_task(task: str) -> str:
-    prefix, suffix = _SHORT[get_task(task).family]
-    return task.removeprefix(prefix).removesuffix(suffix)
 
 
 def value_text(r: CellResult, metric: str, with_reason: bool = True) -> str:
@@ -37,7 +25,7 @@ def value_text(r: CellResult, metric: str, with_reason: bool = True) -> str:
 
 @dataclass(frozen=True)
 class PivotBlock:
-    family: Family
+    family: TaskFamily
     metric: str
     tasks: list[str]
     rows: list[tuple[str, str, list[str]]]  # (model, split, one text per task)
@@ -47,11 +35,14 @@ class PivotBlock:
 def pivot_blocks(results: list[CellResult], with_reasons: bool = True) -> list[PivotBlock]:
     """One block per family present, in registry family order; rows in result order."""
     blocks = []
-    for family in Family:
-        mine = [r for r in results if get_task(r.task).family == family]
+    by_family: dict[str, list[CellResult]] = {}
+    for r in results:
+        by_family.setdefault(r.family, []).append(r)
+    for family in FAMILIES.values():
+        mine = by_family.get(family.name, [])
         if not mine:
             continue
-        metric = get_task(mine[0].task).metrics[0]
+        metric = family.main_metric
         tasks = list(dict.fromkeys(r.task for r in mine))
         keys = list(dict.fromkeys((r.model, r.split) for r in mine))
         by = {(r.model, r.split, r.task): r for r in mine}
@@ -75,8 +66,8 @@ def pivot_markdown(results: list[CellResult]) -> str:
     """The pivoted tables as markdown (reasons inline)."""
     out = []
     for b in pivot_blocks(results):
-        out += [f"**{b.family.value}** ({b.metric}, 95% CI)", ""]
-        out.append("| model | split | " + " | ".join(short_task(t) for t in b.tasks) + " |")
+        out += [f"**{b.family.name}** ({b.metric}, 95% CI)", ""]
+        out.append("| model | split | " + " | ".join(b.family.short_name(t) for t in b.tasks) + " |")
         out.append("|---|---|" + "---|" * len(b.tasks))
         out += [f"| {m} | {s} | " + " | ".join(texts) + " |" for m, s, texts in b.rows]
         out.append("")
@@ -87,10 +78,10 @@ def pivot_text(results: list[CellResult]) -> str:
     """The pivoted tables for a terminal: aligned columns, reasons as notes under each block."""
     out = []
     for b in pivot_blocks(results, with_reasons=False):
-        header = ["model", "split", *(short_task(t) for t in b.tasks)]
+        header = ["model", "split", *(b.family.short_name(t) for t in b.tasks)]
         body = [[m, s, *texts] for m, s, texts in b.rows]
         widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
-        out += [f"{b.family.value} - {b.metric} (95% CI)", _line(header, widths)]
+        out += [f"{b.family.name} - {b.metric} (95% CI)", _line(header, widths)]
         out += [_line(["-" * w for w in widths], widths), *(_line(r, widths) for r in body)]
         out += [f"  note: {n}" for n in b.notes]
         out.append("")

@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from plantcad_flows.benchmark.registry import get_task
 from plantcad_flows.errors import CorruptFileError
+from plantcad_flows.families import get_family
 from plantcad_flows.results.bootstrap import PairedDifference, paired_difference
 from plantcad_flows.results.history import deduplicated, family_of, read_predictions, step_of
 from plantcad_flows.results.table import CellResult
@@ -132,7 +132,7 @@ def _compare(
         new = read_predictions(str(result.output_dir))
     except (CorruptFileError, FileNotFoundError):
         return None  # an earlier cell's files were removed or damaged: nothing to pair with
-    diff = paired_difference(get_task(result.task).family, row["metric"], old, new, resamples, seed)
+    diff = paired_difference(get_family(result.family), row["metric"], old, new, resamples, seed)
     if diff is None:
         return None
     step = row["step"]
@@ -153,7 +153,7 @@ def compare_cell(
     """The cell against the previous revision and the best so far (one comparison if they are
     the same result); empty when its family has no earlier result on the same examples.
     `first` is the de-duplicated history (`history.deduplicated`)."""
-    metric = get_task(result.task).metrics[0]
+    metric = get_family(result.family).main_metric
     fam = first[
         (first["family"] == family_of(result.model))
         & (first["task"] == result.task)
@@ -185,7 +185,7 @@ def find_regressions(
     for r in results:
         if r.status != "completed" or not r.metrics or r.output_dir is None:
             continue
-        metric = get_task(r.task).metrics[0]
+        metric = get_family(r.family).main_metric
         value = r.metrics.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue

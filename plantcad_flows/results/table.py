@@ -83,7 +83,7 @@ def cell_result(
         task=cell.split.task,
         split=cell.split.split,
         dataset=cell.split.path or cell.split.repo_id,
-        family=cell.split.family.value,
+        family=cell.split.family.name,
         status=status,
         metrics=metrics or {},
         output_dir=cell.dir,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from plantcad_flows.benchmark.registry import get_task
+from plantcad_flows.families import builtin_tasks, get_family
 from plantcad_flows.layout.hashing import short_hash
 from plantcad_flows.layout.storage import read_json, to_path, write_bytes_atomic, write_json_atomic
 from plantcad_flows.results.history import deduplicated
@@ -112,14 +112,27 @@ def trend_plots(rows: pd.DataFrame, directory: str) -> list[TrendPlot]:
     return out
 
 
+def main_metric_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Which history rows hold their task family's main metric. Rows written before history kept
+    the task's family (no `task_family`) are built-in tasks, looked up in the shipped task file."""
+    builtin = builtin_tasks()
+    families = (
+        rows["task_family"] if "task_family" in rows else pd.Series([None] * len(rows), index=rows.index)
+    )
+    out = []
+    for task, family, metric in zip(rows["task"], families, rows["metric"]):
+        if not isinstance(family, str):
+            family = builtin[task].family if task in builtin else None
+        out.append(family is not None and metric == get_family(family).main_metric)
+    return np.array(out, dtype=bool)
+
+
 def leaderboard(rows: pd.DataFrame) -> list[dict]:
     """The latest result per model family, task and split on the task's main metric, with its
     interval: the highest checkpoint step, else the most recently recorded."""
     if rows.empty:
         return []
-    main = rows[
-        np.array([m == get_task(t).metrics[0] for t, m in zip(rows["task"], rows["metric"])], dtype=bool)
-    ]
+    main = rows[main_metric_rows(rows)]
     ordered = main.assign(_s=main["step"].fillna(-1)).sort_values(["_s", "time"], kind="stable")
     latest = ordered.groupby(["family", "task", "split"], sort=True).tail(1)
     table = []

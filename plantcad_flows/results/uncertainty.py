@@ -10,9 +10,9 @@ new); a cell served complete from storage reuses the file, or computes it once i
 
 from __future__ import annotations
 
-from plantcad_flows.benchmark.registry import Family
+from plantcad_flows.families import get_family
 from plantcad_flows.layout.storage import read_json, to_path, write_json_atomic
-from plantcad_flows.results.bootstrap import LEVEL, MetricInputs, cell_intervals
+from plantcad_flows.results.bootstrap import LEVEL, cell_intervals, stderrs
 from plantcad_flows.results.history import read_predictions
 from plantcad_flows.results.table import CellResult
 
@@ -29,14 +29,14 @@ def with_intervals(result: CellResult, resamples: int, seed: int) -> CellResult:
     path = intervals_path(result.output_dir, resamples, seed)
     data = read_json(path) if result.status == "cached" and path.exists() else None
     if data is None:
-        family = Family(result.family)
+        family = get_family(result.family)
         frame = read_predictions(result.output_dir)
         data = {
             "resamples": resamples,
             "seed": seed,
             "level": LEVEL,
             "intervals": cell_intervals(family, frame, resamples, seed),
-            "stderr": MetricInputs.from_predictions(family, frame).stderrs(),
+            "stderr": stderrs(family.metric_inputs(frame)),
         }
         write_json_atomic(path, data)
     return result.model_copy(update={"intervals": data["intervals"], "stderr": data["stderr"]})

@@ -17,14 +17,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from plantcad_flows.data.sequences import RC_COLUMNS, CropPlan, reverse_complement, to_bytes
+from plantcad_flows.families import ModelInputs
 from plantcad_flows.scoring.loading import LoadedModel, logits_at
+from plantcad_flows.sequences import RC_COLUMNS, reverse_complement, to_bytes
 
 _N = ord("N")
 
@@ -48,29 +48,6 @@ class StageTimings:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
-
-
-@dataclass
-class ModelInputs:
-    """One model input per example, and where to read probabilities from it.
-
-    `gather`, `valid` and `base_positions` are (n, P) arrays or (1, P) arrays broadcast to every
-    row. `gather` indexes the model's output positions (after crop and reverse complement);
-    `valid` is False where nothing can be read (a position outside the input, or a CLM position
-    with no preceding token), which yields NaN probabilities. `base_positions` are positions in
-    the uncropped forward sequence whose byte is the true base reported (`N` if out of range).
-    """
-
-    sequences: Sequence[str]
-    plan: CropPlan
-    reverse: bool
-    mask_positions: np.ndarray | None  # positions (input coordinates) that get the mask token
-    gather: np.ndarray
-    valid: np.ndarray
-    base_positions: np.ndarray
-
-    def rows(self, arr: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        return arr[lo:hi] if arr.shape[0] != 1 else np.broadcast_to(arr, (hi - lo, arr.shape[1]))
 
 
 def _prepare(

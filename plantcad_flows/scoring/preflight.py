@@ -51,8 +51,8 @@ def check_local_model(model: ModelConfig) -> None:
         return
     from transformers import AutoTokenizer
 
-    from plantcad_flows.data.sequences import TokenTable
     from plantcad_flows.scoring.loading import nucleotide_token_ids
+    from plantcad_flows.sequences import TokenTable
 
     field = f"models[{model.label}].path"
     # transformers makes an empty tokenizer of the config's class when a directory has none

@@ -1,7 +1,9 @@
-"""The benchmark's per-example scores and per-cell metrics, in plain numpy and scikit-learn.
+"""The measures task families are built from: per-example scores and per-cell metrics, in plain
+numpy and scikit-learn, and the per-example arrays a cell's bootstrap resamples.
 
 Scores and metrics share this module so that scoring (which fills the predictions' `score`) and
-metrics (which reduce them) cannot drift apart. Inputs are arrays: `probs` (n, P, 4) with A,C,G,T
+metrics (which reduce them) cannot drift apart. Which of them a task reports is the family's
+choice (`TaskFamily.metrics_of`). Inputs are arrays: `probs` (n, P, 4) with A,C,G,T
 probabilities and `bases` (n, P) uint8 bytes of the true bases (any case; non-ACGT bytes excluded).
 
 When a metric is undefined for the data (AUROC with one class, AUPRC without positives, motif
@@ -12,13 +14,13 @@ passes a `notes` list, appended to it; nothing raises.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from plantcad_flows.benchmark.registry import Family
-from plantcad_flows.data.sequences import BASE_INDEX_LUT
+from plantcad_flows.sequences import BASE_INDEX_LUT
 
 log = logging.getLogger(__name__)
 
@@ -128,20 +130,34 @@ def prediction_arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray
     return probs, bases
 
 
-def compute_metrics(
-    family: Family, predictions: pd.DataFrame, notes: list[str] | None = None
-) -> dict[str, float | int]:
-    """The benchmark's metrics for one (model, task, split) cell from its predictions frame.
+@dataclass(frozen=True)
+class MetricInputs:
+    """Per-example arrays a cell's metrics are computed from: scores and labels for the
+    classification families, (correct, counted) per example for each accuracy; `names` are the
+    metrics the family reports, its main metric first."""
 
-    Classification families use the frame's `score` and `label`; motif recovery uses `probs` and
-    `bases`. Undefined metrics are NaN (see the module docstring).
-    """
-    if family == Family.MOTIF:
+    names: tuple[str, ...]
+    n: int
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    ratios: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+    @classmethod
+    def classification(cls, names: tuple[str, ...], predictions: pd.DataFrame) -> MetricInputs:
+        return cls(
+            names,
+            len(predictions),
+            scores=predictions["score"].to_numpy(np.float64),
+            labels=predictions["label"].to_numpy().astype(np.int64),
+        )
+
+    @classmethod
+    def accuracies(cls, names: tuple[str, ...], predictions: pd.DataFrame) -> MetricInputs:
         probs, bases = prediction_arrays(predictions)
-        return motif_metrics(probs, bases, notes)
-    return classification_metrics(
-        predictions["score"].to_numpy(),
-        predictions["label"].to_numpy(),
-        with_auroc=family != Family.STRUCTURAL_VARIANT,
-        notes=notes,
-    )
+        correct, valid = motif_correct(probs, bases)
+        whole = valid.all(axis=1)
+        ratios = {
+            "token_accuracy": (correct.sum(axis=1), valid.sum(axis=1)),
+            "motif_accuracy": (whole & correct.all(axis=1), whole),
+        }
+        return cls(names, len(predictions), ratios=ratios)

@@ -1,0 +1,52 @@
+"""Task families as plugins, and benchmarks as data.
+
+One module per family (`conservation`, `motif`, `core_noncore`, `structural_variant`; the
+masked-position ones share `masked`) owns everything family-specific: settings and their checks,
+columns and validation, model inputs and scores, metrics, curves, bootstrap inputs and synthetic
+data (`base.TaskFamily` says what a family answers). `registry` holds them by name. Tasks are
+data: `tasks` reads YAML task files, the shipped PlantCAD2 set and a config's own `task_files:`.
+
+The rest of the house uses only this package's public names (below), `families.tasks` and
+`families.measures`; it never imports a family's module and never asks which family a task is.
+"""
+
+from plantcad_flows.families.base import NO_LABEL, ModelInputs, Runner, TaskFamily, require_columns
+from plantcad_flows.families.measures import MetricInputs
+from plantcad_flows.families.registry import FAMILIES, get_family
+from plantcad_flows.families.tasks import (
+    BENCHMARK_REPO_ID,
+    BUILTIN_TASK_FILE,
+    DEFAULT_SV_FLANKING,
+    NATIVE_SEQ_LENGTH,
+    TaskDef,
+    all_task_splits,
+    builtin_tasks,
+    centred_mask,
+    check_mask_positions,
+    get_task,
+    read_task_file,
+    task_registry,
+)
+
+__all__ = [
+    "BENCHMARK_REPO_ID",
+    "BUILTIN_TASK_FILE",
+    "DEFAULT_SV_FLANKING",
+    "FAMILIES",
+    "NATIVE_SEQ_LENGTH",
+    "NO_LABEL",
+    "MetricInputs",
+    "ModelInputs",
+    "Runner",
+    "TaskDef",
+    "TaskFamily",
+    "all_task_splits",
+    "builtin_tasks",
+    "centred_mask",
+    "check_mask_positions",
+    "get_family",
+    "get_task",
+    "read_task_file",
+    "require_columns",
+    "task_registry",
+]

@@ -1,0 +1,200 @@
+"""What a task family is: one object that owns everything family-specific about a task.
+
+The pipeline never asks "which kind of task is this?"; it asks the task's family (as
+lm-evaluation-harness asks a task for its metrics and Inspect builds a task from dataset, solver
+and scorer). A family says:
+
+* which settings it takes and how they must agree (`check_task`, `check_split`, `check_model`);
+* which columns it reads and how the sampled rows become the frame scoring consumes (`frame`);
+* how a model's inputs are built and its outputs become a score (`score`): the family describes
+  each pass over the model as `ModelInputs` and calls the `Runner` the scoring room gives it, so
+  families stay free of torch;
+* its metrics, main metric, bootstrap inputs and curves (`metrics_of`, `metric_inputs`, `curves`);
+* its synthetic data for the demo and tests (`synthetic`).
+
+Families are registered by name in `families/registry.py`; a task definition (`tasks.TaskDef`)
+names its family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.families.measures import MetricInputs
+from plantcad_flows.sequences import CropPlan, check_alphabet, to_bytes
+
+if TYPE_CHECKING:
+    from plantcad_flows.families.tasks import TaskDef
+
+NO_LABEL = -1  # a family that needs no label (motif recovery) fills an absent column with this
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """One model input per example, and where to read probabilities from it.
+
+    `gather`, `valid` and `base_positions` are (n, P) arrays or (1, P) arrays broadcast to every
+    row. `gather` indexes the model's output positions (after crop and reverse complement);
+    `valid` is False where nothing can be read (a position outside the input, or a CLM position
+    with no preceding token), which yields NaN probabilities. `base_positions` are positions in
+    the uncropped forward sequence whose byte is the true base reported (`N` if out of range).
+    """
+
+    sequences: Sequence[str]
+    plan: CropPlan
+    reverse: bool
+    mask_positions: np.ndarray | None  # positions (input coordinates) that get the mask token
+    gather: np.ndarray
+    valid: np.ndarray
+    base_positions: np.ndarray
+
+    def rows(self, arr: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        return arr[lo:hi] if arr.shape[0] != 1 else np.broadcast_to(arr, (hi - lo, arr.shape[1]))
+
+
+# One pass of the model over `ModelInputs` -> probs (n, P, 4) float32 and true bases (n, P) uint8.
+Runner = Callable[[ModelInputs], tuple[np.ndarray, np.ndarray]]
+
+
+class ModelLike(Protocol):
+    """What a family reads of a model's config (`config.ModelConfig`)."""
+
+    label: str
+    type: str
+    context_length: int
+    motif_inference_mode: str
+
+
+class SplitLike(Protocol):
+    """What a family reads of a split's config (`config.SplitConfig`)."""
+
+    task: str
+    split: str
+    key: str
+    seq_column: str
+    label_column: str
+    seq_length: int
+    definition: TaskDef
+    overrides: object
+
+    @property
+    def mask_positions(self) -> tuple[int, ...]: ...
+
+    @property
+    def flanking(self) -> int: ...
+
+
+class TaskFamily:
+    """The base of every family. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    metrics: ClassVar[tuple[str, ...]]  # the metrics reported, the main one first
+    curves: ClassVar[tuple[str, ...]] = ()  # "roc", "pr": the curves drawn per cell
+    short_affixes: ClassVar[tuple[str, str]] = ("", "")  # stripped from task names in the pivot
+    label_required: ClassVar[bool] = True
+    binary_labels: ClassVar[bool] = True
+
+    @property
+    def main_metric(self) -> str:
+        """The metric the pivot, trends, leaderboard and regression alerts lead with."""
+        return self.metrics[0]
+
+    def short_name(self, task: str) -> str:
+        prefix, suffix = self.short_affixes
+        return task.removeprefix(prefix).removesuffix(suffix)
+
+    # --- settings -------------------------------------------------------------------------
+    def check_task(self, where: str, task: TaskDef) -> None:
+        """A task definition's settings agree with each other. Raises ValidationError naming
+        `{where}.{field}`."""
+
+    def check_split(self, split: SplitLike) -> None:
+        """A split's settings (its overrides) agree with its task and its sequence length."""
+
+    def mask_positions(self, split: SplitLike) -> tuple[int, ...]:
+        """The masked positions in the uncropped sequence (0-based); () when none are read."""
+        return ()
+
+    def unsupported_reason(self, model_type: str) -> str | None:
+        """Why a model of this type cannot be scored on this family's tasks, else None."""
+        return None
+
+    def check_model(self, where: str, model: ModelLike, split: SplitLike) -> None:
+        """A model's settings (its context length) can score `split`. Raises ValidationError."""
+
+    # --- data -----------------------------------------------------------------------------
+    def sequence_columns(self, split: SplitLike) -> tuple[str, ...]:
+        """The columns holding `split.seq_length`-bp sequences."""
+        raise NotImplementedError
+
+    def other_columns(self, split: SplitLike) -> tuple[str, ...]:
+        """Further columns the family reads (beyond the label)."""
+        return ()
+
+    def frame(self, rows: pd.DataFrame, keep: np.ndarray, split: SplitLike) -> pd.DataFrame:
+        """The frame scoring consumes from the sampled raw rows (`keep` their row indices):
+        row_index, label and the family's sequence columns. Raises ValidationError."""
+        raise NotImplementedError
+
+    # --- scoring --------------------------------------------------------------------------
+    def score(
+        self, model: ModelLike, split: SplitLike, frame: pd.DataFrame, run: Runner
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probs (n, P, 4), bases (n, P), score (n,)) of every example of `frame`."""
+        raise NotImplementedError
+
+    # --- metrics --------------------------------------------------------------------------
+    def metrics_of(self, predictions: pd.DataFrame, notes: list[str] | None = None) -> dict[str, float | int]:
+        """The protocol's metrics for one cell from its predictions frame."""
+        raise NotImplementedError
+
+    def metric_inputs(self, predictions: pd.DataFrame) -> MetricInputs:
+        """The per-example arrays the bootstrap resamples."""
+        raise NotImplementedError
+
+    # --- synthetic data -------------------------------------------------------------------
+    def synthetic(
+        self, rng: np.random.Generator, task: TaskDef, split: str, n: int, length: int
+    ) -> pd.DataFrame:
+        """`n` synthetic examples of one task split in the public schema."""
+        raise ValidationError("synthetic.task", task.name, f"family {self.name} has no synthetic data")
+
+
+# --- helpers the families share ---------------------------------------------------------------
+
+
+def require_columns(raw_columns: Sequence[str], columns: Sequence[str], split: SplitLike, field: str) -> None:
+    """Every one of `columns` is in the split; raises ValidationError naming `field`."""
+    for col in columns:
+        if col not in raw_columns:
+            raise ValidationError(
+                field, col, f"column missing from {split.key} (columns: {', '.join(map(str, raw_columns))})"
+            )
+
+
+def labels_of(rows: pd.DataFrame, split: SplitLike, binary: bool) -> np.ndarray:
+    """The label column as int64 (NO_LABEL where absent); with `binary`, only 0 and 1 pass."""
+    if split.label_column not in rows.columns:
+        return np.full(len(rows), NO_LABEL, dtype=np.int64)
+    labels = pd.to_numeric(rows[split.label_column], errors="coerce").to_numpy()
+    if binary and not np.isin(labels, (0, 1)).all():
+        bad = labels[~np.isin(labels, (0, 1))][0].item()
+        raise ValidationError(
+            f"splits[{split.key}].label_column", split.label_column, f"labels must be 0 or 1, found {bad!r}"
+        )
+    return np.nan_to_num(labels, nan=NO_LABEL).astype(np.int64)
+
+
+def checked_sequences(rows: pd.DataFrame, column: str, split: SplitLike, keep: np.ndarray) -> np.ndarray:
+    """The column's sequences as strings, after the A/C/G/T/N alphabet check."""
+    seqs = rows[column].astype(str).tolist()
+    field = f"splits[{split.key}].{column}"
+    check_alphabet(to_bytes(seqs, field=field), field=field, row_index=keep)
+    return np.asarray(seqs, dtype=object)

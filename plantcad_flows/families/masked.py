@@ -1,0 +1,176 @@
+"""What the masked-position families share: masks, their checks, and how a model reads them.
+
+Conservation, motif recovery and core/non-core all read the model's A/C/G/T probabilities at a
+few masked positions of one sequence per example. MLMs see the mask token at every masked
+position at once; CLMs see the unmasked sequence and position i is read from the logits at i-1.
+CLM modes: `fwd_only`; `rc_only` runs on the reverse complement, reading the mirrored position
+L-1-i (from logits at L-2-i), and flips back by swapping A<->T, C<->G (probabilities are gathered
+in the original position order, which is the "reverse the positions" step); `fwd_rc_avg` is the
+mean of the two. Sequences longer than the model's context are centre-cropped and positions
+shifted by the trim.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.families import genome as g
+from plantcad_flows.families import synthetic_kit as kit
+from plantcad_flows.families.base import (
+    ModelInputs,
+    ModelLike,
+    Runner,
+    SplitLike,
+    TaskFamily,
+    checked_sequences,
+    labels_of,
+)
+from plantcad_flows.families.tasks import TaskDef, centred_mask, check_mask_positions
+from plantcad_flows.sequences import crop_plan
+
+
+class MaskedFamily(TaskFamily):
+    """A family scored at masked positions of one sequence column."""
+
+    def check_task(self, where: str, task: TaskDef) -> None:
+        if task.flanking is not None:
+            raise ValidationError(f"{where}.flanking", task.flanking, f"does nothing for family {self.name}")
+        if task.mask_positions is None and task.motif_len is None:
+            raise ValidationError(
+                f"{where}.mask_positions", None, f"family {self.name} needs mask_positions or motif_len"
+            )
+        if task.mask_positions is not None:
+            check_mask_positions(f"{where}.mask_positions", tuple(task.mask_positions), task.seq_length)
+            if task.motif_len is not None and task.motif_len != len(task.mask_positions):
+                raise ValidationError(
+                    f"{where}.motif_len",
+                    task.motif_len,
+                    f"does not match the {len(task.mask_positions)} masked positions {list(task.mask_positions)}",
+                )
+
+    def check_split(self, split: SplitLike) -> None:
+        o = split.overrides
+        where = f"splits[{split.key}].overrides"
+        if o.flanking is not None:
+            raise ValidationError(f"{where}.flanking", o.flanking, f"does nothing for family {self.name}")
+        if (
+            o.mask_token_indexes is not None
+            and o.motif_len is not None
+            and o.motif_len != len(o.mask_token_indexes)
+        ):
+            raise ValidationError(
+                f"{where}.motif_len",
+                o.motif_len,
+                f"does not match the {len(o.mask_token_indexes)} positions of mask_token_indexes",
+            )
+        check_mask_positions(f"{where}.mask_token_indexes", self.mask_positions(split), split.seq_length)
+
+    def mask_positions(self, split: SplitLike) -> tuple[int, ...]:
+        o, task = split.overrides, split.definition
+        if o.mask_token_indexes is not None:
+            return tuple(o.mask_token_indexes)
+        if o.motif_len is not None:
+            return centred_mask(o.motif_len, split.seq_length)
+        if task.mask_positions is not None and split.seq_length == task.seq_length:
+            return tuple(task.mask_positions)
+        return centred_mask(task.num_masks, split.seq_length)
+
+    def check_model(self, where: str, model: ModelLike, split: SplitLike) -> None:
+        if model.context_length >= split.seq_length:
+            return
+        trim = (split.seq_length - model.context_length) // 2
+        shifted = tuple(p - trim for p in split.mask_positions)
+        if shifted[0] < 0 or shifted[-1] >= model.context_length:
+            raise ValidationError(
+                f"{where}.context_length", model.context_length, f"crop removes the masks of {split.key}"
+            )
+
+    def sequence_columns(self, split: SplitLike) -> tuple[str, ...]:
+        return (split.seq_column,)
+
+    def frame(self, rows: pd.DataFrame, keep: np.ndarray, split: SplitLike) -> pd.DataFrame:
+        out = pd.DataFrame({"row_index": keep})
+        out["label"] = labels_of(rows, split, self.binary_labels)
+        out["sequence"] = checked_sequences(rows, split.seq_column, split, keep)
+        return out
+
+    def probabilities(
+        self, model: ModelLike, split: SplitLike, seqs, run: Runner
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(probs (n, P, 4), bases (n, P)) at the masked positions, per the model's type and mode."""
+        plan = crop_plan(split.seq_length, model.context_length)
+        length = plan.out_length
+        masks = plan.shift(split.mask_positions)
+        check_mask_positions(
+            f"models[{model.label}].context_length (cropped masks of {split.key})",
+            tuple(masks.tolist()),
+            length,
+        )
+        base_positions = np.asarray(split.mask_positions, dtype=np.int64)[None, :]
+        everywhere = np.ones_like(masks, dtype=bool)[None, :]
+
+        def one(gather: np.ndarray, valid: np.ndarray, reverse: bool, mask: np.ndarray | None):
+            inp = ModelInputs(
+                seqs, plan, reverse, mask, gather[None, :], valid[None, :] & everywhere, base_positions
+            )
+            return run(inp)
+
+        if model.type == "mlm":
+            return one(masks, everywhere[0], False, masks)
+        mode = model.motif_inference_mode
+        results = []
+        if mode in ("fwd_only", "fwd_rc_avg"):
+            results.append(one(masks - 1, masks >= 1, False, None))
+        if mode in ("rc_only", "fwd_rc_avg"):
+            mirrored = length - 1 - masks
+            results.append(one(mirrored - 1, mirrored >= 1, True, None))
+        if len(results) == 1:
+            return results[0]
+        stacked = np.stack([r[0] for r in results])
+        with np.errstate(invalid="ignore"):
+            avg = np.nanmean(stacked, axis=0) if np.isnan(stacked).any() else stacked.mean(axis=0)
+        return avg.astype(np.float32), results[0][1]
+
+    def score(self, model, split, frame, run):
+        probs, bases = self.probabilities(model, split, frame["sequence"].tolist(), run)
+        return probs, bases, self.example_scores(probs, bases)
+
+    def example_scores(self, probs: np.ndarray, bases: np.ndarray) -> np.ndarray:
+        return np.full(len(probs), np.nan)
+
+    # --- synthetic data -------------------------------------------------------------------
+    def synthetic_labels(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.permutation(np.arange(n) % 2).astype(np.int64)
+
+    def synthetic_example(
+        self, rng, pool, task: TaskDef, label: int, length: int, gc: float, species: str, masks
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def corrupt(self, rng: np.random.Generator, seq: np.ndarray, masks: tuple[int, ...]) -> None:
+        """Family-specific damage to a synthetic example (none by default)."""
+
+    def synthetic(self, rng, task: TaskDef, split: str, n: int, length: int) -> pd.DataFrame:
+        species = kit.SPLIT_SPECIES[split]
+        gc = g.SPECIES_GC[species]
+        masks = centred_mask(task.num_masks, length)
+        labels = self.synthetic_labels(rng, n)
+        seqs = []
+        pool = g.sample_genome(rng, kit.POOL_LENGTH, species)
+        for label in labels:
+            seq = self.synthetic_example(rng, pool, task, int(label), length, gc, species, masks)
+            self.corrupt(rng, seq, masks)
+            seqs.append(kit.soft_mask_and_n(rng, seq, kit.protect(length)))
+        return pd.DataFrame({"sequence": seqs, "label": labels})
+
+
+def site_example(rng, pool, kind: str, canonical: bool, length: int, gc: float, species: str, masks):
+    """A synthetic window with a splice / TIS / TTS site whose core motif sits at the masks."""
+    seq = kit.genome_window(rng, pool, length, masks[0], species)
+    s = g.site(kind, rng, gc, canonical=canonical)
+    if s.motif_len != len(masks):
+        raise ValidationError("synthetic.masks", list(masks), f"{kind} motif has {s.motif_len} bases")
+    kit.plant(seq, s.seq, masks[0] - s.anchor)
+    return seq

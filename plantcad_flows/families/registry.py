@@ -1,0 +1,43 @@
+"""The registry of task families, by name. A family is found, not listed: every module of this
+package that defines a `TaskFamily` subclass with a `name` registers it, so adding a family is one
+new module (plus its tests). Families come in the order their tasks first appear in the shipped
+task file (the order of the pivot's blocks), then the others by name."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import yaml
+
+from plantcad_flows.errors import UnknownNameError
+from plantcad_flows.families.base import TaskFamily
+
+
+def _discover() -> dict[str, TaskFamily]:
+    import plantcad_flows.families as package
+    from plantcad_flows.families.tasks import BUILTIN_TASK_FILE
+
+    found: dict[str, TaskFamily] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, TaskFamily) and "name" in vars(cls) and cls.__module__ == module.__name__:
+                if cls.name in found:
+                    raise RuntimeError(f"two families named {cls.name!r}: {type(found[cls.name])} and {cls}")
+                found[cls.name] = cls()
+    shipped = [t["family"] for t in yaml.safe_load(BUILTIN_TASK_FILE.read_text())]
+    rank = {name: i for i, name in reversed(list(enumerate(shipped)))}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
+FAMILIES: dict[str, TaskFamily] = _discover()
+
+
+def get_family(name: str, field: str = "family") -> TaskFamily:
+    """The family registered as `name`; an unknown name raises with the closest valid one."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UnknownNameError(field, name, FAMILIES) from None

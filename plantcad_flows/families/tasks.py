@@ -1,0 +1,244 @@
+"""Benchmarks as data: task definitions in YAML, and the registry of the tasks a config can use.
+
+A task file is a YAML list of task definitions (`TaskDef`). The PlantCAD2 zero-shot tasks ship as
+one (`assets/tasks/plantcad2.yaml`); a config adds its own with `task_files:`, and their tasks are
+used in `splits:` exactly like the built-in ones. A definition names its family (registered in
+`families/registry.py`), which checks that the definition's settings agree. Every problem is one
+line naming the file, the task and the field.
+
+Mask positions are 0-based and defined for the task's native `seq_length`; a split of another
+length gets the same number of masks, centred (see `sequences.crop_plan` for model crops).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from plantcad_flows.errors import UnknownNameError, ValidationError
+
+if TYPE_CHECKING:
+    from plantcad_flows.families.base import TaskFamily
+
+BENCHMARK_REPO_ID = "plantcad/PlantCAD2_zero_shot_tasks"
+NATIVE_SEQ_LENGTH = 8192
+DEFAULT_SV_FLANKING = 5
+BUILTIN_TASK_FILE = Path(__file__).resolve().parents[1] / "assets" / "tasks" / "plantcad2.yaml"
+
+
+def centred_mask(num_masks: int, seq_length: int = NATIVE_SEQ_LENGTH) -> tuple[int, ...]:
+    """The `num_masks` contiguous positions centred in a sequence of `seq_length` bases.
+
+    For 8,192 bp: 1 -> (4095,), 2 -> (4095, 4096), 3 -> (4094, 4095, 4096).
+    """
+    start = seq_length // 2 - 1 - (num_masks - 1) // 2
+    return tuple(range(start, start + num_masks))
+
+
+def check_mask_positions(field: str, positions: tuple[int, ...], seq_length: int) -> None:
+    """Masks must be distinct, in range and centred: equal margins on each side, +/-1."""
+    if not positions:
+        raise ValidationError(field, list(positions), "at least one mask position is required")
+    if sorted(set(positions)) != list(positions):
+        raise ValidationError(field, list(positions), "positions must be distinct and ascending")
+    if positions[0] < 0 or positions[-1] >= seq_length:
+        raise ValidationError(field, list(positions), f"out of range for length {seq_length}")
+    left, right = positions[0], seq_length - 1 - positions[-1]
+    if abs(left - right) > 1:
+        raise ValidationError(
+            field,
+            list(positions),
+            f"not centred in a {seq_length}-bp sequence (margins {left} and {right})",
+        )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetRef(_Strict):
+    """Where the task's splits live on the Hugging Face hub: repo, and config (= task by default)."""
+
+    repo: str | None = Field(default=None, description="Dataset repo id; none: splits must give a path")
+    config: str | None = Field(default=None, description="Dataset config name; default: the task's name")
+
+
+class TaskColumns(_Strict):
+    """Default column names; a split may override `sequence` and `label` (seq_column, label_column)."""
+
+    sequence: str = "sequence"
+    label: str = "label"
+    ref: str = "RefSeq"
+    alt: str = "MutSeq"
+    left: str = "left"
+    right: str = "right"
+
+
+class TaskDef(_Strict):
+    """One task: its family, where its data lives, its splits and the family's settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    family: str
+    description: str = ""
+    dataset: DatasetRef = DatasetRef()
+    splits: tuple[str, ...] = Field(min_length=1)
+    seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
+    mask_positions: tuple[int, ...] | None = None
+    motif_len: int | None = Field(default=None, ge=1)
+    flanking: int | None = Field(default=None, ge=1)
+    columns: TaskColumns = TaskColumns()
+    source: str = Field(default="", description="The file it was read from (never hashed)")
+
+    @pydantic.field_validator("family")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        from plantcad_flows.families.registry import FAMILIES
+
+        if v not in FAMILIES:
+            raise UnknownNameError("family", v, FAMILIES)
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _settings(self) -> TaskDef:
+        if self.seq_length % 2:
+            raise ValidationError("seq_length", self.seq_length, "must be even to centre-crop")
+        self.family_object.check_task(f"tasks[{self.name}]", self)
+        return self
+
+    @property
+    def family_object(self) -> TaskFamily:
+        from plantcad_flows.families.registry import get_family
+
+        return get_family(self.family)
+
+    @property
+    def num_masks(self) -> int:
+        if self.mask_positions is not None:
+            return len(self.mask_positions)
+        return self.motif_len or 0
+
+    @property
+    def dataset_config(self) -> str:
+        return self.dataset.config or self.name
+
+    @property
+    def shipped(self) -> bool:
+        """The definition is the shipped one of its name (whatever file it was read from)."""
+        shipped = builtin_tasks().get(self.name)
+        return shipped is not None and shipped.model_dump(exclude={"source"}) == self.model_dump(
+            exclude={"source"}
+        )
+
+    def identity_fields(self) -> dict:
+        """What a user-defined task adds to its cells' keys: the definition's fields that the
+        split's own fields (task name, columns, masks, flanking, source) do not already carry."""
+        return {
+            "family": self.family,
+            "dataset_config": self.dataset_config,
+            "columns": self.columns.model_dump(),
+        }
+
+
+def _one_line(file: str, index: int, raw: object, exc: pydantic.ValidationError) -> ValidationError:
+    """A pydantic error on one task definition as our one-line error naming file, task, field."""
+    name = raw.get("name", f"#{index}") if isinstance(raw, dict) else f"#{index}"
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    where = f"{file}: tasks[{name}]" + (f".{loc}" if loc else "")
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, ValidationError):  # ours, raised inside a validator: keep its field
+        return ValidationError(f"{file}: {_task_field(name, cause.field)}", cause.value, _problem(cause))
+    if err["type"] == "extra_forbidden":
+        return ValidationError(where, err.get("input"), f"unknown key {loc.rsplit('.', 1)[-1]!r}")
+    return ValidationError(where, err.get("input"), err["msg"])
+
+
+def _task_field(name: str, field: str) -> str:
+    return field if field.startswith("tasks[") else f"tasks[{name}].{field}"
+
+
+def _problem(e: ValidationError) -> str:
+    return str(e).split(": ", 1)[1] if ": " in str(e) else str(e)
+
+
+def read_task_file(path: str | Path) -> list[TaskDef]:
+    """The task definitions of one YAML task file (a list, or a mapping with a `tasks:` list).
+
+    Raises:
+        ValidationError: one line naming the file, the task and the field.
+    """
+    file = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValidationError("task_files[]", file, "no such file") from None
+    except yaml.YAMLError as e:
+        raise ValidationError("task_files[]", file, f"invalid YAML: {' '.join(str(e).split())}") from None
+    if isinstance(data, dict) and set(data) == {"tasks"}:
+        data = data["tasks"]
+    if not isinstance(data, list) or not data:
+        raise ValidationError(
+            f"{file}: tasks", type(data).__name__, "a task file is a non-empty list of tasks"
+        )
+    tasks: list[TaskDef] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data):
+        if not isinstance(raw, dict):
+            raise ValidationError(f"{file}: tasks[#{i}]", raw, "each task is a mapping")
+        try:
+            task = TaskDef.model_validate({**raw, "source": file})
+        except pydantic.ValidationError as e:
+            raise _one_line(file, i, raw, e) from None
+        if task.name in seen:
+            raise ValidationError(f"{file}: tasks[{task.name}].name", task.name, "defined twice in this file")
+        seen.add(task.name)
+        tasks.append(task)
+    return tasks
+
+
+_BUILTIN: dict[str, TaskDef] | None = None
+
+
+def builtin_tasks() -> dict[str, TaskDef]:
+    """The shipped PlantCAD2 task set, by name, in file order (read once per process)."""
+    global _BUILTIN
+    if _BUILTIN is None:
+        _BUILTIN = {t.name: t for t in read_task_file(BUILTIN_TASK_FILE)}
+    return _BUILTIN
+
+
+def task_registry(task_files: list[str] | tuple[str, ...] = ()) -> dict[str, TaskDef]:
+    """The built-in tasks plus those of `task_files`, by name.
+
+    Raises:
+        ValidationError: a task file's own problems, or a name defined in two files (naming both).
+    """
+    tasks = dict(builtin_tasks())
+    for path in task_files:
+        for task in read_task_file(path):
+            if task.name in tasks:
+                raise ValidationError(
+                    f"{path}: tasks[{task.name}].name",
+                    task.name,
+                    f"clashes with the task of the same name in {tasks[task.name].source}",
+                )
+            tasks[task.name] = task
+    return tasks
+
+
+def get_task(name: str, field: str = "task", tasks: dict[str, TaskDef] | None = None) -> TaskDef:
+    """Look a task up by name; an unknown name raises with the closest valid one."""
+    tasks = builtin_tasks() if tasks is None else tasks
+    try:
+        return tasks[name]
+    except KeyError:
+        raise UnknownNameError(field, name, tasks) from None
+
+
+def all_task_splits() -> list[tuple[str, str]]:
+    """Every (task, split) pair of the built-in benchmark, in file order."""
+    return [(t.name, s) for t in builtin_tasks().values() for s in t.splits]
