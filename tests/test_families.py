@@ -281,7 +281,6 @@ def test_lettuce_motif_task_runs_through_eval_like_tis_recovery(tmp_path, synthe
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["task"]: r for r in json.loads(out.read_text())}
     assert rows.keys() == {"tis_recovery", "lettuce_tis_recovery"}
-    assert rows["lettuce_tis_recovery"]["family"] == "motif_recovery"
     assert rows["lettuce_tis_recovery"]["num_examples"] == rows["tis_recovery"]["num_examples"] > 0
     for metric in ("motif_accuracy", "token_accuracy"):
         assert rows["lettuce_tis_recovery"][metric] == rows["tis_recovery"][metric], metric
