@@ -295,6 +295,11 @@ def _hub_model(config_changes: dict | None = None, **model):
     return edit
 
 
+def _lost_after_not_a_number(cfg, monkeypatch, **_):
+    monkeypatch.setenv("PLANTCAD_API_LOST_AFTER", "soon")
+    return cfg
+
+
 PREFLIGHT_CASES = [
     (
         "context-over-position-limit",
@@ -323,6 +328,11 @@ PREFLIGHT_CASES = [
         "hub-ships-code-untrusted",
         _hub_model({"auto_map": {"AutoModelForMaskedLM": "modeling_x.XForMaskedLM"}}),
         ["models[hub-mlm].trust_remote_code=False", "auto_map"],
+    ),
+    (
+        "lost-after-not-a-number",
+        _lost_after_not_a_number,
+        ["PLANTCAD_API_LOST_AFTER='soon'", "positive number of seconds"],
     ),
 ]
 

@@ -63,6 +63,7 @@ def run(cfg, args: argparse.Namespace) -> int:
     # Identities first (hub revisions, content fingerprints, checkpoint discovery): what cannot be
     # resolved is bad input, one line and exit 2, before a flow run exists or a model loads.
     try:
+        lost_after = lost_after_s()  # the watchdog's bound, from the environment: checked first
         resolution = resolve(cfg)
     except PlantCADError as e:
         for line in config_error_lines(e):
@@ -74,7 +75,6 @@ def run(cfg, args: argparse.Namespace) -> int:
             print(format_plan(planned, resolution.discoveries))
             return 0
         preflight(cfg, cells_to_run(planned))
-        lost_after = lost_after_s()
     except PlantCADError as e:
         for line in config_error_lines(e):
             print(line, file=sys.stderr)
