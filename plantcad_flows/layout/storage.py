@@ -112,15 +112,18 @@ def disk_full_message(local: str, size: int, error: OSError) -> str:
         where = os.path.dirname(where)
     try:
         usage = shutil.disk_usage(where or ".")
-        space = f"{_mib(usage.free)} free of {_mib(usage.total)}"
+        space = f"{_size(usage.free)} free of {_size(usage.total)}"
     except OSError:
         space = "free space unknown"
     reason = "quota exceeded" if error.errno == errno.EDQUOT else "no space left on device"
-    return f"{reason}: cannot write {local} ({_mib(size)}; {space} under {where}); free space and run again"
+    return f"{reason}: cannot write {local} ({_size(size)}; {space} under {where}); free space and run again"
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def write_json_atomic(path: UPath, obj: Any) -> None:
