@@ -391,6 +391,24 @@ def test_the_hub_preflight_fetches_config_and_tokenizer_only(
     assert {c[2] for c in fetched} == {SHA}  # at the resolved commit
 
 
+def test_checkpoints_in_subfolders_of_one_commit_are_listed_once(small_models, tmp_path, monkeypatch):
+    import hashlib
+
+    sha = hashlib.sha1(str(tmp_path).encode()).hexdigest()  # a commit no other test lists
+    hub = FakeHub(download_root=tmp_path / "hub-cache").install(monkeypatch)
+    mlm = {f.name: f.read_bytes() for f in Path(small_models["mlm"]).iterdir() if f.is_file()}
+    mlm.pop("model.safetensors")
+    hub.files[("org/run", sha)] = {f"step-{n}/{name}": b for n in (100, 200) for name, b in mlm.items()}
+    for n in (100, 200):
+        model = ModelConfig(
+            path="org/run", subfolder=f"step-{n}", revision=sha, name=f"run@step-{n}", context_length=512
+        )
+        check_model(model, ComputeConfig(device="cpu"), True, [8192])
+    assert [c[0] for c in hub.calls].count("list_repo_tree") == 1
+    fetched = sorted(c[3] for c in hub.calls if c[0] == "hf_hub_download")
+    assert fetched == sorted(hub.files[("org/run", sha)]), fetched
+
+
 # ------------------------------------------------------------------ disk full
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code
 from plantcad_flows.errors import DeviceError, ValidationError
@@ -87,10 +88,7 @@ def hub_config_files(model: ModelConfig) -> str | None:
     what = f"fetch the config of {model.label}"
     folder = f"{model.subfolder.strip('/')}/" if model.subfolder else ""
     try:
-        tree = with_retries(
-            lambda: list(api.list_repo_tree(model.path, revision=model.revision, recursive=True)), what
-        )
-        names = [getattr(f, "path", "") for f in tree if getattr(f, "size", None) is not None]
+        names = _hub_file_names(api, model.path, model.revision, what)
         wanted = [
             n
             for n in names
@@ -117,6 +115,22 @@ def hub_config_files(model: ModelConfig) -> str | None:
         )
         return None
     return os.path.dirname(local[wanted.index(f"{folder}config.json")])
+
+
+_LISTINGS: dict[tuple[str, str], list[str]] = {}
+
+
+def _hub_file_names(api, repo_id: str, revision: str | None, what: str) -> list[str]:
+    """Every file path of `repo_id` at `revision`; listed once per commit in this process (a
+    sweep's checkpoints are subfolders of one commit, and a commit's tree never changes)."""
+    pinned = revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision) is not None
+    if pinned and (repo_id, revision) in _LISTINGS:
+        return _LISTINGS[(repo_id, revision)]
+    tree = with_retries(lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)), what)
+    names = [getattr(f, "path", "") for f in tree if getattr(f, "size", None) is not None]
+    if pinned:
+        _LISTINGS[(repo_id, revision)] = names
+    return names
 
 
 def longest_input(model: ModelConfig, seq_lengths: list[int]) -> int:
