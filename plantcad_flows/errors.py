@@ -46,6 +46,10 @@ class StorageError(PlantCADError):
     """The storage prefix cannot be reached or written."""
 
 
+class DiskFullError(StorageError):
+    """A write under the prefix met a full disk (ENOSPC): nothing was marked complete."""
+
+
 class IncompleteShardsError(PlantCADError):
     """Merged shards do not cover every sampled example exactly once."""
 

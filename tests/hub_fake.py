@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx2  # the HTTP client huggingface_hub 2.x builds its errors on
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.hf_api import DatasetInfo, GitRefInfo, GitRefs, ModelInfo, RepoFile, RepoFolder
 
 
@@ -37,6 +43,10 @@ class FakeHub:
     trees: dict[tuple[str, str], list] = field(default_factory=dict)  # (repo, sha) -> RepoFile/RepoFolder
     refs: dict[str, GitRefs] = field(default_factory=dict)
     failures: list[Exception] = field(default_factory=list)  # raised by the next calls, in order
+    # (repo, sha) -> {path: bytes}: what `hf_hub_download` serves (and `list_repo_tree` lists
+    # when `trees` has no entry), written under `download_root` as the hub client's cache would
+    files: dict[tuple[str, str], dict[str, bytes]] = field(default_factory=dict)
+    download_root: Path | None = None
     calls: list[tuple] = field(default_factory=list)
 
     def set(self, repo_id: str, revision: str | None, sha: str, repo_type: str = "model") -> None:
@@ -65,7 +75,11 @@ class FakeHub:
 
         def list_repo_tree(self, repo_id, path_in_repo=None, *, recursive=False, revision=None, **kw):
             hub.calls.append(("list_repo_tree", repo_id, revision))
-            items = hub.trees[(repo_id, revision)]
+            if (repo_id, revision) not in hub.trees and (repo_id, revision) in hub.files:
+                served = hub.files[(repo_id, revision)]
+                items = [RepoFile(path=n, size=len(b), oid=f"blob-{n}", lfs=None) for n, b in served.items()]
+            else:
+                items = hub.trees[(repo_id, revision)]
             return iter(items if recursive else [i for i in items if "/" not in i.path])
 
         def list_repo_refs(self, repo_id, **kw):
@@ -74,7 +88,18 @@ class FakeHub:
                 raise http_error(RepositoryNotFoundError, 404)
             return hub.refs[repo_id]
 
+        def hf_hub_download(self, repo_id, filename, *, revision=None, **kw):
+            hub.calls.append(("hf_hub_download", repo_id, revision, filename))
+            served = hub.files.get((repo_id, revision), {})
+            if filename not in served:
+                raise http_error(EntryNotFoundError, 404)
+            out = Path(hub.download_root) / repo_id / str(revision) / filename
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(served[filename])
+            return str(out)
+
         monkeypatch.setattr(HfApi, "model_info", model_info)
+        monkeypatch.setattr(HfApi, "hf_hub_download", hf_hub_download)
         monkeypatch.setattr(HfApi, "dataset_info", dataset_info)
         monkeypatch.setattr(HfApi, "list_repo_tree", list_repo_tree)
         monkeypatch.setattr(HfApi, "list_repo_refs", list_repo_refs)

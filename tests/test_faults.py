@@ -361,3 +361,89 @@ def test_s3_outage_fails_cells_cleanly_and_a_rerun_completes(
     proxy.start()
     scored = _rerun_scores_only_missing(cfg, tmp_path, env, prefix, clean["metrics"], *only, shards=4)
     print(f"S3 outage: run failed {outage_s:.0f}s after the endpoint went away; re-run scored {scored}")
+
+
+# ------------------------------------------------------------------ the CLI's own server dies
+
+
+def test_a_lost_server_ends_the_run_and_the_next_run_resumes(clean, small_models, synthetic_dir, tmp_path):
+    """The Prefect server the CLI started is killed (by its pid, its whole process group)
+    mid-scoring: the CLI exits 3 within the watchdog's bound, naming the server in one line,
+    leaves nothing falsely complete and nothing running; the same command then scores only the
+    shards that were missing."""
+    prefix = tmp_path / "out"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix)
+    env = {**_env(tmp_path, None), "PLANTCAD_API_LOST_AFTER": "10"}
+    port = free_port()
+    proc = start_eval(cfg, tmp_path, env, "--server-port", str(port))
+    assert watch(proc, first_sidecar(prefix), timeout=300), proc.output()[-3000:]
+    [server] = [pid for pid, name in proc.names.items() if "prefect server start" in name]
+    os.killpg(server, signal.SIGKILL)  # its own session: the server and its workers
+    killed = time.monotonic()
+    proc.popen.wait(timeout=120)
+    exit_s = time.monotonic() - killed
+    output = proc.output()
+    assert proc.popen.returncode == 3, output[-4000:]
+    lost = [ln for ln in output.splitlines() if "has not answered" in ln]
+    assert len(lost) == 1 and f"http://127.0.0.1:{port}" in lost[0], lost or output[-4000:]
+    assert exit_s < 10 + 30, exit_s  # the bound, plus a poll and a health check's timeout
+    _after_kill(proc, prefix)
+    scored = _rerun_scores_only_missing(
+        cfg, tmp_path, env, prefix, clean["metrics"], "--server-port", str(free_port())
+    )
+    print(f"server killed mid-scoring: CLI exited 3 after {exit_s:.1f}s; re-run scored {scored} of {SHARDS}")
+
+
+# ------------------------------------------------------------------ disk full
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs (root only), unmounted at teardown."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_fails_the_run_cleanly_and_a_rerun_completes(
+    clean, prefect_server, small_models, synthetic_dir, tmp_path, small_disk
+):
+    """The prefix's disk fills mid-scoring: the run fails (exit 1) with one line naming a file
+    under the prefix and the space left, nothing is falsely complete, and once space is freed
+    the same command scores only what is missing."""
+    prefix = small_disk / "evals"
+    cfg = _config(tmp_path, small_models, synthetic_dir, prefix)
+    env = _env(tmp_path, prefect_server)
+    proc = start_eval(cfg, tmp_path, env)
+    assert watch(proc, first_sidecar(prefix), timeout=300), proc.output()[-3000:]
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    proc.popen.wait(timeout=600)
+    output = proc.output()
+    assert proc.popen.returncode == 1, output[-4000:]
+    failures = [ln for ln in output.splitlines() if ln.startswith("run failed:")]
+    assert len(failures) == 1, output[-4000:]
+    assert "no space left on device" in failures[0] and str(prefix) in failures[0], failures[0]
+    assert "free of 64.0 MiB under" in failures[0], failures[0]
+    assert false_completions(prefix) == []
+    assert not list(prefix.rglob("*.tmp-*"))
+
+    filler.unlink()
+    scored = _rerun_scores_only_missing(cfg, tmp_path, env, prefix, clean["metrics"])
+    print(f"disk full mid-scoring: {failures[0][:300]}; re-run scored {scored} of {SHARDS}")

@@ -6,7 +6,9 @@ model's tokenizer is checked when it loads), because deployments start the flow 
 CLI. But a user at a terminal should get one line naming the field and the value, exit status 2,
 and no flow run, results file or half-filled prefix for a typo. So, for the cells the plan will
 run:
-1. each local model directory's tokenizer is usable, and CUDA exists when this host scores;
+1. each model (local, or a hub id's config and tokenizer files at its resolved commit; no
+   weights) fits its inputs, has an architecture transformers can load as its type (or trusted
+   code), and a tokenizer that scoring can use; CUDA exists when this host scores;
 2. each split at a path is read, size-checked and validated exactly as the prepare step will
    (columns, one sequence length, ACGTN, labels 0/1, SV coordinates, empty after sampling);
 3. the storage prefix is created and written to (unwritable, or an S3 endpoint that does not
@@ -33,8 +35,9 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
 
     scores_here = not cfg.ray.enabled or parse_address(cfg.ray.address).kind == "local"
     models = {c.model.label: c.model for c in cells}
-    for model in models.values():
-        check_model(model, cfg.compute, scores_here)
+    for label, model in models.items():
+        lengths = [c.split.seq_length for c in cells if c.model.label == label]
+        check_model(model, cfg.compute, scores_here, lengths)
     splits = {c.split.key: c.split for c in cells}
     for split in splits.values():
         if split.path:

@@ -2,9 +2,12 @@
 
 Bad input exits with status 2 and one line per problem naming the field and value, before any
 Prefect run is created or any model is loaded. A dry run prints the plan and imports neither
-torch, Ray nor Prefect. A run whose cells failed exits with status 1. What a run starts (a Prefect
-server, a local Ray instance) goes down with the CLI on SIGINT, SIGTERM and SIGKILL alike: SIGTERM
-is turned into an orderly exit, and a SIGKILL is caught by the reaper (`cluster/reaper.py`).
+torch, Ray nor Prefect. A run whose cells failed exits with status 1; a run whose Prefect server
+stopped answering for `PLANTCAD_API_LOST_AFTER` seconds (60) exits with status 3, naming the
+server (`api_watchdog.py`), and the same command then resumes from what was completed. What a
+run starts (a Prefect server, a local Ray instance) goes down with the CLI on SIGINT, SIGTERM and
+SIGKILL alike: SIGTERM is turned into an orderly exit, and a SIGKILL is caught by the reaper
+(`cluster/reaper.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from plantcad_flows.cli.api_watchdog import ApiWatchdog, lost_after_s
 from plantcad_flows.cli.config_errors import config_error_lines
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.preflight import preflight
@@ -59,6 +63,7 @@ def run(cfg, args: argparse.Namespace) -> int:
     # Identities first (hub revisions, content fingerprints, checkpoint discovery): what cannot be
     # resolved is bad input, one line and exit 2, before a flow run exists or a model loads.
     try:
+        lost_after = lost_after_s()  # the watchdog's bound, from the environment: checked first
         resolution = resolve(cfg)
     except PlantCADError as e:
         for line in config_error_lines(e):
@@ -85,6 +90,8 @@ def run(cfg, args: argparse.Namespace) -> int:
         # what this run starts (a local Ray instance, the server) goes down with it, even on SIGKILL
         kept = [server.process.pid] if args.keep_server and server.process is not None else []
         reaper = start_reaper(spare=kept)
+        # a server that dies mid-run ends the run (exit 3) instead of leaving it retrying for minutes
+        watchdog = ApiWatchdog(server.api_url, lost_after).start()
         try:
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
                 from flows.zero_shot_eval import zero_shot_eval
@@ -94,6 +101,7 @@ def run(cfg, args: argparse.Namespace) -> int:
                 flow_run_id = state.state_details.flow_run_id
                 results = report(state, cfg, server.ui_url, flow_run_id, args.results_json)
         finally:
+            watchdog.stop()  # before the server this run started is stopped on purpose
             stop_reaper(reaper)
         if args.keep_server and server.process is not None:
             print(f"Prefect server left running at {server.ui_url} (pid {server.process.pid})")

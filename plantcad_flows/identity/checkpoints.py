@@ -280,6 +280,14 @@ def discover(entry: CheckpointsConfig) -> Discovery:
         kind = "hub" if local else "remote"
     if entry.match != "folders" and kind != "hub":
         raise ValidationError(f"{field_}.match", entry.match, "branches and tags need a hub repo id as path")
+    if entry.revision is not None and (kind != "hub" or entry.match != "folders"):
+        # a setting that does nothing must not look like a pin
+        why = (
+            f"a {kind} run directory has no revisions; its checkpoints are identified by content"
+            if kind != "hub"
+            else f"match: {entry.match} takes each checkpoint's own commit; revision picks the branch only for match: folders"
+        )
+        raise ValidationError(f"{field_}.revision", entry.revision, why, "remove it")
     if kind == "local":
         return _local(entry, out)
     if kind == "remote":

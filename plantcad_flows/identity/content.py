@@ -3,9 +3,11 @@ remote (`s3://`, `hf://`, ...) object holds, as short hex digests that enter cac
 
 * Data is hashed in full (size and sha256 of every file read), since a replaced parquet file at
   the same path must never serve the old scores. Splits are megabytes to a few GB; sha256 reads
-  them at disk speed, once per run.
-* A local model directory is hashed cheaply (names, sizes and the first and last MiB of every
-  file), which tells checkpoints apart without reading GBs of weights.
+  them at disk speed, once per file version (digests are remembered, as for models).
+* A local model directory is hashed in full too (name, size and sha256 of every file: weights,
+  config, tokenizer), so a checkpoint retrained in place is always re-scored. Each file's digest
+  is remembered by its stat in a small index under the user's cache directory (`digests.py`),
+  so an unchanged multi-GB checkpoint is read once, not at every run.
 * A remote object is identified by what its store reports (S3: ETag and size), with no download.
 """
 
@@ -15,44 +17,36 @@ import hashlib
 import os
 from pathlib import Path
 
+from plantcad_flows.identity.digests import file_digest
 from plantcad_flows.identity.remote import CONTENT_FIELDS, filesystem, version_token
 
-_EDGE = 1 << 20  # bytes read from each end of a weight file for a model fingerprint
-_CHUNK = 1 << 22
 FINGERPRINT_LEN = 16
+# enters every local model's fingerprint: fingerprints of an older scheme never match this one's
+MODEL_SCHEME = "sha256-v2"
 
 
 def local_model_fingerprint(path: str, subfolder: str = "") -> str | None:
-    """A cheap content fingerprint of a local model directory; None when it is not one.
+    """The content fingerprint of a local model directory; None when it is not one.
 
     A hub model is pinned by its commit; a local directory is not, and retraining into the same
-    path must not serve the old model's cached scores. Names, sizes and the first and last MiB of
-    every file are hashed.
+    path must not serve the old model's cached scores. The name, size and full sha256 of every
+    file in the directory are hashed (digests reused from the index while a file's stat holds).
     """
     root = os.path.join(path, subfolder) if subfolder else path
     if not os.path.isdir(root):
         return None
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"{MODEL_SCHEME}\n".encode())
     for name in sorted(os.listdir(root)):
         full = os.path.join(root, name)
         if not os.path.isfile(full):
             continue
-        size = os.path.getsize(full)
-        h.update(f"{name}:{size}".encode())
-        with open(full, "rb") as f:
-            h.update(f.read(_EDGE))
-            if size > 2 * _EDGE:
-                f.seek(-_EDGE, os.SEEK_END)
-                h.update(f.read(_EDGE))
+        h.update(f"{name}:{os.path.getsize(full)}:{file_digest(full)}\n".encode())
     return h.hexdigest()[:FINGERPRINT_LEN]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a local file (remembered by its stat, see `digests.py`)."""
+    return file_digest(path)
 
 
 def data_files(root: Path, suffix: str | None) -> list[Path]:

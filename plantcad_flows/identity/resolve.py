@@ -68,9 +68,19 @@ def resolve_model(model: ModelConfig) -> ResolvedModel:
 
     Raises:
         ValidationError: naming `models[NAME].path` (a missing directory) or
-        `models[NAME].revision` (a revision the hub cannot resolve).
+        `models[NAME].revision` (a revision the hub cannot resolve, or one given for a
+        directory, where it would do nothing).
     """
     where = os.path.join(model.path, model.subfolder) if model.subfolder else model.path
+    if model.revision is not None and (not is_local(model.path) or os.path.isdir(model.path)):
+        # ignored for a directory, local or remote: the user would believe they pinned something
+        kind = "local" if is_local(model.path) else "remote"
+        raise ValidationError(
+            f"models[{model.label}].revision",
+            model.revision,
+            f"{model.path} is a {kind} directory, identified by its content; a revision applies to hub ids only",
+            "remove it",
+        )
     if not is_local(model.path):
         try:
             fingerprint = with_retries(lambda: remote_fingerprint(where, suffix=None), f"list {where}")

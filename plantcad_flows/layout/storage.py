@@ -9,10 +9,13 @@ name and renamed; object stores (S3, the HF hub) make each object visible only o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
+import shutil
 import socket
 import uuid
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 from upath import UPath
 
 from plantcad_flows import CODE_VERSION
-from plantcad_flows.errors import StorageError
+from plantcad_flows.errors import DiskFullError, StorageError
 from plantcad_flows.identity.remote import hf_token, is_local, storage_options
 from plantcad_flows.layout.hashing import short_hash
 
@@ -76,18 +79,51 @@ def step_dir(prefix: str | UPath, step: str, label: str, fields: Any) -> UPath:
 
 
 def write_bytes_atomic(path: UPath, data: bytes) -> None:
-    """Write so that `path` is either absent or complete, on every backend."""
+    """Write so that `path` is either absent or complete, on every backend.
+
+    Raises:
+        DiskFullError: the disk filled (ENOSPC): the partial temporary file is removed, and the
+        message names the file and the space left, so a step fails with nothing marked complete.
+    """
     if path.protocol in ("", "file", "local"):
         local = path.path
-        os.makedirs(os.path.dirname(local), exist_ok=True)
         tmp = f"{local}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, local)
+        try:
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, local)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise DiskFullError(disk_full_message(local, len(data), e)) from None
     else:
         path.write_bytes(data)
+
+
+def disk_full_message(local: str, size: int, error: OSError) -> str:
+    """One line: which file could not be written, and how much space its filesystem has left."""
+    where = os.path.dirname(local)
+    while where and not os.path.isdir(where):
+        where = os.path.dirname(where)
+    try:
+        usage = shutil.disk_usage(where or ".")
+        space = f"{_size(usage.free)} free of {_size(usage.total)}"
+    except OSError:
+        space = "free space unknown"
+    reason = "quota exceeded" if error.errno == errno.EDQUOT else "no space left on device"
+    return f"{reason}: cannot write {local} ({_size(size)}; {space} under {where}); free space and run again"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def write_json_atomic(path: UPath, obj: Any) -> None:
