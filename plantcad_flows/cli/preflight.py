@@ -7,7 +7,7 @@ CLI. But a user at a terminal should get one line naming the field and the value
 and no flow run, results file or half-filled prefix for a typo. So, for the cells the plan will
 run:
 1. each local model directory's tokenizer is usable, and CUDA exists when this host scores;
-2. each split at a path is read, size-checked and validated exactly as the prepare step will
+2. each split at a path is validated exactly as the prepare step will, a batch at a time
    (columns, one sequence length, ACGTN, labels 0/1, SV coordinates, empty after sampling);
 3. the storage prefix is created and written to (unwritable, or an S3 endpoint that does not
    answer).
@@ -27,7 +27,7 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
     """
     if not cells:
         return
-    from plantcad_flows.data.splits import prepare_split
+    from plantcad_flows.data.splits import validate_split
     from plantcad_flows.layout.storage import ensure_prefix
     from plantcad_flows.scoring.preflight import check_model
 
@@ -38,5 +38,5 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
     splits = {c.split.key: c.split for c in cells}
     for split in splits.values():
         if split.path:
-            prepare_split(split, cfg.sampling)
+            validate_split(split, cfg.sampling)
     ensure_prefix(cfg.executor.prefix)  # last: bad data or models leave no prefix behind

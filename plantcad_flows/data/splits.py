@@ -1,10 +1,17 @@
 """Loading, validating and sampling one benchmark split into the frame scoring consumes.
 
 A split comes from the Hugging Face dataset repo (config = task) or from parquet (a file or a
-directory of files) at a local, `s3://` or `hf://` path, read through fsspec. Validation happens
-here, before any model loads: required columns, one sequence length equal to the split's
-`seq_length`, the A/C/G/T/N alphabet (checked on the sampled rows only, to keep large splits
-cheap), labels in {0, 1}, and SV coordinates inside RefSeq.
+directory of files) at a local, `s3://` or `hf://` path, read through fsspec
+(`data/sources.py`). Only what is scored is read: the row count and columns come from the
+parquet footers (or the dataset's schema), sampling is decided from the row count alone, the
+label column is read whole (it is small), and then only the kept rows' sequences are read, a
+batch at a time. So a split of any size can be evaluated; one too large for memory without
+sampling is streamed (`iter_prepared`), never read whole.
+
+Validation happens here, before any model loads: required columns, a non-empty split, labels in
+{0, 1}, and on the kept rows (the rows that are scored; a bad row that sampling leaves out is
+never read) one sequence length equal to the split's `seq_length`, the A/C/G/T/N alphabet and
+SV coordinates inside RefSeq.
 
 Sampling shuffles the row indices with `numpy.random.default_rng(seed).permutation`, keeps the
 first floor(n * rate), then the first `max_size` of those; the kept rows are returned sorted by
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,35 +30,29 @@ import pandas as pd
 from plantcad_flows.benchmark.registry import Family
 from plantcad_flows.config import SamplingConfig, SplitConfig
 from plantcad_flows.data.dataset_repo import checkout
-from plantcad_flows.data.limits import check_split_size
 from plantcad_flows.data.sequences import check_alphabet, to_bytes
+from plantcad_flows.data.sources import DatasetSource, FrameSource, ParquetSource
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.identity.retry import with_retries
-from plantcad_flows.layout.storage import read_parquet
 
 SV_COLUMNS = ("RefSeq", "MutSeq", "left", "right")
 NO_LABEL = -1  # motif recovery needs no label; an absent column is filled with this
 
 
-def read_split_files(path: str) -> pd.DataFrame:
-    """A split's parquet file or directory; a missing one is a config error naming the path."""
-    try:
-        return read_parquet(path)
-    except FileNotFoundError as e:
-        raise ValidationError("splits[].path", path, str(e).split(":")[0]) from None
+def open_split(split: SplitConfig):
+    """The split's rows, unread: a source that answers its row count and columns from footers.
 
+    A dataset repo is opened with `datasets.load_dataset(repo, name=task, split=split)` (Arrow on
+    disk, memory-mapped): from the hub at `split.revision` (the commit the plan resolved;
+    transient hub errors are retried), or from a local directory in the hub's layout, at
+    `split.revision` when one is given (a git clone, materialised at that commit by
+    `dataset_repo.checkout`).
 
-def load_split(split: SplitConfig) -> pd.DataFrame:
-    """The raw split, in its original row order.
-
-    A dataset repo is read with `datasets.load_dataset(repo, name=task, split=split)`: from the
-    hub at `split.revision` (the commit the plan resolved; transient hub errors are retried), or
-    from a local directory in the hub's layout, at `split.revision` when one is given (a git
-    clone, materialised at that commit by `dataset_repo.checkout`).
+    Raises:
+        ValidationError: `splits[TASK/SPLIT].path` missing, or a file there is not parquet.
     """
     if split.path:
-        check_split_size(split)  # from the footers, before a row is read
-        return read_split_files(split.path)
+        return ParquetSource(split.path, f"splits[{split.key}].path")
     import datasets
 
     if os.path.isdir(split.repo_id):
@@ -65,7 +67,17 @@ def load_split(split: SplitConfig) -> pd.DataFrame:
             ),
             f"load {split.repo_id} {split.key}",
         )
-    return ds.to_pandas()
+    return DatasetSource(ds, f"{split.repo_id} {split.task}/{split.split}")
+
+
+def load_split(split: SplitConfig) -> pd.DataFrame:
+    """The raw split, whole, in its original row order (small splits and tests only)."""
+    source = open_split(split)
+    keep = np.arange(source.num_rows, dtype=np.int64)
+    frames = list(source.batches(keep, source.columns))
+    if not frames:
+        return pd.DataFrame(columns=source.columns)
+    return pd.concat(frames, ignore_index=True).drop(columns="row_index")
 
 
 def sample_indices(n: int, sampling: SamplingConfig) -> np.ndarray:
@@ -80,7 +92,7 @@ def sample_indices(n: int, sampling: SamplingConfig) -> np.ndarray:
     return np.sort(order).astype(np.int64)
 
 
-def _require(raw: pd.DataFrame, columns, split: SplitConfig, field: str) -> None:
+def _require(raw, columns, split: SplitConfig, field: str) -> None:
     for col in columns:
         if col not in raw.columns:
             raise ValidationError(
@@ -88,73 +100,58 @@ def _require(raw: pd.DataFrame, columns, split: SplitConfig, field: str) -> None
             )
 
 
-def _check_lengths(values: pd.Series, column: str, split: SplitConfig) -> None:
+def _check_lengths(values: pd.Series, column: str, split: SplitConfig, rows: np.ndarray, first: dict) -> None:
+    """One length across the kept rows (`first` carries the first kept row's from batch to
+    batch), equal to the split's `seq_length`."""
     lengths = values.str.len().to_numpy()
-    if len(lengths) and (lengths != lengths[0]).any():
-        bad = int(np.flatnonzero(lengths != lengths[0])[0])
+    if not len(lengths):
+        return
+    if column not in first:
+        first[column] = (int(rows[0]), int(lengths[0]))
+        if lengths[0] != split.seq_length:
+            raise ValidationError(
+                f"splits[{split.key}].seq_length",
+                split.seq_length,
+                f"column {column} holds {int(lengths[0])}-bp sequences",
+            )
+    row0, length0 = first[column]
+    if (lengths != length0).any():
+        bad = int(np.flatnonzero(lengths != length0)[0])
         raise ValidationError(
             f"splits[{split.key}].{column}",
             int(lengths[bad]),
-            f"mixed sequence lengths: row {bad} differs from row 0 ({int(lengths[0])})",
+            f"mixed sequence lengths: row {int(rows[bad])} differs from row {row0} ({length0})",
         )
-    if len(lengths) and lengths[0] != split.seq_length:
+
+
+def _labels(source, split: SplitConfig, keep: np.ndarray, has_label: bool) -> np.ndarray:
+    """The kept rows' labels (int64), checked to be 0/1 where the family needs a label."""
+    if not has_label:
+        return np.full(len(keep), NO_LABEL, dtype=np.int64)
+    labels = pd.to_numeric(source.column(split.label_column).iloc[keep], errors="coerce").to_numpy()
+    if split.family != Family.MOTIF and not np.isin(labels, (0, 1)).all():
+        bad = labels[~np.isin(labels, (0, 1))][0].item()
         raise ValidationError(
-            f"splits[{split.key}].seq_length",
-            split.seq_length,
-            f"column {column} holds {int(lengths[0])}-bp sequences",
+            f"splits[{split.key}].label_column",
+            split.label_column,
+            f"labels must be 0 or 1, found {bad!r}",
         )
+    return np.nan_to_num(labels, nan=NO_LABEL).astype(np.int64)
 
 
-def prepare_split(
-    split: SplitConfig, sampling: SamplingConfig, raw: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Load (unless `raw` is given), validate and sample one split.
-
-    Returns:
-        row_index, label (int64) and either `sequence` or `ref_seq`, `mut_seq`, `left`, `right`.
-
-    Raises:
-        ValidationError: missing columns, mixed or wrong lengths, characters outside ACGTN, bad
-        labels or SV coordinates, or a split that is empty after sampling.
-    """
-    raw = load_split(split) if raw is None else raw
-    family = split.family
-    sv = family == Family.STRUCTURAL_VARIANT
+def _prepared_batch(rows: pd.DataFrame, labels: np.ndarray, split: SplitConfig, first: dict) -> pd.DataFrame:
+    """One batch of kept rows, validated, in the prepared frame's columns."""
+    sv = split.family == Family.STRUCTURAL_VARIANT
     seq_columns = ("RefSeq", "MutSeq") if sv else (split.seq_column,)
-    _require(raw, seq_columns, split, f"splits[{split.key}].seq_column")
-    if sv:
-        _require(raw, ("left", "right"), split, f"splits[{split.key}] columns")
-    has_label = split.label_column in raw.columns
-    if not has_label and family != Family.MOTIF:
-        _require(raw, (split.label_column,), split, f"splits[{split.key}].label_column")
+    index = rows["row_index"].to_numpy(np.int64)
+    out = pd.DataFrame({"row_index": index, "label": labels})
     for col in seq_columns:
-        _check_lengths(raw[col].astype(str), col, split)
-
-    keep = sample_indices(len(raw), sampling)
-    if keep.size == 0:
-        raise ValidationError(
-            "sampling", sampling.model_dump(), f"leaves 0 of {len(raw)} examples of {split.key}"
-        )
-    rows = raw.iloc[keep]
-    out = pd.DataFrame({"row_index": keep})
-    if has_label:
-        labels = pd.to_numeric(rows[split.label_column], errors="coerce").to_numpy()
-        if family != Family.MOTIF and not np.isin(labels, (0, 1)).all():
-            bad = labels[~np.isin(labels, (0, 1))][0].item()
-            raise ValidationError(
-                f"splits[{split.key}].label_column",
-                split.label_column,
-                f"labels must be 0 or 1, found {bad!r}",
-            )
-        out["label"] = np.nan_to_num(labels, nan=NO_LABEL).astype(np.int64)
-    else:
-        out["label"] = np.full(len(keep), NO_LABEL, dtype=np.int64)
-    for col in seq_columns:
-        seqs = rows[col].astype(str).tolist()
+        seqs = rows[col].astype(str)
+        _check_lengths(seqs, col, split, index, first)
         check_alphabet(
-            to_bytes(seqs, field=f"splits[{split.key}].{col}"),
+            to_bytes(seqs.tolist(), field=f"splits[{split.key}].{col}"),
             field=f"splits[{split.key}].{col}",
-            row_index=keep,
+            row_index=index,
         )
     if sv:
         out["ref_seq"] = rows["RefSeq"].astype(str).to_numpy()
@@ -167,8 +164,70 @@ def prepare_split(
             raise ValidationError(
                 f"splits[{split.key}].left/right",
                 (int(out["left"][i]), int(out["right"][i])),
-                f"row {int(keep[i])}: need 1 <= left <= right <= {split.seq_length}",
+                f"row {int(index[i])}: need 1 <= left <= right <= {split.seq_length}",
             )
     else:
         out["sequence"] = rows[split.seq_column].astype(str).to_numpy()
-    return out.reset_index(drop=True)
+    return out
+
+
+def iter_prepared(
+    split: SplitConfig, sampling: SamplingConfig, raw: pd.DataFrame | None = None
+) -> Iterator[pd.DataFrame]:
+    """Open (or wrap `raw`), validate and sample one split, yielding the kept rows in batches.
+
+    Everything that can be checked without the sequences (columns, an empty split, sampling
+    that keeps nothing, labels) is checked before the first batch is read.
+
+    Yields:
+        Frames of row_index, label (int64) and either `sequence` or `ref_seq`, `mut_seq`,
+        `left`, `right`, in row order, of at most `sources.BATCH_ROWS` rows.
+
+    Raises:
+        ValidationError: a path that is missing or not parquet, missing columns, an empty split,
+        a split that is empty after sampling, bad labels, and on the kept rows mixed or wrong
+        lengths, characters outside ACGTN or bad SV coordinates.
+    """
+    source = open_split(split) if raw is None else FrameSource(raw)
+    family = split.family
+    sv = family == Family.STRUCTURAL_VARIANT
+    seq_columns = ("RefSeq", "MutSeq") if sv else (split.seq_column,)
+    _require(source, seq_columns, split, f"splits[{split.key}].seq_column")
+    if sv:
+        _require(source, ("left", "right"), split, f"splits[{split.key}] columns")
+    has_label = split.label_column in source.columns
+    if not has_label and family != Family.MOTIF:
+        _require(source, (split.label_column,), split, f"splits[{split.key}].label_column")
+    if source.num_rows == 0:
+        where = f"splits[{split.key}].path" if split.path else f"splits[{split.key}]"
+        raise ValidationError(where, source.describe(), "empty split: it holds 0 rows")
+
+    keep = sample_indices(source.num_rows, sampling)
+    if keep.size == 0:
+        raise ValidationError(
+            "sampling", sampling.model_dump(), f"leaves 0 of {source.num_rows} examples of {split.key}"
+        )
+    labels = _labels(source, split, keep, has_label)
+    columns = [*seq_columns, *(("left", "right") if sv else ())]
+    first: dict = {}
+    done = 0
+    for rows in source.batches(keep, columns):
+        yield _prepared_batch(rows, labels[done : done + len(rows)], split, first)
+        done += len(rows)
+
+
+def prepare_split(
+    split: SplitConfig, sampling: SamplingConfig, raw: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """`iter_prepared`, concatenated: the kept rows as one frame (see there for Raises).
+
+    Returns:
+        row_index, label (int64) and either `sequence` or `ref_seq`, `mut_seq`, `left`, `right`.
+    """
+    frames = list(iter_prepared(split, sampling, raw))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+
+
+def validate_split(split: SplitConfig, sampling: SamplingConfig) -> int:
+    """Check a split as the prepare step will, holding one batch at a time; the kept row count."""
+    return sum(len(batch) for batch in iter_prepared(split, sampling))
