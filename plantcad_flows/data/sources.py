@@ -31,6 +31,7 @@ from plantcad_flows.errors import ValidationError
 from plantcad_flows.identity.remote import filesystem, is_local
 
 BATCH_ROWS = 1024  # rows decoded at once within a row group: 8 MB of 8,192-bp sequences
+READ_BUFFER = 1 << 22  # bytes of a column chunk read at a time
 
 
 def parquet_files(path: str) -> list[str]:
@@ -93,7 +94,8 @@ class ParquetSource:
 
         fs, p = filesystem(url)
         try:
-            return pq.ParquetFile(fs.open(p, "rb"), pre_buffer=False)
+            # buffered: a column chunk is read a few MB at a time, not whole
+            return pq.ParquetFile(fs.open(p, "rb"), pre_buffer=False, buffer_size=READ_BUFFER)
         except FileNotFoundError:
             raise ValidationError(self.field, url, "no such file or directory") from None
         except Exception as e:  # noqa: BLE001 - pyarrow's ArrowInvalid and friends: not parquet
@@ -160,7 +162,7 @@ class DatasetSource:
         return self.where
 
     def column(self, name: str) -> pd.Series:
-        return self.ds.data.column(name).to_pandas()
+        return self.ds.select_columns([name]).to_pandas()[name]
 
     def batches(self, keep: np.ndarray, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
         cols = self.ds.select_columns(list(columns))
