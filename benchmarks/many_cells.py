@@ -3,7 +3,8 @@ backed by SQLite or PostgreSQL.
 
 N/20 checkpoints of the tiny MLM (`plantcad_flows.benchmark.checkpoints`, a `checkpoints:` entry
 discovered at plan time) x the 20 splits of the synthetic benchmark, 4 examples each, on the CPU
-with no Ray, one shard per cell and one scoring worker (so that scoring time is a plain sum). A
+with no Ray, one shard per cell and one scoring worker (so that scoring time is a plain sum), at
+a context of 32 bp by default (the forward pass is not what is measured). A
 Prefect server is started here on a free port with its database under the work directory
 (`--database postgres`: a local PostgreSQL, `plantcad_flows/cli/postgres.py`), and stopped by
 PID. Prints:
@@ -67,13 +68,13 @@ def task_runs(url: str) -> list[dict]:
         offset += 200
 
 
-def config(work: Path, data: Path, checkpoints: int) -> dict:
+def config(work: Path, data: Path, checkpoints: int, context: int) -> dict:
     run_dir = work / "training-run"
     for i in range(checkpoints):
         if not (run_dir / f"step-{i + 1}" / "config.json").exists():
             write_checkpoint(run_dir, i + 1, final_step=checkpoints)
     return {
-        "checkpoints": [{"path": str(run_dir), "name": "tiny-mlm", "type": "mlm", "context_length": 512}],
+        "checkpoints": [{"path": str(run_dir), "name": "tiny-mlm", "type": "mlm", "context_length": context}],
         "splits": [{"task": t, "split": s, "path": str(data / t / f"{s}.parquet")} for t, s in SPLITS],
         "compute": {"device": "cpu", "batch_size": 8, "num_workers": 1},
         "sampling": {"max_size": EXAMPLES, "seed": 0},
@@ -87,6 +88,7 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=1000, help="cells (a multiple of 20)")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--work", help="work here (and keep it) instead of a temporary directory")
+    parser.add_argument("--context", type=int, default=32, help="the model's context length (bp)")
     args = parser.parse_args()
     if args.cells < 20 or args.cells % 20:
         parser.error("--cells must be a positive multiple of 20")
@@ -96,7 +98,7 @@ def main() -> int:
     data = work / "data"
     ensure_benchmark(data, n_examples=16)
     cfg = work / "eval.yaml"
-    cfg.write_text(yaml.safe_dump(config(work, data, args.cells // 20)))
+    cfg.write_text(yaml.safe_dump(config(work, data, args.cells // 20, args.context)))
 
     settings, pg = {}, None
     if args.database == "postgres":
