@@ -1,6 +1,6 @@
 """plantcad-flows: evaluate DNA language models on the PlantCAD2 zero-shot benchmark.
 
-The package `plantcad_flows` is the pure core (configs, benchmark registry, sequence handling,
+The package `plantcad_flows` is the pure core (configs, task families and task files, sequence handling,
 model loading, scoring, metrics, storage layout). It never imports Prefect; the Prefect shell
 lives in the top-level `tasks/` and `flows/` packages.
 """

@@ -3,7 +3,7 @@
 One pydantic model, `EvalConfig`, is at once the YAML config file (the PlantCAD pipeline format
 users already have: `models`, `splits`, `compute`, `sampling`, `executor`), the flow's parameter
 (so the Prefect UI renders a form) and the source of every cache key. It is validated once, when
-loaded; unknown keys are errors. Field-level checks that need the benchmark registry (task names,
+loaded; unknown keys are errors. Field-level checks that need the task registry (task names,
 mask positions, crop lengths) live here too, so that every cell is checked before any model loads.
 """
 

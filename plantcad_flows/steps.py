@@ -24,9 +24,11 @@ from plantcad_flows.layout.integrity import (
     invalidate_step,
     read_sidecar,
     read_verified_parquet,
+    read_verified_rows,
     recorded,
     shard_ok,
     step_file_ok,
+    write_parquet_batches_recorded,
     write_parquet_recorded,
     write_parquet_with_sidecar,
 )
@@ -45,6 +47,9 @@ from plantcad_flows.results.table import CellResult, cell_result
 
 log = logging.getLogger(__name__)
 EXAMPLES = "examples.parquet"
+# examples.parquet is written in row groups of this many rows, so that a shard reads its own
+# rows plus at most this many on either side, never the whole split (2 MB at 8,192 bp)
+EXAMPLES_ROW_GROUP = 256
 METRICS = "metrics.json"
 DEFAULT_CPU_BATCH = 16
 
@@ -98,17 +103,18 @@ def _prepared(job: SplitJob, num_examples: int, record: dict[str, Any] | None) -
 
 def prepare(job: SplitJob, force: bool = False) -> PreparedSplit:
     """Load, validate and sample a split once; later calls reuse `examples.parquet` if it matches
-    its record, and prepare it again if not."""
-    from plantcad_flows.data.splits import prepare_split
+    its record, and prepare it again if not. The kept rows are streamed into the file in row
+    groups of `EXAMPLES_ROW_GROUP` rows: memory holds a batch, never the split."""
+    from plantcad_flows.data.splits import iter_prepared
 
     d = to_path(job.dir)
     if not force and prepared_ok(job):
         return _prepared(job, int(read_json(d / SUCCESS)["num_examples"]), recorded(d, EXAMPLES))
     invalidate_step(d)  # the old marker must not vouch for the file about to be rewritten
-    frame = prepare_split(job.split, job.sampling)
-    record = write_parquet_recorded(d / EXAMPLES, frame)
-    mark_complete(d, job.fields, {"num_examples": len(frame), "files": {EXAMPLES: record}})
-    return _prepared(job, len(frame), record)
+    batches = iter_prepared(job.split, job.sampling)
+    record = write_parquet_batches_recorded(d / EXAMPLES, batches, EXAMPLES_ROW_GROUP)
+    mark_complete(d, job.fields, {"num_examples": record["rows"], "files": {EXAMPLES: record}})
+    return _prepared(job, record["rows"], record)
 
 
 def shard_path(cell: Cell, shard: ShardSpec) -> str:
@@ -120,12 +126,25 @@ def shard_done(cell: Cell, shard: ShardSpec) -> bool:
     return shard_ok(to_path(shard_path(cell, shard)), shard.size)
 
 
-def read_examples(prepared: PreparedSplit, location: Any = None):
-    """A prepared split's examples, checked against their record; a mismatch marks the split's
-    step incomplete (prepared again next time) and raises `CorruptFileError` naming the file."""
+def read_examples(
+    prepared: PreparedSplit,
+    location: Any = None,
+    rows: tuple[int, int] | None = None,
+    columns: list[str] | None = None,
+):
+    """A prepared split's examples (rows [start, stop) and `columns` only, when given), checked
+    against their record; only the row groups holding those rows are read. A mismatch marks the
+    split's step incomplete (prepared again next time) and raises `CorruptFileError` naming the
+    file."""
+    start, stop = rows if rows is not None else (0, prepared.num_examples)
     try:
-        return read_verified_parquet(
-            to_path(str(location or prepared.examples)), prepared.examples_record, prepared.num_examples
+        return read_verified_rows(
+            to_path(str(location or prepared.examples)),
+            prepared.examples_record,
+            prepared.num_examples,
+            start,
+            stop,
+            columns,
         )
     except CorruptFileError:
         invalidate_step(to_path(prepared.dir))
@@ -185,8 +204,7 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
         )
     invalidate_shard(out)  # a stale sidecar must never vouch for the file about to be rewritten
     t0 = time.perf_counter()
-    frame = read_examples(prepared, local_copy(prepared.examples))
-    rows = shard.take(frame)
+    rows = read_examples(prepared, local_copy(prepared.examples), rows=(shard.start, shard.stop))
     read_s = time.perf_counter() - t0
     loaded = load_cached_model(cell)
     timings = StageTimings()
@@ -249,7 +267,7 @@ def finalize_cell(
 def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d) -> CellResult:
     from plantcad_flows.results.plots import curve_pngs
 
-    examples = read_examples(prepared)
+    examples = read_examples(prepared, columns=["row_index"])
     ordered = sorted(shards, key=lambda s: s.index)
     merged = merge_shards([_read_shard(s) for s in ordered], examples["row_index"])
     notes: list[str] = []

@@ -7,10 +7,8 @@ The CLI's `main` runs in this process (the console script only hands its return 
 where nothing listens: a case that slipped past the checks would try to start a flow run there,
 print "using the Prefect server at ...", and fail with another status.
 
-The 2 GB sequence column is a real parquet file whose footer declares 262,144 rows of an 8,192-bp
-sequence column (2.1 GB of bases) while the file itself stays small: the column is
-dictionary-encoded, one distinct value. The check reads footers only, so it refuses the file
-before any row is read (asserted by making the row reader fail if it is ever called).
+A split over the old 1 GiB limit is no longer bad input: `test_scale_reads.py` plans and samples
+one.
 """
 
 from __future__ import annotations
@@ -18,10 +16,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import eval_config
@@ -89,18 +84,6 @@ def _two_mer_tokenizer(directory: Path) -> None:
     PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]"
     ).save_pretrained(directory)
-
-
-def _two_gb_split(tmp_path: Path) -> str:
-    rows, length = 262_144, 8192
-    seq = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array(["ACGT" * 2048]))
-    table = pa.table({"sequence": seq, "label": pa.array(np.zeros(rows, dtype=np.int64))})
-    out = tmp_path / "data" / "huge.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
-    assert out.stat().st_size < 5_000_000  # the declared 2.1 GB never touches the disk
-    assert pq.ParquetFile(out).metadata.num_rows * length > 2 * 10**9
-    return str(out)
 
 
 def _set(path: str, value):
@@ -193,14 +176,15 @@ def _unreachable_s3(cfg, monkeypatch, **_):
     return cfg
 
 
-def _huge_split(cfg, tmp_path, monkeypatch, **_):
-    import plantcad_flows.data.splits as splits
+def _not_parquet(cfg, tmp_path, **_):
+    out = tmp_path / "data" / "split.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("sequence,label\nACGT,0\n")  # a CSV under a parquet name
+    return _with_split(cfg, CONS, str(out))
 
-    def never(path):
-        raise AssertionError(f"rows of {path} were read")
 
-    monkeypatch.setattr(splits, "read_split_files", never)
-    return _with_split(cfg, CONS, _two_gb_split(tmp_path))
+def _empty_split(f):
+    return f.iloc[:0]
 
 
 # (id, edit or raw YAML text, substrings the one line must hold: the field, the value, the problem)
@@ -258,7 +242,16 @@ CASES = [
         _set("splits.0.path", "/nonexistent/split.parquet"),
         ["/nonexistent/split.parquet"],
     ),
-    ("two-gb-column", _huge_split, ["splits[conservation_within_andropogoneae/test].path", "2.1 GB"]),
+    (
+        "not-parquet",
+        _not_parquet,
+        ["splits[conservation_within_andropogoneae/test].path=", "split.parquet", "not a parquet file"],
+    ),
+    (
+        "empty-split",
+        _data(CONS, _empty_split),
+        ["splits[conservation_within_andropogoneae/test].path=", "empty split"],
+    ),
     ("unwritable-prefix", _unwritable_prefix, ["executor.prefix=", "a-file/evals", "not writable"]),
     (
         "unreachable-s3",

@@ -64,6 +64,7 @@ def start_server(
     log_path: str | os.PathLike | None = None,
     timeout: float = 180.0,
     tied_to_caller: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> LocalServer:
     """Start `prefect server start` on 127.0.0.1 and wait until its API answers.
 
@@ -72,6 +73,7 @@ def start_server(
         home: PREFECT_HOME for the server (its SQLite database lives there).
         tied_to_caller: the kernel stops the server when this process dies, even by SIGKILL
             (Linux; elsewhere the CLI's reaper does). Call from the main thread.
+        settings: extra environment of the server, e.g. `postgres.server_settings(url)`.
     """
     port = port or free_port()
     api_url = f"http://{DEFAULT_HOST}:{port}/api"
@@ -83,6 +85,7 @@ def start_server(
     if home is not None:
         Path(home).mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(home)
+    env.update(settings or {})
     log = open(log_path or os.devnull, "ab")
     proc = subprocess.Popen(
         [prefect_executable(), "server", "start", "--host", DEFAULT_HOST, "--port", str(port)],

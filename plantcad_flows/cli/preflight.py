@@ -9,7 +9,7 @@ run:
 1. each model (local, or a hub id's config and tokenizer files at its resolved commit; no
    weights) fits its inputs, has an architecture transformers can load as its type (or trusted
    code), and a tokenizer that scoring can use; CUDA exists when this host scores;
-2. each split at a path is read, size-checked and validated exactly as the prepare step will
+2. each split at a path is validated exactly as the prepare step will, a batch at a time
    (columns, one sequence length, ACGTN, labels 0/1, SV coordinates, empty after sampling);
 3. the storage prefix is created and written to (unwritable, or an S3 endpoint that does not
    answer).
@@ -29,7 +29,7 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
     """
     if not cells:
         return
-    from plantcad_flows.data.splits import prepare_split
+    from plantcad_flows.data.splits import validate_split
     from plantcad_flows.layout.storage import ensure_prefix
     from plantcad_flows.scoring.preflight import check_model
 
@@ -41,5 +41,5 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
     splits = {c.split.key: c.split for c in cells}
     for split in splits.values():
         if split.path:
-            prepare_split(split, cfg.sampling)
+            validate_split(split, cfg.sampling)
     ensure_prefix(cfg.executor.prefix)  # last: bad data or models leave no prefix behind

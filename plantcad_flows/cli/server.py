@@ -1,22 +1,73 @@
 """`plantcad-flows server`: a local Prefect server on 127.0.0.1 in the foreground, for the UI and
 for runs that should share one server (`make server`). Runs never stop a server they did not
-start, so this one stays up until you stop it."""
+start, so this one stays up until you stop it.
+
+`--database sqlite` (the default) keeps Prefect's embedded SQLite database. `--database
+postgres` puts the server on a local PostgreSQL that this command initialises (the first time)
+and starts under `--pg-dir`, and stops again when the server stops (`cli/postgres.py`): the
+choice for sweeps of hundreds of cells, where SQLite reports "database is locked".
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
+import sys
+
+
+def _command(exe: str, port: int) -> list[str]:
+    from plantcad_flows.cli.prefect_server import DEFAULT_HOST
+
+    return [exe, "server", "start", "--host", DEFAULT_HOST, "--port", str(port)]
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from plantcad_flows.cli.prefect_server import DEFAULT_HOST, prefect_executable
+    from plantcad_flows.cli.prefect_server import prefect_executable
 
     exe = prefect_executable()
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    os.execvpe(exe, [exe, "server", "start", "--host", DEFAULT_HOST, "--port", str(args.port)], env)
+    if args.database == "sqlite":
+        os.execvpe(exe, _command(exe, args.port), env)
+    from plantcad_flows.cli.config_errors import config_error_lines
+    from plantcad_flows.cli.postgres import local_postgres, server_settings
+    from plantcad_flows.errors import PlantCADError
+
+    try:
+        pg = local_postgres(args.pg_dir)
+        pg.start()
+    except PlantCADError as e:
+        for line in config_error_lines(e):
+            print(line, file=sys.stderr)
+        return 2
+    print(f"PostgreSQL under {pg.data} on 127.0.0.1:{pg.port} (database prefect, pg_trgm)", flush=True)
+    server = subprocess.Popen(_command(exe, args.port), env={**env, **server_settings(pg.url)})
+    signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGINT))
+    try:
+        while True:
+            try:
+                return server.wait()
+            except KeyboardInterrupt:
+                server.send_signal(signal.SIGINT)  # then wait for it to shut down
+    finally:
+        pg.stop()
+        print(f"PostgreSQL under {pg.data} stopped", flush=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("server", help="run a local Prefect server (127.0.0.1) in the foreground")
     p.add_argument("--port", type=int, default=4200)
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite (embedded, the default) or postgres (a local PostgreSQL this command starts)",
+    )
+    p.add_argument(
+        "--pg-dir",
+        default=None,
+        help="where the PostgreSQL cluster lives (default ~/.local/share/plantcad-flows/pg; "
+        "for root /var/lib/plantcad-flows/pg)",
+    )
     p.set_defaults(func=cmd_server)

@@ -10,7 +10,7 @@ The rest of the house uses only this package's public names (below), `families.t
 `families.measures`; it never imports a family's module and never asks which family a task is.
 """
 
-from plantcad_flows.families.base import NO_LABEL, ModelInputs, Runner, TaskFamily, require_columns
+from plantcad_flows.families.base import NO_LABEL, ModelInputs, Runner, TaskFamily, labels_of, require_columns
 from plantcad_flows.families.measures import MetricInputs
 from plantcad_flows.families.registry import FAMILIES, get_family
 from plantcad_flows.families.tasks import (
@@ -47,6 +47,7 @@ __all__ = [
     "get_family",
     "get_task",
     "read_task_file",
+    "labels_of",
     "require_columns",
     "task_registry",
 ]

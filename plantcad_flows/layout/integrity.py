@@ -9,11 +9,16 @@ So every data file the pipeline writes (a split's `examples.parquet`, each shard
 * shards have no step directory of their own: a sidecar `shard-....parquet.json`, written after
   the shard, so a shard without its sidecar (a kill between the two writes) is not complete.
 
-`check_file` re-reads the bytes and compares all three. Any mismatch makes the file's step
+`check_file` re-reads the bytes (streamed through sha256, never held whole) and compares all
+three. Any mismatch makes the file's step
 incomplete: the plan shows it "to run", its cache key is dropped and the step is computed again;
 a warning names the file, and the file itself is never read into a result. Verdicts are
 remembered per process for a file version (size and modification time, or the object store's
 ETag), so one run hashes each file once however many checks ask.
+
+Large files are written and read in row groups: `write_parquet_batches_recorded` streams frames
+into fixed-size row groups (a prepared split's `examples.parquet`), and `read_verified_rows`
+checks the file, then reads only the row groups that hold rows [start, stop) (a shard's).
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ import hashlib
 import io
 import json
 import logging
+import os
+import tempfile
 import threading
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from upath import UPath
@@ -32,6 +41,7 @@ from plantcad_flows.layout.storage import SUCCESS, read_json, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 SIDECAR_SUFFIX = ".json"
+_CHUNK = 1 << 22  # bytes hashed at a time
 
 _lock = threading.Lock()
 _verdicts: dict[tuple[str, str, str], str | None] = {}  # (path, version, sha256) -> problem
@@ -95,8 +105,31 @@ def _read(path: UPath) -> tuple[bytes | None, str | None]:
 
 
 def _problem(path: UPath, record: dict[str, Any]) -> str | None:
-    data, problem = _read(path)
-    return problem if data is None else _content_problem(data, record)
+    """`_content_problem`, streamed: the file is hashed in chunks and its footer alone parsed."""
+    import pyarrow.parquet as pq
+
+    h, size = hashlib.sha256(), 0
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    if "bytes" in record and size != int(record["bytes"]):
+        return f"{size} bytes, {record['bytes']} recorded"
+    if h.hexdigest() != record["sha256"]:
+        return f"sha256 {h.hexdigest()[:12]}..., {str(record['sha256'])[:12]}... recorded"
+    try:
+        with path.open("rb") as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+    except Exception as e:  # noqa: BLE001 - any parser error means the same: not a usable file
+        return f"not a readable parquet file ({type(e).__name__})"
+    if rows != int(record["rows"]):
+        return f"{rows} rows, {record['rows']} recorded"
+    return None
 
 
 def _content_problem(data: bytes, record: dict[str, Any]) -> str | None:
@@ -203,6 +236,124 @@ def read_verified_parquet(path: UPath, record: dict[str, Any] | None, expected_r
             _warn(path, problem)
         raise CorruptFileError(str(path), problem)
     return pd.read_parquet(io.BytesIO(data))
+
+
+def _local(path: UPath) -> bool:
+    return path.protocol in ("", "file", "local")
+
+
+def write_parquet_batches_recorded(path: UPath, batches: Iterable, row_group_rows: int) -> dict[str, Any]:
+    """Stream frames into `path` in row groups of exactly `row_group_rows` rows (the last may be
+    shorter), atomically; return the file's record. Memory holds one row group, never the file.
+
+    A local file is written beside `path` and renamed; a remote one is written to a local
+    temporary file and uploaded whole (the object appears only once complete).
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if _local(path):
+        os.makedirs(os.path.dirname(path.path), exist_ok=True)
+        tmp = f"{path.path}.tmp-{uuid.uuid4().hex[:8]}"
+    else:
+        fd, tmp = tempfile.mkstemp(suffix=".parquet")
+        os.close(fd)
+    writer, schema, pending, rows = None, None, [], 0
+
+    def flush(frames: list, final: bool) -> list:
+        nonlocal writer, schema, rows
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        cut = len(frame) if final else len(frame) - len(frame) % row_group_rows
+        table = pa.Table.from_pandas(frame.iloc[:cut], preserve_index=False, schema=schema)
+        if writer is None:
+            schema = table.schema
+            writer = pq.ParquetWriter(tmp, schema)
+        if cut:
+            writer.write_table(table, row_group_size=row_group_rows)
+            rows += cut
+        return [frame.iloc[cut:].reset_index(drop=True)] if cut < len(frame) else []
+
+    try:
+        held = 0
+        for frame in batches:
+            pending.append(frame)
+            held += len(frame)
+            if held >= row_group_rows:
+                pending = flush(pending, final=False)
+                held = sum(len(f) for f in pending)
+        if pending or writer is None:
+            flush(pending or [pd.DataFrame()], final=True)
+        writer.close()
+        h, size = hashlib.sha256(), 0
+        with open(tmp, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+        if _local(path):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path.path)
+        else:
+            path.fs.put_file(tmp, path.path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"sha256": h.hexdigest(), "bytes": size, "rows": rows}
+
+
+def row_groups_for(group_rows: list[int], start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups holding rows [start, stop), and the first one's starting row."""
+    groups, first_row, at = [], 0, 0
+    for g, n in enumerate(group_rows):
+        if at < stop and at + n > start:
+            if not groups:
+                first_row = at
+            groups.append(g)
+        at += n
+    return groups, first_row
+
+
+def read_rows(f, start: int, stop: int, columns: list[str] | None = None):
+    """Rows [start, stop) of the parquet file open as `f`, reading only their row groups."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(f, pre_buffer=False)
+    meta = pf.metadata
+    groups, first_row = row_groups_for(
+        [meta.row_group(g).num_rows for g in range(meta.num_row_groups)], start, stop
+    )
+    if not groups:
+        empty = pf.schema_arrow.empty_table()
+        return (empty.select(columns) if columns else empty).to_pandas()
+    table = pf.read_row_groups(groups, columns=columns)
+    return table.slice(start - first_row, stop - start).to_pandas()
+
+
+def read_verified_rows(
+    path: UPath,
+    record: dict[str, Any] | None,
+    expected_rows: int | None,
+    start: int,
+    stop: int,
+    columns: list[str] | None = None,
+):
+    """Rows [start, stop) (of `columns`) of a parquet file that matches its record, reading only
+    their row groups. The file is checked first (streamed, once per process per file version)
+    and its version compared again after the read, so a file replaced in between is not used.
+
+    Raises:
+        CorruptFileError: naming the file and what differs.
+    """
+    problem = check_file(path, record, expected_rows)
+    if problem is not None:
+        raise CorruptFileError(str(path), problem)
+    before = _version(path)
+    with path.open("rb") as f:
+        frame = read_rows(f, start, stop, columns)
+    if _version(path) != before:
+        raise CorruptFileError(str(path), "changed while it was read")
+    return frame
 
 
 def invalidate_step(directory: UPath) -> None:

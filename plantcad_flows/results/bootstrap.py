@@ -15,7 +15,7 @@ the full sample with those multiplicities, and every metric is a few array passe
   of (recall step) x precision; thresholds absent from a resample add a zero recall step.
 A resample where a metric is undefined (one class only) is dropped from that metric's interval.
 
-The point estimates stay those of `results.metrics` (scikit-learn on the full sample); the
+The point estimates stay those of `families.measures` (scikit-learn on the full sample); the
 intervals are percentile intervals of the replicates. The standard error of an accuracy is
 the ratio estimator's over examples (for motif accuracy this is the binomial sqrt(p(1-p)/n)).
 """
