@@ -22,9 +22,9 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.locking.protocol import LockManager
-from prefect.tasks import exponential_backoff
 
 from plantcad_flows.errors import CellFailedError, IncompleteShardsError, StorageError, ValidationError
+from plantcad_flows.identity.retry import backoff
 from plantcad_flows.layout.hashing import short_hash
 from plantcad_flows.layout.storage import is_local, storage_options, to_path
 from tasks.locks import lock_manager
@@ -49,7 +49,7 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 RETRY_OPTIONS: dict[str, Any] = {
     "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_delay_seconds": list(backoff(2.0, 8.0, 3)),  # Prefect runs the loop; the waits are the house's
     "retry_jitter_factor": 0.2,
     "retry_condition_fn": retry_transient,
 }
