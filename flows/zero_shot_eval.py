@@ -24,7 +24,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from plantcad_flows.cluster.env import run_environment
 from plantcad_flows.config import EvalConfig
-from plantcad_flows.identity.resolve import resolution_for
+from plantcad_flows.identity import resolve as identities
+from plantcad_flows.identity.resolve import Resolution
 from plantcad_flows.layout.plan import format_discovery, format_plan, plan_cells, plan_hash
 from plantcad_flows.layout.storage import ensure_prefix
 from plantcad_flows.results.ledger import RunLedger
@@ -38,10 +39,14 @@ from tasks.steps import compute_metrics, prepare_splits, record_failure
 
 
 @flow(name="zero-shot-eval", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
-    """Score every model on every benchmark split of `config` and report the metrics."""
-    # hub revisions, content fingerprints, checkpoints: once per run (the CLI hands over its own)
-    resolution = resolution_for(config)
+def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> list[dict[str, Any]]:
+    """Score every model on every benchmark split of `config` and report the metrics.
+
+    `resolution` is what `plantcad-flows eval` resolved and planned with (hub revisions, content
+    fingerprints, checkpoints), so the run neither asks the hub again nor pins a branch that moved
+    in between to another commit; without it (a deployment run, a grid cell) the run resolves.
+    """
+    resolution = resolution if resolution is not None else identities.resolve(config)
     planned = plan_cells(config, resolution)
     get_run_logger().info("plan:\n%s", format_plan(planned, resolution.discoveries))
     ensure_prefix(config.executor.prefix)

@@ -308,8 +308,8 @@ def test_a_run_resolves_its_identities_once(
     prefect_server, small_models, synthetic_dir, tmp_path, monkeypatch
 ):
     """`eval` resolves before it starts the run (what cannot be resolved exits 2 with no flow run)
-    and hands that resolution to the run: the hub is asked and the data hashed once per command.
-    The hand-over serves one run only: a later run of the same config resolves afresh."""
+    and passes that resolution to the run as a flow parameter: the hub is asked and the data hashed
+    once per command. A run started without one (a deployment run) resolves by itself."""
     import plantcad_flows.identity.resolve as resolve_mod
     from plantcad_flows.cli import main
 
@@ -328,10 +328,9 @@ def test_a_run_resolves_its_identities_once(
     path = write_yaml(tmp_path / "one.yaml", cfg)
 
     assert main(["eval", str(path)]) == 0
-    assert resolved == ["mlm"]  # the command's own resolve; the flow run took it over
-    assert resolve_mod._HANDED == {}
+    assert resolved == ["mlm"]  # the command's own resolve; the flow run took it as its parameter
 
     from flows.zero_shot_eval import zero_shot_eval
 
     assert zero_shot_eval(load_config(path), return_state=True).is_completed()
-    assert resolved == ["mlm", "mlm"]  # nothing handed over: the run resolved by itself
+    assert resolved == ["mlm", "mlm"]  # no resolution passed: the run resolved by itself
