@@ -6,8 +6,9 @@ The flow only wires tasks together:
 2. prepare each split that some unfinished cell needs (load, validate, sample); bad data stops
    the run here;
 3. submit each unfinished cell's shards to the scoring runner (prefect-ray's `RayTaskRunner`,
-   one GPU per shard when the cluster has GPUs), then compute metrics for each cell as soon as
-   its shards are in; cells the plan found complete go straight to their (cached) metrics, and
+   one GPU per shard when the cluster has GPUs), then finalize each cell (merge its shards,
+   metrics, plots, `_SUCCESS`) as soon as its shards are in; cells the plan found complete go
+   straight to their (cached) finalize step, and
    Ray is not started when no shard needs scoring;
 4. collect the results into files and UI artifacts; add them to the history under the prefix,
    alert on regressions against earlier revisions, draw the trends (tasks/history.py).
@@ -35,7 +36,7 @@ from tasks.history import publish_reports, record_history, report_keys, trend_re
 from tasks.policy import task_options, with_run_options
 from tasks.progress import Progress, outcome
 from tasks.scoring import scoring_pool
-from tasks.steps import compute_metrics, prepare_splits, record_failure
+from tasks.steps import finalize_cell, prepare_splits, record_failure
 
 
 @flow(name="zero-shot-eval", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
@@ -67,7 +68,7 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
     with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested) as pool:
         shards = {c.id: pool.submit_shards(c, prepared[c.split_job.key]) for c in to_score}
         metrics = {
-            c.id: with_run_options(compute_metrics, opts).submit(
+            c.id: with_run_options(finalize_cell, opts).submit(
                 c,
                 [allow_failure(f) for f in shards.get(c.id, [])],
                 prepared.get(c.split_job.key),

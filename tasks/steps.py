@@ -39,7 +39,7 @@ def _cell_key(ctx: Any, params: dict[str, Any]) -> str | None:
     cell: Cell = params["cell"]
     # the resampling changes the intervals, never the scores: it keys this step only
     m: MetricsConfig = params.get("metrics") or MetricsConfig()
-    key = f"compute_metrics-{cell.key}-b{m.bootstrap}-s{m.seed}"
+    key = f"finalize_cell-{cell.key}-b{m.bootstrap}-s{m.seed}"
     return content_key(cell.prefix, key, lambda: cell_is_complete(cell), locks_of(ctx))
 
 
@@ -64,12 +64,12 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
 
 
 @task(
-    name="compute-metrics",
-    task_run_name="metrics {cell.model.label}/{cell.split.task}/{cell.split.split}",
+    name="finalize-cell",
+    task_run_name="finalize {cell.model.label}/{cell.split.task}/{cell.split.split}",
     cache_policy=CachePolicy.from_cache_key_fn(_cell_key),
     **RETRY_OPTIONS,
 )
-def compute_metrics(
+def finalize_cell(
     cell: Cell,
     shards: list[ShardOutput | BaseException],
     prepared: PreparedSplit | None,

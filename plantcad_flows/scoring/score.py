@@ -15,7 +15,7 @@ frame contract):
   probabilities and contributes 0 to the score (as does a non-ACGT base).
 
 Sequences longer than the model's context are centre-cropped and positions shifted by the trim.
-Stage timings go to the optional `timings` collector (a `pipeline.StageTimings`) the caller passes.
+Stage timings go to the optional `timings` collector (a `scoring.inputs.StageTimings`) the caller passes.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = ["load_model", "score_frame", "unsupported_reason", "StageTimings"]
 
 
 def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
-    """See `plantcad_flows.models.load_model` (re-exported: part of the scoring contract)."""
+    """See `plantcad_flows.scoring.loading.load_model` (re-exported: part of the scoring contract)."""
     return _load_model(model, compute)
 
 
