@@ -33,7 +33,8 @@ from plantcad_flows.results.ledger import RunLedger
 from plantcad_flows.results.report import artifact_key, artifact_scope
 from tasks.collect import collect_results, publish_artifacts
 from tasks.history import publish_reports, record_history, report_keys, trend_report
-from tasks.policy import task_options, with_run_options
+from tasks.locks import check_locks
+from tasks.policy import task_options
 from tasks.progress import Progress, outcome
 from tasks.scoring import scoring_pool
 from tasks.steps import finalize_cell, prepare_splits, record_failure
@@ -51,13 +52,15 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
     planned = plan_cells(config, resolution)
     get_run_logger().info("plan:\n%s", format_plan(planned, resolution.discoveries))
     ensure_prefix(config.executor.prefix)
-    opts = task_options(config.executor.prefix, config.force, config.executor.locks)
+    opts = task_options(config.executor.prefix)
+    locks = config.executor.locks
+    check_locks(config.executor.prefix, locks)  # a Redis server that does not answer fails the run here
     ledger = RunLedger(planned, retry_failed=config.executor.force_run_failed)
     plan = plan_hash(config)
     scope = artifact_scope(plan, [p.cell.model.label for p in planned])
     progress = Progress(ledger, artifact_key("progress", scope))
 
-    prepared, prep_errors = prepare_splits(ledger.to_score, opts, config.force)
+    prepared, prep_errors = prepare_splits(ledger.to_score, opts, config.force, locks)
     for cell in ledger.to_score:
         if cell.split_job.key in prep_errors:
             ledger.record(cell, error=f"prepare failed: {prep_errors[cell.split_job.key]}")
@@ -68,12 +71,13 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
     with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested) as pool:
         shards = {c.id: pool.submit_shards(c, prepared[c.split_job.key]) for c in to_score}
         metrics = {
-            c.id: with_run_options(finalize_cell, opts).submit(
+            c.id: finalize_cell.with_options(**opts).submit(
                 c,
                 [allow_failure(f) for f in shards.get(c.id, [])],
                 prepared.get(c.split_job.key),
                 config.force,
                 config.metrics,
+                locks,
             )
             for c in ledger.runnable
             if c.id not in ledger.results

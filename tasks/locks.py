@@ -1,12 +1,12 @@
 """Cross-process locks, so that two runs of one config on one prefix compute each step once.
 
-Prefect serialises a task's transaction when its cache policy says `isolation_level=SERIALIZABLE`
-and names a lock manager: the first run to take a step's lock computes it and commits its cache
-record; a second run waits for the lock, then finds the record and reads the result (Cached).
+Each step body runs inside `step_lock(prefix, kind, key)`: the first run to take a step's lock
+computes it and marks it complete; a second run waits for the lock, then finds the step's files
+complete and returns them (a "Cached" state, `tasks/policy.reused`).
 
-Prefect's own managers keep a lock until it is released or its hold timeout passes, and its
-transactions set no hold timeout, so a run killed with SIGKILL would leave every lock it held
-forever and the next run would wait forever. The two managers here cannot be left behind:
+A lock must never outlive its holder: a run killed with SIGKILL would otherwise leave it held
+forever and the next run would wait forever. The two managers here (Prefect `LockManager`s)
+cannot be left behind:
 
 * `FileLockManager` (one host; default): an OS file lock (`flock`, through `filelock`) on
   `{prefix}/.locks/{key}.lock` for a local prefix, or under `~/.cache/plantcad-flows/locks/` for
@@ -22,10 +22,14 @@ carry a password.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +203,28 @@ def lock_manager(prefix: str, kind: str) -> LockManager:
     if kind == "redis":
         return redis_lock_manager()
     return FileLockManager(lock_directory(prefix))
+
+
+def check_locks(prefix: str, kind: str) -> None:
+    """Take the run's lock manager once up front, so an unreachable Redis fails the run before
+    any step starts (`StorageError`, naming the server)."""
+    _shared_manager(prefix, kind, os.environ.get(REDIS_URL_ENV) if kind == "redis" else None)
+
+
+@functools.cache
+def _shared_manager(prefix: str, kind: str, redis_url: str | None) -> LockManager:
+    # one per process, prefix and server: a Redis manager holds a connection pool and a lease renewer
+    return redis_lock_manager(redis_url) if kind == "redis" else lock_manager(prefix, kind)
+
+
+@contextmanager
+def step_lock(prefix: str, kind: str, key: str) -> Iterator[None]:
+    """Hold the lock of step `key` under `prefix` (`executor.locks`: file or redis) while inside."""
+    manager = _shared_manager(prefix, kind, os.environ.get(REDIS_URL_ENV) if kind == "redis" else None)
+    holder = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+    if not manager.acquire_lock(key, holder):  # no timeout: only a lost lock server says no
+        raise StorageError(f"could not take the lock of step {key} ({kind} locks)")
+    try:
+        yield
+    finally:
+        manager.release_lock(key, holder)

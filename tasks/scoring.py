@@ -20,7 +20,6 @@ from plantcad_flows.config import EvalConfig
 from plantcad_flows.layout.plan import Cell, completed_shard_count
 from plantcad_flows.layout.sharding import plan_shards
 from plantcad_flows.steps import PreparedSplit
-from tasks.policy import with_run_options
 from tasks.steps import score_shard
 
 
@@ -36,9 +35,10 @@ class ScoringPool:
     def submit_shards(self, cell: Cell, prepared: PreparedSplit) -> list[PrefectFuture]:
         """One score-shard task per shard of `cell`, on this pool's runner."""
         n = completed_shard_count(cell) or self.config.ray.num_shards or self.workers
-        task = with_run_options(score_shard, self.options)
+        task = score_shard.with_options(**self.options)
+        locks, force = self.config.executor.locks, self.config.force
         return [
-            self._submit(task, dict(cell=cell, shard=s, prepared=prepared, force=self.config.force))
+            self._submit(task, dict(cell=cell, shard=s, prepared=prepared, force=force, locks=locks))
             for s in plan_shards(prepared.num_examples, n)
         ]
 
