@@ -13,14 +13,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 from typing import Any, TypeVar
 
-from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.states import Completed, State
 
 from plantcad_flows.errors import CellFailedError, IncompleteShardsError, StorageError, ValidationError
 from plantcad_flows.identity.retry import backoff
+from plantcad_flows.layout.hashing import short_hash
 from plantcad_flows.layout.storage import is_local, storage_options
 
 T = TypeVar("T")
@@ -49,18 +52,29 @@ RETRY_OPTIONS: dict[str, Any] = {
 }
 
 
-def result_storage(prefix: str):
-    """A Prefect filesystem block rooted at `{prefix}/prefect-results` (local, s3:// or hf://).
+def result_storage(prefix: str) -> Path | WritableFileSystem:
+    """Where task results persist: `{prefix}/prefect-results`.
 
-    Credentials are never put in the block: s3fs and huggingface_hub read them from the
-    environment of whichever process persists or reads a result.
+    A local prefix is a plain path (nothing to register). A remote one (s3://, hf://) needs a
+    filesystem block saved on the server (Prefect requires it); it is saved once per process,
+    server and location, under a name derived from the location. Credentials are never put in the block:
+    s3fs and huggingface_hub read them from the environment of whichever process persists a result.
     """
     if is_local(prefix):
-        return LocalFileSystem(basepath=os.path.join(os.path.abspath(prefix), RESULTS_DIR))
+        return Path(os.path.abspath(prefix)) / RESULTS_DIR
+    from prefect.settings import PREFECT_API_URL
+
+    return _saved_block(f"{prefix.rstrip('/')}/{RESULTS_DIR}", prefix, PREFECT_API_URL.value())
+
+
+@functools.cache
+def _saved_block(basepath: str, prefix: str, api_url: str | None) -> WritableFileSystem:
     settings = {k: v for k, v in storage_options(prefix).items() if k != "token"}
     if "endpoint_url" in settings:
         settings = {"client_kwargs": {"endpoint_url": settings.pop("endpoint_url")}, **settings}
-    return RemoteFileSystem(basepath=f"{prefix.rstrip('/')}/{RESULTS_DIR}", settings=settings)
+    block = RemoteFileSystem(basepath=basepath, settings=settings)
+    block.save(f"plantcad-results-{short_hash(basepath)}", overwrite=True)
+    return block
 
 
 def task_options(prefix: str) -> dict[str, Any]:

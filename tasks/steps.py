@@ -23,7 +23,9 @@ from plantcad_flows.steps import PreparedSplit, ShardOutput
 from tasks.locks import step_lock
 from tasks.policy import RETRY_OPTIONS, reused
 
-STEP_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, **RETRY_OPTIONS}
+# Each result persists under its own task run's id: a record to read back, never a cache entry
+# (a key no earlier run can have written; with a storage key Prefect uses no cache policy).
+STEP_OPTIONS: dict[str, Any] = {"result_storage_key": "{task_run.task_name}-{task_run.id}", **RETRY_OPTIONS}
 
 
 @task(name="prepare-split", task_run_name="prepare {job.split.task}/{job.split.split}", **STEP_OPTIONS)
@@ -69,6 +71,7 @@ def finalize_cell(
 @task(
     name="record-failure",
     cache_policy=NO_CACHE,
+    persist_result=False,
     task_run_name="failed {cell.model.label}/{cell.split.task}/{cell.split.split}",
 )
 def record_failure(cell: Cell, reason: str) -> CellResult:
