@@ -33,7 +33,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 from filelock import FileLock, Timeout
 from prefect.locking.protocol import LockManager
 from prefect_redis.locking import RedisLockManager
@@ -98,11 +97,6 @@ class FileLockManager(LockManager):
             self._held[key] = (lock, holder)
         return True
 
-    async def aacquire_lock(
-        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
-    ) -> bool:
-        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
-
     def release_lock(self, key: str, holder: str) -> None:
         with self._guard:
             held = self._held.get(key)
@@ -127,17 +121,6 @@ class FileLockManager(LockManager):
         with self._guard:
             held = self._held.get(key)
         return held is not None and held[1] == holder
-
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_locked(key):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_S)
-        return True
-
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
 
 
 class LeasedRedisLockManager(RedisLockManager):
