@@ -33,7 +33,7 @@ from plantcad_flows.results.ledger import RunLedger
 from plantcad_flows.results.report import artifact_key, artifact_scope
 from tasks.collect import collect_results, publish_artifacts
 from tasks.history import publish_reports, record_history, report_keys, trend_report
-from tasks.locks import check_locks
+from tasks.locks import lock_manager
 from tasks.policy import task_options
 from tasks.progress import Progress, outcome
 from tasks.scoring import scoring_pool
@@ -53,8 +53,8 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
     get_run_logger().info("plan:\n%s", format_plan(planned, resolution.discoveries))
     ensure_prefix(config.executor.prefix)
     opts = task_options(config.executor.prefix)
-    locks = config.executor.locks
-    check_locks(config.executor.prefix, locks)  # a Redis server that does not answer fails the run here
+    # `executor.locks`: file locks (one host) or Redis leases (several); an unreachable Redis fails here
+    locks = lock_manager(config.executor.prefix, config.executor.locks)
     ledger = RunLedger(planned, retry_failed=config.executor.force_run_failed)
     plan = plan_hash(config)
     scope = artifact_scope(plan, [p.cell.model.label for p in planned])
@@ -68,7 +68,7 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
     to_score = [c for c in ledger.to_score if c.split_job.key in prepared]
     environment, suggested = run_environment()
 
-    with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested) as pool:
+    with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested, locks=locks) as pool:
         shards = {c.id: pool.submit_shards(c, prepared[c.split_job.key]) for c in to_score}
         metrics = {
             c.id: finalize_cell.with_options(**opts).submit(

@@ -22,7 +22,6 @@ carry a password.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import threading
@@ -188,25 +187,14 @@ def lock_manager(prefix: str, kind: str) -> LockManager:
     return FileLockManager(lock_directory(prefix))
 
 
-def check_locks(prefix: str, kind: str) -> None:
-    """Take the run's lock manager once up front, so an unreachable Redis fails the run before
-    any step starts (`StorageError`, naming the server)."""
-    _shared_manager(prefix, kind, os.environ.get(REDIS_URL_ENV) if kind == "redis" else None)
-
-
-@functools.cache
-def _shared_manager(prefix: str, kind: str, redis_url: str | None) -> LockManager:
-    # one per process, prefix and server: a Redis manager holds a connection pool and a lease renewer
-    return redis_lock_manager(redis_url) if kind == "redis" else lock_manager(prefix, kind)
-
-
 @contextmanager
-def step_lock(prefix: str, kind: str, key: str) -> Iterator[None]:
-    """Hold the lock of step `key` under `prefix` (`executor.locks`: file or redis) while inside."""
-    manager = _shared_manager(prefix, kind, os.environ.get(REDIS_URL_ENV) if kind == "redis" else None)
+def step_lock(prefix: str, manager: LockManager | None, key: str) -> Iterator[None]:
+    """Hold the lock of step `key` while inside: `manager` is the run's (`lock_manager`; it
+    travels with the task to a Ray worker), or file locks on `prefix` when none is given."""
+    manager = manager or FileLockManager(lock_directory(prefix))
     holder = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
     if not manager.acquire_lock(key, holder):  # no timeout: only a lost lock server says no
-        raise StorageError(f"could not take the lock of step {key} ({kind} locks)")
+        raise StorageError(f"could not take the lock of step {key}")
     try:
         yield
     finally:

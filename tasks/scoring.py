@@ -27,6 +27,7 @@ from tasks.steps import score_shard
 class ScoringPool:
     config: EvalConfig
     options: dict[str, Any]
+    locks: Any = None  # the run's lock manager (tasks/locks.py), passed to every shard task
     runner: TaskRunner | None = None
     kind: str = "none"  # ray | threads | none (nothing to score)
     workers: int = 0
@@ -36,7 +37,7 @@ class ScoringPool:
         """One score-shard task per shard of `cell`, on this pool's runner."""
         n = completed_shard_count(cell) or self.config.ray.num_shards or self.workers
         task = score_shard.with_options(**self.options)
-        locks, force = self.config.executor.locks, self.config.force
+        locks, force = self.locks, self.config.force
         return [
             self._submit(task, dict(cell=cell, shard=s, prepared=prepared, force=force, locks=locks))
             for s in plan_shards(prepared.num_examples, n)
@@ -53,10 +54,10 @@ class ScoringPool:
 
 @contextmanager
 def scoring_pool(
-    config: EvalConfig, options: dict[str, Any], needed: bool, suggested_workers: int
+    config: EvalConfig, options: dict[str, Any], needed: bool, suggested_workers: int, locks: Any = None
 ) -> Iterator[ScoringPool]:
     """The runner for this run's shards, entered only if `needed`."""
-    pool = ScoringPool(config, options)
+    pool = ScoringPool(config, options, locks)
     if not needed:
         yield pool
         return

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.locking.protocol import LockManager
 
 from plantcad_flows import steps
 from plantcad_flows.config import MetricsConfig
@@ -29,7 +30,7 @@ STEP_OPTIONS: dict[str, Any] = {"result_storage_key": "{task_run.task_name}-{tas
 
 
 @task(name="prepare-split", task_run_name="prepare {job.split.task}/{job.split.split}", **STEP_OPTIONS)
-def prepare_split(job: SplitJob, force: bool = False, locks: str = "file") -> PreparedSplit:
+def prepare_split(job: SplitJob, force: bool = False, locks: LockManager | None = None) -> PreparedSplit:
     with step_lock(job.prefix, locks, f"prepare_split-{job.key}"):
         was_complete = not force and steps.prepared_ok(job)
         return reused(steps.prepare(job, force=force), was_complete)
@@ -41,7 +42,11 @@ def prepare_split(job: SplitJob, force: bool = False, locks: str = "file") -> Pr
     **STEP_OPTIONS,
 )
 def score_shard(
-    cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bool = False, locks: str = "file"
+    cell: Cell,
+    shard: ShardSpec,
+    prepared: PreparedSplit,
+    force: bool = False,
+    locks: LockManager | None = None,
 ) -> ShardOutput:
     with step_lock(cell.prefix, locks, f"score_shard-{cell.key}-{shard.index:05d}-of-{shard.count:05d}"):
         out = steps.score_shard(cell, shard, prepared, force=force)
@@ -59,7 +64,7 @@ def finalize_cell(
     prepared: PreparedSplit | None,
     force: bool = False,
     metrics: MetricsConfig | None = None,
-    locks: str = "file",
+    locks: LockManager | None = None,
 ) -> CellResult:
     """Merge the shards, compute metrics and intervals, draw curves, mark the cell complete."""
     m = metrics or MetricsConfig()
@@ -79,7 +84,7 @@ def record_failure(cell: Cell, reason: str) -> CellResult:
 
 
 def prepare_splits(
-    cells: list[Cell], options: dict[str, Any], force: bool, locks: str = "file"
+    cells: list[Cell], options: dict[str, Any], force: bool, locks: LockManager | None = None
 ) -> tuple[dict[str, PreparedSplit], dict[str, BaseException]]:
     """Prepare every split these cells need, once each, and wait for all of them.
 
