@@ -85,7 +85,7 @@ class Receiver:
         while True:
             window = EventOccurredFilter(since=since, until=now("UTC") + dt.timedelta(hours=1))
             with get_client(sync_client=True) as client:
-                events = client.read_events(EventFilter(occurred=window, event=names), limit=200).events
+                events = client.read_events(EventFilter(occurred=window, event=names), limit=50).events
             regressions = [e for e in events if e.event == EVENT]
             acted = [e for e in events if e.event in acted_names and str(automation_id) in e.resource.id]
             arrived = any(e.id == marker.id for e in events)
