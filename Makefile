@@ -35,11 +35,21 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The in-process tier: no Prefect server, Ray, S3, browser, Redis or PostgreSQL (tests/conftest.py
+# marks each test by the parts it needs); for every edit.
+FAST := not (slow or prefect or ray or s3 or browser or faults or postgres or redis)
+# Workers for the whole suite: one per core (at least 2); tests sharing a server or a Ray cluster
+# stay on one worker (xdist_group).
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -lt 2 ] && n=2; echo $$n)
+
+# The whole suite, in parallel. First the system parts it needs (Chromium, Redis, PostgreSQL):
+# installed with apt when this user can, else the exact tests that will skip are listed.
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+	PY=$(PY) bash scripts/system_parts.sh
+	$(PY) -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadgroup $(ARGS)
 
 test-fast: lint
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m "$(FAST)" $(ARGS)
 
 # The README's UI screenshot, from a real run in headless Chromium (tests never write the repo).
 screenshot: $(STAMP)

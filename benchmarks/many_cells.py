@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from proc_tree import run_measured  # noqa: E402
 
 from plantcad_flows.benchmark.checkpoints import write_checkpoint  # noqa: E402
-from plantcad_flows.families import all_task_splits  # noqa: E402
 from plantcad_flows.benchmark.synthetic import ensure_benchmark  # noqa: E402
 from plantcad_flows.cli.prefect_server import start_server  # noqa: E402
+from plantcad_flows.families import all_task_splits  # noqa: E402
 
 SPLITS = all_task_splits()  # the 20 demo splits
 EXAMPLES = 4

@@ -6,8 +6,9 @@ The flow only wires tasks together:
 2. prepare each split that some unfinished cell needs (load, validate, sample); bad data stops
    the run here;
 3. submit each unfinished cell's shards to the scoring runner (prefect-ray's `RayTaskRunner`,
-   one GPU per shard when the cluster has GPUs), then compute metrics for each cell as soon as
-   its shards are in; cells the plan found complete go straight to their (cached) metrics, and
+   one GPU per shard when the cluster has GPUs), then finalize each cell (merge its shards,
+   metrics, plots, `_SUCCESS`) as soon as its shards are in; cells the plan found complete go
+   straight to their (cached) finalize step, and
    Ray is not started when no shard needs scoring;
 4. collect the results into files and UI artifacts; add them to the history under the prefix,
    alert on regressions against earlier revisions, draw the trends (tasks/history.py).
@@ -24,34 +25,42 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from plantcad_flows.cluster.env import run_environment
 from plantcad_flows.config import EvalConfig
-from plantcad_flows.identity.resolve import resolution_for
+from plantcad_flows.identity import resolve as identities
+from plantcad_flows.identity.resolve import Resolution
 from plantcad_flows.layout.plan import format_discovery, format_plan, plan_cells, plan_hash
 from plantcad_flows.layout.storage import ensure_prefix
 from plantcad_flows.results.ledger import RunLedger
 from plantcad_flows.results.report import artifact_key, artifact_scope
 from tasks.collect import collect_results, publish_artifacts
 from tasks.history import publish_reports, record_history, report_keys, trend_report
-from tasks.policy import task_options, with_run_options
+from tasks.locks import lock_manager
+from tasks.policy import task_options
 from tasks.progress import Progress, outcome
 from tasks.scoring import scoring_pool
-from tasks.steps import compute_metrics, prepare_splits, record_failure
+from tasks.steps import finalize_cell, prepare_splits, record_failure
 
 
 @flow(name="zero-shot-eval", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
-    """Score every model on every benchmark split of `config` and report the metrics."""
-    # hub revisions, content fingerprints, checkpoints: once per run (the CLI hands over its own)
-    resolution = resolution_for(config)
+def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> list[dict[str, Any]]:
+    """Score every model on every benchmark split of `config` and report the metrics.
+
+    `resolution` is what `plantcad-flows eval` resolved and planned with (hub revisions, content
+    fingerprints, checkpoints), so the run neither asks the hub again nor pins a branch that moved
+    in between to another commit; without it (a deployment run, a grid cell) the run resolves.
+    """
+    resolution = resolution if resolution is not None else identities.resolve(config)
     planned = plan_cells(config, resolution)
     get_run_logger().info("plan:\n%s", format_plan(planned, resolution.discoveries))
     ensure_prefix(config.executor.prefix)
-    opts = task_options(config.executor.prefix, config.force, config.executor.locks)
+    opts = task_options(config.executor.prefix)
+    # `executor.locks`: file locks (one host) or Redis leases (several); an unreachable Redis fails here
+    locks = lock_manager(config.executor.prefix, config.executor.locks)
     ledger = RunLedger(planned, retry_failed=config.executor.force_run_failed)
     plan = plan_hash(config)
     scope = artifact_scope(plan, [p.cell.model.label for p in planned])
     progress = Progress(ledger, artifact_key("progress", scope))
 
-    prepared, prep_errors = prepare_splits(ledger.to_score, opts, config.force)
+    prepared, prep_errors = prepare_splits(ledger.to_score, opts, config.force, locks)
     for cell in ledger.to_score:
         if cell.split_job.key in prep_errors:
             ledger.record(cell, error=f"prepare failed: {prep_errors[cell.split_job.key]}")
@@ -59,15 +68,16 @@ def zero_shot_eval(config: EvalConfig) -> list[dict[str, Any]]:
     to_score = [c for c in ledger.to_score if c.split_job.key in prepared]
     environment, suggested = run_environment()
 
-    with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested) as pool:
+    with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested, locks=locks) as pool:
         shards = {c.id: pool.submit_shards(c, prepared[c.split_job.key]) for c in to_score}
         metrics = {
-            c.id: with_run_options(compute_metrics, opts).submit(
+            c.id: finalize_cell.with_options(**opts).submit(
                 c,
                 [allow_failure(f) for f in shards.get(c.id, [])],
                 prepared.get(c.split_job.key),
                 config.force,
                 config.metrics,
+                locks,
             )
             for c in ledger.runnable
             if c.id not in ledger.results

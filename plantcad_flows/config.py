@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -49,28 +49,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_scoring_fields(where: str, entry: ModelConfig | CheckpointsConfig) -> None:
-    """What a model entry and a `checkpoints:` entry both declare about scoring: an MLM is scored
-    forward only, and the context is centre-cropped, so its length must be even."""
-    if entry.type == "mlm" and entry.motif_inference_mode != "fwd_only":
-        raise ValidationError(
-            f"{where}.motif_inference_mode",
-            entry.motif_inference_mode,
-            "only fwd_only is supported for type mlm",
-        )
-    if entry.context_length % 2:
-        raise ValidationError(f"{where}.context_length", entry.context_length, "must be even to centre-crop")
+class _ScoringFields(_Strict):
+    """What a model entry and a `checkpoints:` entry both declare about scoring, checked once:
+    names suggest the closest valid one, an MLM is scored forward only, and the context is
+    centre-cropped, so its length must be even. `_WHERE` names the entry in messages."""
 
-
-class ModelConfig(_Strict):
-    """A DNA language model, loaded through transformers' Auto classes."""
+    _WHERE: ClassVar[str] = "models[]"
 
     path: str = Field(description="Local directory or Hugging Face hub id")
     type: ModelType = Field(default="mlm", description="mlm (masked) or clm (causal)")
-    name: str | None = Field(default=None, description="Label in results; defaults to path")
     context_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
-    subfolder: str = ""
-    revision: str | None = None
     trust_remote_code: bool = Field(
         default=False,
         description="Run modelling code the model repository ships (config.json auto_map); "
@@ -79,24 +67,45 @@ class ModelConfig(_Strict):
     motif_inference_mode: MotifMode = Field(
         default="fwd_only", description="CLM only: fwd_only, rc_only or fwd_rc_avg"
     )
-    step: int | None = Field(
-        default=None, ge=0, description="Training step; set on the models `checkpoints:` discovers"
-    )
 
     @field_validator("type", mode="before")
     @classmethod
     def _type(cls, v: object) -> object:
-        return _one_of("models[].type", ModelType, v)
+        return _one_of(f"{cls._WHERE}.type", ModelType, v)
 
     @field_validator("motif_inference_mode", mode="before")
     @classmethod
     def _mode(cls, v: object) -> object:
-        return _one_of("models[].motif_inference_mode", MotifMode, v)
+        return _one_of(f"{cls._WHERE}.motif_inference_mode", MotifMode, v)
+
+    def _where(self) -> str:
+        return self._WHERE
 
     @model_validator(mode="after")
-    def _mode_for_type(self) -> ModelConfig:
-        _check_scoring_fields("models[]", self)
+    def _mode_for_type(self) -> _ScoringFields:
+        where = self._where()
+        if self.type == "mlm" and self.motif_inference_mode != "fwd_only":
+            raise ValidationError(
+                f"{where}.motif_inference_mode",
+                self.motif_inference_mode,
+                "only fwd_only is supported for type mlm",
+            )
+        if self.context_length % 2:
+            raise ValidationError(
+                f"{where}.context_length", self.context_length, "must be even to centre-crop"
+            )
         return self
+
+
+class ModelConfig(_ScoringFields):
+    """A DNA language model, loaded through transformers' Auto classes."""
+
+    name: str | None = Field(default=None, description="Label in results; defaults to path")
+    subfolder: str = ""
+    revision: str | None = None
+    step: int | None = Field(
+        default=None, ge=0, description="Training step; set on the models `checkpoints:` discovers"
+    )
 
     @model_validator(mode="after")
     def _remote_code(self) -> ModelConfig:
@@ -374,10 +383,12 @@ class RayConfig(_Strict):
         return v or None
 
 
-class CheckpointsConfig(_Strict):
+class CheckpointsConfig(_ScoringFields):
     """The checkpoints of one training run, discovered at plan time: every complete checkpoint
     (a `config.json` and its weights) whose name matches `pattern` becomes the model
     `{name}@step-{N}`, N parsed from the checkpoint's name. See `identity/checkpoints.py`."""
+
+    _WHERE: ClassVar[str] = "checkpoints[]"
 
     path: str = Field(description="Run directory (local or s3://...) or hub repo id")
     name: str | None = Field(
@@ -390,27 +401,11 @@ class CheckpointsConfig(_Strict):
     revision: str | None = Field(
         default=None, description="Hub subfolders: the branch or tag to list; default: the default branch"
     )
-    type: ModelType = Field(default="mlm", description="mlm (masked) or clm (causal)")
-    context_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
-    trust_remote_code: bool = False
-    motif_inference_mode: MotifMode = "fwd_only"
     every: int | None = Field(default=None, ge=1, description="Keep only steps that are multiples of K")
     last: int | None = Field(default=None, ge=1, description="Keep only the K latest complete checkpoints")
 
-    @field_validator("type", mode="before")
-    @classmethod
-    def _type(cls, v: object) -> object:
-        return _one_of("checkpoints[].type", ModelType, v)
-
-    @field_validator("motif_inference_mode", mode="before")
-    @classmethod
-    def _mode(cls, v: object) -> object:
-        return _one_of("checkpoints[].motif_inference_mode", MotifMode, v)
-
-    @model_validator(mode="after")
-    def _model_fields(self) -> CheckpointsConfig:
-        _check_scoring_fields(f"checkpoints[{self.label}]", self)
-        return self
+    def _where(self) -> str:
+        return f"checkpoints[{self.label}]"
 
     @property
     def label(self) -> str:

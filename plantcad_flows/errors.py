@@ -2,13 +2,17 @@
 
 Every message names the offending field and value on one line, so a user reading a failed flow
 run or a CLI error knows what to change. These are raised before any model is loaded; Prefect
-tasks never retry them (see `tasks/retry.py`).
+tasks never retry them (see `tasks/policy.py`).
+
+`problems` turns pydantic's errors into these, so every bad-input message in the house has the
+one shape `field=value: reason (hint)`.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class PlantCADError(Exception):
@@ -19,12 +23,66 @@ class ValidationError(PlantCADError, ValueError):
     """Bad input: a config field, a data column, a sequence. Never retried."""
 
     def __init__(self, field: str, value: object, problem: str, hint: str | None = None):
-        self.field = field
-        self.value = value
+        self.field, self.value, self.problem, self.hint = field, value, problem, hint
         msg = f"{field}={value!r}: {problem}"
         if hint:
             msg += f" ({hint})"
         super().__init__(msg)
+
+
+class FieldProblem(ValueError):
+    """A problem found inside a pydantic validator, relative to the location being validated.
+
+    `problems` joins `key` to pydantic's location, so the final message names the full field
+    (`models.big.memory`) and the offending value.
+    """
+
+    def __init__(self, value: object, problem: str, hint: str | None = None, key: str | None = None):
+        self.value, self.problem, self.hint, self.key = value, problem, hint, key
+        super().__init__(problem)
+
+
+def field_path(parts: Iterable[object]) -> str:
+    """`("models", 0, "type")` -> `models[0].type`."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _union_member(part: object) -> bool:
+    """A pydantic `loc` entry naming a union member (`int`, `literal['auto']`, `function-after[...]`)."""
+    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "none") or "[" in part)
+
+
+def _short(value: object) -> object:
+    text = repr(value)
+    return value if len(text) <= 80 else text[:77] + "..."
+
+
+def problems(exc: Any, prefix: str = "") -> list[tuple[str, ValidationError]]:
+    """Each problem of a `pydantic.ValidationError`, as (where, one-line `ValidationError`).
+
+    `where` is pydantic's location as a field path (under `prefix`). A `ValidationError` or
+    `FieldProblem` raised inside a validator is kept with its own field and value; any other
+    problem names `where` and the rejected input.
+    """
+    out: list[tuple[str, ValidationError]] = []
+    for err in exc.errors():
+        parts = ([prefix] if prefix else []) + [p for p in err["loc"] if not _union_member(p)]
+        where = field_path(parts) or "config"
+        original = (err.get("ctx") or {}).get("error")
+        if isinstance(original, ValidationError):
+            out.append((where, original))
+        elif isinstance(original, FieldProblem):
+            field = field_path([*parts, original.key]) if original.key else where
+            out.append((where, ValidationError(field, original.value, original.problem, original.hint)))
+        elif err["type"] == "extra_forbidden":
+            out.append((where, ValidationError(where, _short(err.get("input")), "unknown key")))
+        else:
+            reason = err["msg"].removeprefix("Value error, ")
+            out.append((where, ValidationError(where, _short(err.get("input")), reason)))
+    return out
 
 
 class UnknownNameError(ValidationError):

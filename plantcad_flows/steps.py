@@ -252,7 +252,7 @@ def finalize_cell(
         mark_failed(d, reason)
         raise CellFailedError(cell.id, reason)
     outputs = [s for s in shards if isinstance(s, ShardOutput)]
-    if cell_is_complete(cell) and not force and all(not s.computed for s in outputs):
+    if not force and cell_is_complete(cell) and all(not s.computed or _merged_after(d, s) for s in outputs):
         info = read_json(d / SUCCESS)
         return cell_result(cell, "cached", info["metrics"], info.get("plots", []))
     if prepared is None:
@@ -262,6 +262,16 @@ def finalize_cell(
     except Exception as e:
         mark_failed(d, f"{type(e).__name__}: {e}")
         raise
+
+
+def _merged_after(d, shard: ShardOutput) -> bool:
+    """The cell was marked complete after this shard's file was written, so its merge read this
+    very file: another run finished the cell while this one scored (each shard is scored once,
+    under its lock). A shard rewritten after the cell was completed is newer, and is merged again."""
+    try:
+        return (d / SUCCESS).stat().st_mtime >= to_path(shard.path).stat().st_mtime
+    except OSError:
+        return False
 
 
 def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d) -> CellResult:

@@ -2,7 +2,7 @@
 
     python scripts/train_tiny_models.py [--which mlm clm] [--short-steps 2000] [--steps 150] [--threads 1] [--out plantcad_flows/assets/models]
 
-Both models read 512-bp windows of `plantcad_flows.genome.sample_genome` (a training genome drawn
+Both models read 512-bp windows of `plantcad_flows.families.genome.sample_genome` (a training genome drawn
 from its own seed, never the benchmark's examples) through a character tokenizer (lower-case
 a/c/g/t/n plus [PAD] [UNK] [CLS] [SEP] [MASK]; a Lowercase normalizer, so mixed case maps to the
 same ids, and no special tokens are added when `add_special_tokens=False`):

@@ -1,12 +1,12 @@
 """Cross-process locks, so that two runs of one config on one prefix compute each step once.
 
-Prefect serialises a task's transaction when its cache policy says `isolation_level=SERIALIZABLE`
-and names a lock manager: the first run to take a step's lock computes it and commits its cache
-record; a second run waits for the lock, then finds the record and reads the result (Cached).
+Each step body runs inside `step_lock(prefix, kind, key)`: the first run to take a step's lock
+computes it and marks it complete; a second run waits for the lock, then finds the step's files
+complete and returns them (a "Cached" state, `tasks/policy.reused`).
 
-Prefect's own managers keep a lock until it is released or its hold timeout passes, and its
-transactions set no hold timeout, so a run killed with SIGKILL would leave every lock it held
-forever and the next run would wait forever. The two managers here cannot be left behind:
+A lock must never outlive its holder: a run killed with SIGKILL would otherwise leave it held
+forever and the next run would wait forever. The two managers here (Prefect `LockManager`s)
+cannot be left behind:
 
 * `FileLockManager` (one host; default): an OS file lock (`flock`, through `filelock`) on
   `{prefix}/.locks/{key}.lock` for a local prefix, or under `~/.cache/plantcad-flows/locks/` for
@@ -26,10 +26,12 @@ import os
 import re
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 from filelock import FileLock, Timeout
 from prefect.locking.protocol import LockManager
 from prefect_redis.locking import RedisLockManager
@@ -94,11 +96,6 @@ class FileLockManager(LockManager):
             self._held[key] = (lock, holder)
         return True
 
-    async def aacquire_lock(
-        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
-    ) -> bool:
-        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
-
     def release_lock(self, key: str, holder: str) -> None:
         with self._guard:
             held = self._held.get(key)
@@ -123,17 +120,6 @@ class FileLockManager(LockManager):
         with self._guard:
             held = self._held.get(key)
         return held is not None and held[1] == holder
-
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_locked(key):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_S)
-        return True
-
-    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout)
 
 
 class LeasedRedisLockManager(RedisLockManager):
@@ -199,3 +185,17 @@ def lock_manager(prefix: str, kind: str) -> LockManager:
     if kind == "redis":
         return redis_lock_manager()
     return FileLockManager(lock_directory(prefix))
+
+
+@contextmanager
+def step_lock(prefix: str, manager: LockManager | None, key: str) -> Iterator[None]:
+    """Hold the lock of step `key` while inside: `manager` is the run's (`lock_manager`; it
+    travels with the task to a Ray worker), or file locks on `prefix` when none is given."""
+    manager = manager or FileLockManager(lock_directory(prefix))
+    holder = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+    if not manager.acquire_lock(key, holder):  # no timeout: only a lost lock server says no
+        raise StorageError(f"could not take the lock of step {key}")
+    try:
+        yield
+    finally:
+        manager.release_lock(key, holder)

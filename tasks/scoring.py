@@ -20,7 +20,6 @@ from plantcad_flows.config import EvalConfig
 from plantcad_flows.layout.plan import Cell, completed_shard_count
 from plantcad_flows.layout.sharding import plan_shards
 from plantcad_flows.steps import PreparedSplit
-from tasks.policy import with_run_options
 from tasks.steps import score_shard
 
 
@@ -28,6 +27,7 @@ from tasks.steps import score_shard
 class ScoringPool:
     config: EvalConfig
     options: dict[str, Any]
+    locks: Any = None  # the run's lock manager (tasks/locks.py), passed to every shard task
     runner: TaskRunner | None = None
     kind: str = "none"  # ray | threads | none (nothing to score)
     workers: int = 0
@@ -36,9 +36,10 @@ class ScoringPool:
     def submit_shards(self, cell: Cell, prepared: PreparedSplit) -> list[PrefectFuture]:
         """One score-shard task per shard of `cell`, on this pool's runner."""
         n = completed_shard_count(cell) or self.config.ray.num_shards or self.workers
-        task = with_run_options(score_shard, self.options)
+        task = score_shard.with_options(**self.options)
+        locks, force = self.locks, self.config.force
         return [
-            self._submit(task, dict(cell=cell, shard=s, prepared=prepared, force=self.config.force))
+            self._submit(task, dict(cell=cell, shard=s, prepared=prepared, force=force, locks=locks))
             for s in plan_shards(prepared.num_examples, n)
         ]
 
@@ -53,10 +54,10 @@ class ScoringPool:
 
 @contextmanager
 def scoring_pool(
-    config: EvalConfig, options: dict[str, Any], needed: bool, suggested_workers: int
+    config: EvalConfig, options: dict[str, Any], needed: bool, suggested_workers: int, locks: Any = None
 ) -> Iterator[ScoringPool]:
     """The runner for this run's shards, entered only if `needed`."""
-    pool = ScoringPool(config, options)
+    pool = ScoringPool(config, options, locks)
     if not needed:
         yield pool
         return

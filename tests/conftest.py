@@ -1,5 +1,14 @@
 """Shared fixtures: one real Prefect server per test session (SQLite, 127.0.0.1, stopped by PID),
-small synthetic benchmark data, small models built from configs, and a Prefect-client helper."""
+small synthetic benchmark data, small models built from configs, and a Prefect-client helper.
+
+Tiers. Every test is marked by the real parts it needs (`prefect`, `ray`, `s3`, `browser`,
+`faults`, `postgres`, `redis`), assigned here at collection from the fixtures it uses
+(`PART_FIXTURES`, so a new test that asks for `prefect_server` is marked without saying so) and
+from the modules that start a part inline (`PART_MODULES`). `make test-fast` runs the tests with
+none of them (and not `slow`): the in-process tier. Under pytest-xdist (`make test`), tests that
+share one server or Ray cluster are kept on one worker (`xdist_group`, `--dist loadgroup`); each
+worker has its own session fixtures, on free ports and under its own temporary directory.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +27,59 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import servers  # noqa: E402
 
 TEST_EXAMPLES = 16
+PARTS = ("prefect", "ray", "s3", "browser", "faults", "postgres", "redis")
+# fixture -> the parts a test using it needs (fixtures of fixtures count: pytest resolves them)
+PART_FIXTURES: dict[str, tuple[str, ...]] = {
+    "prefect_server": ("prefect",),
+    "stack": ("prefect",),
+    "prefect_api": ("prefect",),
+    "s3_endpoint": ("s3",),
+    "s3_env": ("s3",),
+    "moto": ("s3",),
+    "s3_behind_proxy": ("s3",),
+    "redis_url": ("redis",),
+    "head": ("ray",),
+    "ray_mod": ("ray",),
+    "cluster_run": ("ray",),
+    "postgres_url": ("postgres",),
+    "postgres_server": ("postgres",),
+    "pg_server": ("postgres", "prefect"),
+}
+# modules whose tests start a part inline (a CLI run that starts its own server, ray.init, ...)
+PART_MODULES: dict[str, tuple[str, ...]] = {
+    "test_cli": ("prefect",),
+    "test_faults": ("faults", "prefect"),
+    "test_grid_flow": ("prefect",),
+    "test_grid_lifecycle": ("prefect",),
+    "test_ray_flow": ("ray", "prefect"),
+    "test_ray_session": ("ray", "prefect"),
+    "test_raycluster": ("ray",),
+    "test_ui_browser": ("browser", "prefect"),
+}
+# tests that share one server or cluster run on one xdist worker (`--dist loadgroup`)
+GROUP_FIXTURES = {"stack": "stack", "head": "ray", "cluster_run": "ray", "ray_mod": "ray"}
+GROUP_MODULES = {"test_ray_flow": "ray", "test_ray_session": "ray", "test_raycluster": "ray"}
+
+
+def pytest_configure(config):
+    for part in PARTS:
+        config.addinivalue_line(
+            "markers", f"{part}: needs a real {part} part (assigned in tests/conftest.py)"
+        )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        names = set(getattr(item, "fixturenames", ()))
+        parts = {p for f in names & PART_FIXTURES.keys() for p in PART_FIXTURES[f]}
+        parts |= set(PART_MODULES.get(module, ()))
+        for part in sorted(parts - {m.name for m in item.iter_markers()}):
+            item.add_marker(getattr(pytest.mark, part))
+        group = next((GROUP_FIXTURES[f] for f in sorted(names) if f in GROUP_FIXTURES), None)
+        group = group or GROUP_MODULES.get(module)
+        if group and not any(True for _ in item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

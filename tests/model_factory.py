@@ -3,7 +3,7 @@
 `build_char_tokenizer` makes a character-level fast tokenizer with a Lowercase normalizer, as
 PlantCaduceus's tokenizer is lower-case; `save_tiny_mlm` / `save_tiny_clm` write a randomly
 initialised BertForMaskedLM / LlamaForCausalLM next to it, so tests load them back through the
-same Auto-class code path (`plantcad_flows.models.load_model`) as real models.
+same Auto-class code path (`plantcad_flows.scoring.loading.load_model`) as real models.
 """
 
 from __future__ import annotations

@@ -189,9 +189,9 @@ def _empty_split(f):
 
 # (id, edit or raw YAML text, substrings the one line must hold: the field, the value, the problem)
 CASES = [
-    ("unknown-key", _set("gpus", 8), ["gpus", "unknown key 'gpus'"]),
-    ("unknown-nested-key", _set("compute.gpus", 8), ["compute.gpus", "unknown key 'gpus'"]),
-    ("unknown-model-key", _set("models.0.tokenizer", "x"), ["models.0.tokenizer", "unknown key"]),
+    ("unknown-key", _set("gpus", 8), ["gpus=8: unknown key"]),
+    ("unknown-nested-key", _set("compute.gpus", 8), ["compute.gpus=8: unknown key"]),
+    ("unknown-model-key", _set("models.0.tokenizer", "x"), ["models[0].tokenizer='x': unknown key"]),
     ("type-batch-size", _set("compute.batch_size", "big"), ["compute.batch_size", "big"]),
     ("type-models", _set("models", "mlm"), ["models", "list"]),
     ("type-sampling-rate", _set("sampling.rate", "half"), ["sampling.rate", "half"]),

@@ -182,10 +182,10 @@ def test_paired_difference_tells_a_drop_from_noise():
     assert paired_difference(CONSERVATION, "auroc", old, old.iloc[:-1], 100, 0) is None
 
 
-def test_resampling_settings_key_the_metrics_step_only(tmp_path):
+def test_resampling_settings_key_the_intervals_only(tmp_path):
     from plantcad_flows.config import EvalConfig, MetricsConfig
     from plantcad_flows.layout.plan import build_cells
-    from tasks.steps import _cell_key
+    from plantcad_flows.results.uncertainty import intervals_path
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
@@ -200,6 +200,7 @@ def test_resampling_settings_key_the_metrics_step_only(tmp_path):
     a = build_cells(EvalConfig.model_validate(cfg))[0]
     b = build_cells(EvalConfig.model_validate({**cfg, "metrics": {"bootstrap": 50, "seed": 3}}))[0]
     assert a.key == b.key and a.dir == b.dir  # scores (and their directory) are shared
-    k1 = _cell_key(None, {"cell": a, "metrics": MetricsConfig()})
-    k2 = _cell_key(None, {"cell": a, "metrics": MetricsConfig(bootstrap=50, seed=3)})
-    assert k1 != k2 and a.key in k1 and a.key in k2
+    # the intervals, which the settings do change, are kept per setting inside the cell's directory
+    m1, m2 = MetricsConfig(), MetricsConfig(bootstrap=50, seed=3)
+    p1, p2 = (intervals_path(a.dir, m.bootstrap, m.seed) for m in (m1, m2))
+    assert p1 != p2 and str(p1).startswith(a.dir) and str(p2).startswith(a.dir)

@@ -157,21 +157,21 @@ def _errors(proc) -> list[str]:
 @pytest.mark.parametrize(
     "edit,expected",
     [
-        (lambda d: d.update(gpus=8), ["config error at gpus: unknown key 'gpus'"]),
-        (lambda d: d["compute"].update(gpus=8), ["config error at compute.gpus: unknown key 'gpus'"]),
+        (lambda d: d.update(gpus=8), ["config error: gpus=8: unknown key"]),
+        (lambda d: d["compute"].update(gpus=8), ["config error: compute.gpus=8: unknown key"]),
         (
             lambda d: d["models"][1].update(tokenizer="x"),
-            ["config error at models.1.tokenizer: unknown key 'tokenizer'"],
+            ["config error: models[1].tokenizer='x': unknown key"],
         ),
         (
             lambda d: d["splits"][1]["overrides"].update(mask_len=2),
-            ["config error at splits.1.overrides.mask_len: unknown key 'mask_len'"],
+            ["config error: splits[1].overrides.mask_len=2: unknown key"],
         ),
         (
             lambda d: (d["executor"].update(retries=2), d["sampling"].update(fraction=0.1)),
             [
-                "config error at sampling.fraction: unknown key 'fraction'",
-                "config error at executor.retries: unknown key 'retries'",
+                "config error: sampling.fraction=0.1: unknown key",
+                "config error: executor.retries=2: unknown key",
             ],
         ),
     ],
@@ -188,7 +188,7 @@ def test_unknown_keys_are_rejected(tmp_path, edit, expected):
         (
             lambda d: d["splits"][2].update(task="tis_core_noncore_clasification"),
             [
-                "splits.2.task",
+                "splits[2].task",
                 "splits[].task='tis_core_noncore_clasification'",
                 "unknown name",
                 "did you mean 'tis_core_noncore_classification'?",
@@ -197,7 +197,7 @@ def test_unknown_keys_are_rejected(tmp_path, edit, expected):
         (
             lambda d: d["models"][2].update(motif_inference_mode="fwd_rc_average"),
             [
-                "models.2.motif_inference_mode",
+                "models[2].motif_inference_mode",
                 "models[].motif_inference_mode='fwd_rc_average'",
                 "did you mean 'fwd_rc_avg'?",
                 "valid: fwd_only, fwd_rc_avg, rc_only",
@@ -308,8 +308,8 @@ def test_a_run_resolves_its_identities_once(
     prefect_server, small_models, synthetic_dir, tmp_path, monkeypatch
 ):
     """`eval` resolves before it starts the run (what cannot be resolved exits 2 with no flow run)
-    and hands that resolution to the run: the hub is asked and the data hashed once per command.
-    The hand-over serves one run only: a later run of the same config resolves afresh."""
+    and passes that resolution to the run as a flow parameter: the hub is asked and the data hashed
+    once per command. A run started without one (a deployment run) resolves by itself."""
     import plantcad_flows.identity.resolve as resolve_mod
     from plantcad_flows.cli import main
 
@@ -328,10 +328,9 @@ def test_a_run_resolves_its_identities_once(
     path = write_yaml(tmp_path / "one.yaml", cfg)
 
     assert main(["eval", str(path)]) == 0
-    assert resolved == ["mlm"]  # the command's own resolve; the flow run took it over
-    assert resolve_mod._HANDED == {}
+    assert resolved == ["mlm"]  # the command's own resolve; the flow run took it as its parameter
 
     from flows.zero_shot_eval import zero_shot_eval
 
     assert zero_shot_eval(load_config(path), return_state=True).is_completed()
-    assert resolved == ["mlm", "mlm"]  # nothing handed over: the run resolved by itself
+    assert resolved == ["mlm", "mlm"]  # no resolution passed: the run resolved by itself

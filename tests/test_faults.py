@@ -89,12 +89,12 @@ def _pause_both_at(runs, marker: str, timeout: float = 300) -> None:
 
 def _final_states(flow_run_id: str, expected: int, timeout: float = 60) -> dict[str, str]:
     """Task-run name -> final state, once the server has recorded `expected` prepare, score and
-    metrics runs as final (a client reports states as events; the server records them shortly
+    finalize runs as final (a client reports states as events; the server records them shortly
     after the process that sent them has exited)."""
     deadline = time.monotonic() + timeout
     while True:
         states = task_run_states(flow_run_id)
-        steps = {k: v for k, v in states.items() if k.split(" ")[0] in ("prepare", "score", "metrics")}
+        steps = {k: v for k, v in states.items() if k.split(" ")[0] in ("prepare", "score", "finalize")}
         if sum(v in ("Completed", "Cached", "Failed") for v in steps.values()) >= expected:
             return states
         if time.monotonic() > deadline:
@@ -251,7 +251,7 @@ def _two_runs(cfg, tmp_path, env, prefix, clean) -> None:
     assert metrics_by_cell(tmp_path / "r1.json") == metrics_by_cell(tmp_path / "r2.json") == clean["metrics"]
     states = [_final_states(_flow_run_id(r.output()), expected=3 + SHARDS + 5) for r in runs]
     counts = {}
-    for kind in ("prepare", "score", "metrics"):
+    for kind in ("prepare", "score", "finalize"):
         for name in ("Completed", "Cached"):
             counts[(kind, name)] = sum(
                 1
@@ -268,7 +268,7 @@ def _two_runs(cfg, tmp_path, env, prefix, clean) -> None:
         for r in runs
     ]
     assert counts[("score", "Cached")] == SHARDS, (counts, odd, plans)  # ... and read from cache by the other
-    assert counts[("prepare", "Completed")] == 3 and counts[("metrics", "Completed")] == 5, counts
+    assert counts[("prepare", "Completed")] == 3 and counts[("finalize", "Completed")] == 5, counts
     assert false_completions(prefix) == []
     locks = yaml.safe_load(cfg.read_text())["executor"].get("locks", "file")
     print(f"two concurrent runs ({locks} locks): task-run states {counts}")

@@ -60,7 +60,7 @@ def test_flow_end_to_end_then_cached_then_forced(prefect_server, small_models, s
     assert len(run_dirs) == 1
     table = pd.read_parquet(run_dirs[0] / "results.parquet")
     assert len(table) == 5 and {"dataset", "model", "task", "split"} <= set(table.columns)
-    assert json.loads((run_dirs[0] / "results.json").read_text())[0]["model"] in ("mlm", "clm")
+    assert json.loads((run_dirs[0] / "results.json").read_text())["rows"][0]["model"] in ("mlm", "clm")
     assert len(list((prefix / "latest").glob("*/results.parquet"))) == 1
     cell_dir = Path(cons["output_dir"])
     info = json.loads((cell_dir / ".step_info.json").read_text())
@@ -90,7 +90,7 @@ def test_flow_end_to_end_then_cached_then_forced(prefect_server, small_models, s
     state, run2 = _run(cfg)
     assert state.is_completed()
     states2 = task_run_states(run2)
-    scoring = {n: s for n, s in states2.items() if n.startswith(("score ", "metrics ", "prepare "))}
+    scoring = {n: s for n, s in states2.items() if n.startswith(("score ", "finalize ", "prepare "))}
     assert scoring and all(s == "Cached" for s in scoring.values()), scoring
     assert _cell_files(prefix) == before
     assert [r["metrics"] for r in state.result()] == [r["metrics"] for r in results]

@@ -312,3 +312,55 @@ def test_nightly_deployment_discovers_checkpoints():
     # hub models follow their branch: resolved to a commit every night, so a new one is re-scored
     assert cfg.models and all(m.revision is None for m in cfg.models)
     assert nightly["schedules"][0]["cron"]
+
+
+def test_history_files_carry_a_schema_version_and_old_files_are_read(tmp_path):
+    """A file written by this code carries the current version; a file of the previous version
+    (written before versions, without the key) is still read, and rows of both come back."""
+    import pyarrow.parquet as pq
+
+    from plantcad_flows.results import schema
+
+    prefix = str(tmp_path / "out")
+    a = _cell(tmp_path, "m@step-100", _scores(1.0), step=100)
+    b = _cell(tmp_path, "m@step-200", _scores(2.0), step=200)
+    path = write_history(prefix, "new", history_rows([a], "r-new", "new", T0))
+    assert pq.read_schema(path).metadata[b"schema_version"] == str(schema.SCHEMA_VERSION).encode()
+    assert schema.read_parquet(path)[1] == schema.SCHEMA_VERSION == 2
+    old = history_rows([b], "r-old", "old", T0 - dt.timedelta(days=1))
+    old.to_parquet(tmp_path / "out" / "history" / "old.parquet", index=False)  # version 1: no key
+    assert schema.read_parquet(tmp_path / "out" / "history" / "old.parquet")[1] == 1
+    both = read_history(prefix)
+    assert sorted(set(both["run_name"])) == ["new", "old"] and len(both) == 4
+
+
+def test_results_files_carry_a_schema_version_and_old_files_are_read(tmp_path):
+    import json
+
+    import pandas as pd
+    import pytest
+
+    from plantcad_flows.errors import StorageError
+    from plantcad_flows.results import schema
+    from plantcad_flows.results.table import read_results, read_results_rows, rows, write_results
+
+    a = _cell(tmp_path, "m@step-100", _scores(1.0), step=100)
+    paths = write_results(str(tmp_path / "run"), [a])
+    data = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert data["schema_version"] == schema.SCHEMA_VERSION and data["rows"] == rows([a])
+    assert read_results_rows(str(tmp_path / "run")) == (rows([a]), schema.SCHEMA_VERSION)
+    frame, version = read_results(str(tmp_path / "run"))
+    assert version == schema.SCHEMA_VERSION and frame["model"].tolist() == ["m@step-100"]
+    assert pd.read_parquet(paths["parquet"]).columns.tolist() == frame.columns.tolist()  # no extra column
+
+    # the previous version: a bare list in results.json, parquet without the key
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(rows([a])))
+    pd.DataFrame(rows([a])).to_parquet(tmp_path / "old" / "results.parquet", index=False)
+    assert read_results_rows(str(tmp_path / "old")) == (rows([a]), 1)
+    assert read_results(str(tmp_path / "old"))[1] == 1
+
+    # a newer version than this code knows is refused by name, not misread
+    (tmp_path / "old" / "results.json").write_text(json.dumps({"schema_version": 99, "rows": []}))
+    with pytest.raises(StorageError, match="schema_version 99 is newer"):
+        read_results_rows(str(tmp_path / "old"))

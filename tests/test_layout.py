@@ -14,9 +14,8 @@ from plantcad_flows.config import EvalConfig, load_config
 from plantcad_flows.layout.plan import CellStatus, build_cells, plan_cells
 from plantcad_flows.layout.storage import is_local, mark_failed, to_path
 from plantcad_flows.results.ledger import RunLedger
-from plantcad_flows.results.table import CellResult
 from plantcad_flows.secrets import redact, strip_url_credentials
-from plantcad_flows.steps import PreparedSplit, ShardOutput
+from plantcad_flows.steps import PreparedSplit
 
 CLI = Path(sys.executable).parent / "plantcad-flows"
 REPO = Path(__file__).resolve().parents[1]
@@ -54,38 +53,15 @@ def test_tasks_command_lists_the_registry():
     assert "auprc" in sv and "auroc" not in sv
 
 
-def test_task_results_persist_as_json_without_class_paths():
-    from tasks.serializer import StableJSONSerializer
+def test_a_step_found_complete_returns_a_cached_state():
+    """One authority for "done": the step's files. A task whose outputs were complete says so to
+    the UI with a Completed state named Cached that carries the same result."""
+    from tasks.policy import reused
 
-    s = StableJSONSerializer()
     prepared = PreparedSplit(key="k", dir="/d", examples="/d/examples.parquet", num_examples=3)
-    shard = ShardOutput(
-        cell_id="m/t/s",
-        index=0,
-        count=2,
-        path="/p",
-        num_examples=2,
-        computed=True,
-        timings={"forward_s": 1.5},
-    )
-    result = CellResult(
-        cell_id="m/t/s",
-        model="m",
-        task="t",
-        split="s",
-        dataset="d",
-        family="f",
-        status="completed",
-        metrics={"auroc": 0.75, "num_examples": 3},
-    )
-    for obj in (prepared, shard, result, [shard, shard], {"run_dir": "/r"}):
-        blob = s.dumps(obj)
-        assert b"plantcad_flows" not in blob and b"__class__" not in blob
-        assert s.loads(blob) == obj
-    # the serializer is found again by its type name, as Prefect does when reading a record
-    from prefect.serializers import Serializer
-
-    assert type(Serializer(type="plantcad-json")) is StableJSONSerializer
+    assert reused(prepared, False) is prepared
+    state = reused(prepared, True)
+    assert state.is_completed() and state.name == "Cached" and state.data is prepared
 
 
 def test_one_locality_test_for_every_backend():

@@ -123,7 +123,7 @@ def test_redis_lock_is_renewed_while_held_and_expires_after_its_holder_is_killed
         from tasks.locks import redis_lock_manager
         m = redis_lock_manager({redis_url!r})
         type(m).LEASE_S, type(m).RENEW_S = {lease}, {lease / 4}
-        assert m.acquire_lock("compute_metrics-abc", "child")
+        assert m.acquire_lock("finalize_cell-abc", "child")
         print("held", flush=True)
         time.sleep(600)
         """
@@ -132,18 +132,18 @@ def test_redis_lock_is_renewed_while_held_and_expires_after_its_holder_is_killed
         _wait_line(child, "held")
         manager = redis_lock_manager(redis_url)
         # three leases later the live holder still has it: its lease is being renewed
-        assert not manager.acquire_lock("compute_metrics-abc", "me", acquire_timeout=3 * lease)
+        assert not manager.acquire_lock("finalize_cell-abc", "me", acquire_timeout=3 * lease)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
         t0 = time.monotonic()
-        assert manager.acquire_lock("compute_metrics-abc", "me", acquire_timeout=5 * lease)
+        assert manager.acquire_lock("finalize_cell-abc", "me", acquire_timeout=5 * lease)
         waited = time.monotonic() - t0
         assert waited <= lease + 1.0, waited  # gone within one lease of the kill
-        manager.release_lock("compute_metrics-abc", "me")
-        assert not manager.is_locked("compute_metrics-abc")
+        manager.release_lock("finalize_cell-abc", "me")
+        assert not manager.is_locked("finalize_cell-abc")
         copy = pickle.loads(pickle.dumps(manager))
-        assert copy.acquire_lock("compute_metrics-abc", "w", acquire_timeout=1)
-        copy.release_lock("compute_metrics-abc", "w")
+        assert copy.acquire_lock("finalize_cell-abc", "w", acquire_timeout=1)
+        copy.release_lock("finalize_cell-abc", "w")
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)

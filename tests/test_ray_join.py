@@ -41,7 +41,7 @@ def fake_ray(monkeypatch):
 
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.setattr(ray_client.time, "sleep", lambda s: calls["sleeps"].append(s))
+    monkeypatch.setattr(time, "sleep", lambda s: calls["sleeps"].append(s))
     return calls
 
 
@@ -56,9 +56,9 @@ def test_transient_client_failures_are_retried_with_backoff(fake_ray):
 def test_retries_stop_at_the_budget_with_one_line(fake_ray, monkeypatch):
     fake_ray["fail"] = 10**6
     clock = [0.0]
-    monkeypatch.setattr(ray_client.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(
-        ray_client.time, "sleep", lambda s: (fake_ray["sleeps"].append(s), clock.__setitem__(0, clock[0] + s))
+        time, "sleep", lambda s: (fake_ray["sleeps"].append(s), clock.__setitem__(0, clock[0] + s))
     )
     with pytest.raises(ValidationError) as e:
         ray_client._init_with_retries(parse_address("ray://head:10001"), "ray://head:10001", {}, budget=20)

@@ -11,6 +11,7 @@ and checkpoints scored by the real flow.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -28,12 +29,12 @@ from plantcad_flows.config import EvalConfig
 from plantcad_flows.families import get_task
 from plantcad_flows.results.bootstrap import paired_difference
 from plantcad_flows.results.history import read_predictions
+from plantcad_flows.results.regression import EVENT
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = (("conservation_within_andropogoneae", "test"), ("donor_recovery", "test_maize"))
 BOOTSTRAP = {"bootstrap": 500, "seed": 0}
-QUIET_S = 10  # how long "sends nothing" waits: an event reaches the webhook in about a second
 
 
 class Receiver:
@@ -58,12 +59,44 @@ class Receiver:
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
 
-    def wait_for(self, count: int, timeout: float = 90) -> list[dict]:
+    def settled(self, since, automation_id, timeout: float = 120) -> tuple[int, list[dict]]:
+        """(regression events on the server since `since`, the POSTs received), once every event
+        this process emitted is on the server and the automation has acted on each of them.
+
+        Read through the API, never by sleeping: a marker event sent after the runs' own events
+        (one connection, in order) shows that they have all arrived; then each regression event
+        has its `action.executed` (or `.failed`) event, and its POST came before that.
+        """
+        from uuid import uuid4
+
+        from prefect import get_client
+        from prefect.events import emit_event
+        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+        from prefect.events.worker import EventsWorker
+        from prefect.types._datetime import now
+
+        marker = emit_event(
+            "plantcad.test.settle", resource={"prefect.resource.id": f"plantcad.test.{uuid4()}"}
+        )
+        EventsWorker.drain_all(timeout=60, at_exit=False)  # sent, not just queued
+        acted_names = ["prefect.automation.action.executed", "prefect.automation.action.failed"]
+        names = EventNameFilter(name=[EVENT, "plantcad.test.settle", *acted_names])
         deadline = time.monotonic() + timeout
-        while len(self.posts) < count and time.monotonic() < deadline:
+        while True:
+            window = EventOccurredFilter(since=since, until=now("UTC") + dt.timedelta(hours=1))
+            with get_client(sync_client=True) as client:
+                events = client.read_events(EventFilter(occurred=window, event=names), limit=50).events
+            regressions = [e for e in events if e.event == EVENT]
+            acted = [e for e in events if e.event in acted_names and str(automation_id) in e.resource.id]
+            arrived = any(e.id == marker.id for e in events)
+            if arrived and len(acted) >= len(regressions) and len(self.posts) >= len(regressions):
+                return len(regressions), list(self.posts)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"marker seen: {arrived}; {len(regressions)} regression events, "
+                    f"{len(acted)} actions, {len(self.posts)} POSTs"
+                )
             time.sleep(0.5)
-        time.sleep(QUIET_S)  # and nothing more after that
-        return list(self.posts)
 
     def close(self):
         self.server.shutdown()
@@ -151,6 +184,7 @@ def test_regression_alerts_reach_the_webhook(prefect_server, tmp_path):
         assert receiver.url not in out  # the URL is a secret: kept in a Webhook block, never printed
         found = automation()
         assert found.enabled and found.actions[0].type == "call-webhook"
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
 
         data = tmp_path / "data"
         for task, split in SPLITS:
@@ -177,7 +211,8 @@ def test_regression_alerts_reach_the_webhook(prefect_server, tmp_path):
                 expected.add(f"reg-run@step-2000/{task}/{split}")
         assert "reg-run@step-2000/donor_recovery/test_maize" in expected  # motif accuracy collapses
 
-        posts = receiver.wait_for(len(expected))
+        sent, posts = receiver.settled(since, found.id)
+        assert sent == len(expected) == len(posts), (sent, posts)
         cells = [p["cell"] for p in posts]
         assert sorted(cells) == sorted(expected)  # exactly one POST per regressed cell
         for post in posts:
@@ -197,7 +232,7 @@ def test_regression_alerts_reach_the_webhook(prefect_server, tmp_path):
         # nothing new: nothing scored, nothing sent
         again = _run(cfg)
         assert {r["status"] for r in again.values()} == {"cached"}
-        assert len(receiver.wait_for(len(expected) + 1, timeout=QUIET_S)) == len(expected)
+        assert receiver.settled(since, found.id) == (len(expected), posts)
 
         # a third checkpoint: the best (step 1000) with a little noise on its weights; far better
         # than its predecessor, and a difference from the best that is inside the noise
@@ -207,6 +242,6 @@ def test_regression_alerts_reach_the_webhook(prefect_server, tmp_path):
             d = _pair(third, "reg-run@step-1000", "reg-run@step-3000", task, split)
             assert d.diff != 0 and not d.is_drop, (task, d)
             assert not _pair(third, "reg-run@step-2000", "reg-run@step-3000", task, split).is_drop
-        assert len(receiver.wait_for(len(expected) + 1, timeout=QUIET_S)) == len(expected)
+        assert receiver.settled(since, found.id) == (len(expected), posts)
     finally:
         receiver.close()

@@ -112,8 +112,9 @@ def test_flow_on_s3_prefix_writes_results_and_hits_cache(prefect_server, s3, sma
     assert sum(k.endswith("/examples.parquet") for k in prepared) == 2
     assert sum(k.endswith("/_SUCCESS") for k in prepared) == 2
     records = [k for k in keys if k.startswith("evals/prefect-results/")]
-    assert any("compute_metrics-" in k for k in records), records
-    assert any("score_shard-" in k for k in records) and any("prepare_split-" in k for k in records)
+    # a persisted result for each task run (under its run's id): 2 prepare, 2 x 2 shards, 2 finalize
+    names = [k.removeprefix("evals/prefect-results/").rsplit("-", 5)[0] for k in records]
+    assert sorted(names) == ["finalize-cell"] * 2 + ["prepare-split"] * 2 + ["score-shard"] * 4, records
     assert not any(".write-probe-" in k for k in keys)  # the writability probe cleans up
 
     import pandas as pd
@@ -134,11 +135,11 @@ def test_flow_on_s3_prefix_writes_results_and_hits_cache(prefect_server, s3, sma
     state, run2 = _run(cfg)
     assert state.is_completed(), state.message
     states = task_run_states(run2)
-    steps = {n: s for n, s in states.items() if n.startswith(("score ", "metrics ", "prepare "))}
+    steps = {n: s for n, s in states.items() if n.startswith(("score ", "finalize ", "prepare "))}
     # every cell was found complete in the bucket: no split is prepared and no shard submitted,
-    # and each cell's metrics come from the cache records stored under the prefix
+    # and each cell's finalize step finds its files complete in the bucket (a Cached state)
     scored = [cid for cid, r in results.items() if r["status"] != "skipped"]
-    assert sorted(steps) == sorted(f"metrics {cid}" for cid in scored), steps
+    assert sorted(steps) == sorted(f"finalize {cid}" for cid in scored), steps
     assert all(s == "Cached" for s in steps.values()), steps
     assert {r["cell_id"]: r["metrics"] for r in state.result()} == {
         k: r["metrics"] for k, r in results.items()

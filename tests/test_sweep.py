@@ -80,7 +80,7 @@ def test_sweep_scores_only_new_checkpoints(prefect_server, synthetic_dir, tmp_pa
     scored = {n for n, s in states.items() if n.startswith("score ")}
     assert scored and all("run-7@step-4000/" in n for n in scored), scored
     assert all(s == "Completed" for n, s in states.items() if n.startswith("score ")), states
-    old_metrics = {n: s for n, s in states.items() if n.startswith("metrics ") and "step-4000" not in n}
+    old_metrics = {n: s for n, s in states.items() if n.startswith("finalize ") and "step-4000" not in n}
     assert len(old_metrics) == 6 and set(old_metrics.values()) == {"Cached"}, old_metrics
 
     # history: every run's rows, one per result when de-duplicated by cell key

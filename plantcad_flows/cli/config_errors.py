@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from plantcad_flows.errors import problems
+
 
 def config_error_lines(exc: Exception, source: str | None = None) -> list[str]:
     """The lines to print for a config error (pydantic, YAML or our own ValidationError)."""
@@ -16,31 +18,15 @@ def config_error_lines(exc: Exception, source: str | None = None) -> list[str]:
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
         return [f"config error: invalid YAML in {source or 'config'}{where}: {problem}"]
     if isinstance(exc, pydantic.ValidationError):
-        # one line per field: a union (`int | 'auto'`) fails once per member, under the member's
-        # name in `loc`; those are merged, and the rejected value is quoted
+        # one line per location: a union (`int | 'auto'`) fails once per member; those are merged
         grouped: dict[str, list[str]] = {}
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"] if not _union_member(x)) or "config"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key {loc.rsplit('.', 1)[-1]!r}"
-            elif err["type"] != "value_error" and not isinstance(err.get("input"), (dict, list)):
-                msg = f"{loc.rsplit('.', 1)[-1]}={_short(err.get('input'))}: {msg}"
-            grouped.setdefault(loc, [])
-            if msg not in grouped[loc]:
-                grouped[loc].append(msg)
-        return [f"config error at {loc}: {_merge(msgs)}" for loc, msgs in grouped.items()]
+        for where, problem in problems(exc):
+            msg = str(problem) if problem.field == where else f"at {where}: {problem}"
+            if msg not in grouped.setdefault(where, []):
+                grouped[where].append(msg)
+        merged = [_merge(msgs) for msgs in grouped.values()]
+        return [f"config error{'' if m.startswith('at ') else ':'} {m}" for m in merged]
     return [f"config error: {' '.join(str(exc).split())}"]
-
-
-def _union_member(part: object) -> bool:
-    """A `loc` entry naming a union member (`int`, `literal['auto']`, `function-after[...]`)."""
-    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "none") or "[" in part)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _merge(msgs: list[str]) -> str:

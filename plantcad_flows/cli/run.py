@@ -57,7 +57,7 @@ def apply_overrides(cfg, args: argparse.Namespace):
 
 def run(cfg, args: argparse.Namespace) -> int:
     from plantcad_flows.errors import PlantCADError
-    from plantcad_flows.identity.resolve import hand_over, resolve
+    from plantcad_flows.identity.resolve import resolve
     from plantcad_flows.layout.plan import format_plan, plan_cells
 
     # Identities first (hub revisions, content fingerprints, checkpoint discovery): what cannot be
@@ -96,8 +96,8 @@ def run(cfg, args: argparse.Namespace) -> int:
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
                 from flows.zero_shot_eval import zero_shot_eval
 
-                hand_over(cfg, resolution)  # the run uses what was planned above, not a second resolve
-                state = zero_shot_eval(cfg, return_state=True)
+                # the run uses what was planned above, not a second resolve
+                state = zero_shot_eval(cfg, resolution, return_state=True)
                 flow_run_id = state.state_details.flow_run_id
                 results = report(state, cfg, server.ui_url, flow_run_id, args.results_json)
         finally:

@@ -1,13 +1,16 @@
-"""Where is this process running? Kubernetes pod, SkyPilot/Lambda node, Slurm or PBS job, or a host.
+"""Where is this process running, and how many scoring threads should this host use?
 
-`plantcad-flows env` prints the answer, and the flow uses it to pick its default number of scoring
-workers (one per GPU across the hosts, or a share of the CPUs) and records it in the run summary.
+A run uses two things from here (`run_environment`): one line for its summary (the scheduler,
+how many hosts the job has, the GPUs of this host) and the number of scoring workers for the
+thread pool on this host: one per GPU of this host, else half of its CPUs (scoring is BLAS-bound).
+Work on other hosts goes through Ray, which counts their resources itself (`ray_client`).
+`plantcad-flows env` prints the same report.
 
-Detection reads only environment variables (and, for PBS, the node file they point to), so every
-rule here is a pure function of a mapping and is tested with hand-written environments. Counting
-GPUs is the one impure step; it lives in `probe_gpus` and is skipped when a scheduler already says
-how many GPUs this host has. The order of the checks matters: a SkyPilot task or a Slurm job can
-run inside a Kubernetes pod, and the more specific scheduler is the one that knows the other hosts.
+Detection reads environment variables (and, for PBS, the node file they point to), so every rule
+is a pure function of a mapping, tested with hand-written environments. Counting GPUs is the one
+impure step (`probe_gpus`); a count the scheduler declares wins over it, since the probe sees every
+GPU of a shared node. A SkyPilot task or a Slurm job can run inside a Kubernetes pod: the more
+specific scheduler is checked first.
 """
 
 from __future__ import annotations
@@ -17,15 +20,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 Kind = Literal["kubernetes", "skypilot", "slurm", "pbs", "host"]
-RAY_PORT = 6379
 
 
 @dataclass(frozen=True)
@@ -36,94 +37,33 @@ class GpuInfo:
 
 @dataclass(frozen=True)
 class EnvReport:
-    """Where the run is and what it can use.
+    """Where the run is and what this host can use.
 
     Attributes:
         kind: kubernetes, skypilot, slurm, pbs or host.
-        hosts: every host of the job, head (rank 0) first.
-        gpus_per_host: GPUs visible on this host (assumed the same on the others).
+        hosts: how many hosts the job spans.
+        gpus: GPUs given to this host's processes.
         gpu_model: the first visible GPU's name, if known.
-        ray_address: the Ray cluster to join (RAY_ADDRESS, or the head at port 6379 when the job
-            spans several hosts); None means start a local Ray.
-        num_workers: suggested scoring workers: one per GPU, else half the CPUs of each host.
-        node_rank: this host's rank in `hosts`, when the scheduler says.
-        cpus_per_host: CPUs usable on this host.
-        details: scheduler facts worth showing (job id, pod name, ...).
+        cpus: CPUs usable on this host.
+        workers: scoring workers for this host: one per GPU, else half the CPUs.
     """
 
     kind: Kind
-    hosts: tuple[str, ...]
-    gpus_per_host: int
+    hosts: int
+    gpus: int
     gpu_model: str | None
-    ray_address: str | None
-    num_workers: int
-    node_rank: int | None = None
-    cpus_per_host: int = 1
-    details: dict[str, str] = field(default_factory=dict)
+    cpus: int
+    workers: int
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hosts"] = list(self.hosts)
-        return d
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure parsing helpers
-
-
-def expand_hostlist(spec: str) -> list[str]:
-    """Expand a Slurm host list: "gpu[01-03,07],cpu-a[1-2]b" -> gpu01 gpu02 gpu03 gpu07 cpu-a1b ...
-
-    Zero padding follows the lower bound of each range, as Slurm does. Several bracket groups in
-    one name expand as a product ("r[1-2]n[1-2]" -> r1n1 r1n2 r2n1 r2n2).
-    """
-    hosts: list[str] = []
-    for item in _split_top_level(spec.strip()):
-        if item:
-            hosts.extend(_expand_one(item))
-    return hosts
-
-
-def _split_top_level(spec: str) -> list[str]:
-    parts, depth, cur = [], 0, []
-    for ch in spec:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
-
-
-def _expand_one(name: str) -> list[str]:
-    m = re.search(r"\[([^\]]*)\]", name)
-    if not m:
-        return [name]
-    head, tail = name[: m.start()], name[m.end() :]
-    out: list[str] = []
-    for rng in m.group(1).split(","):
-        lo, _, hi = rng.partition("-")
-        if hi:
-            width = len(lo)
-            values = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
-        else:
-            values = [lo]
-        for v in values:
-            out.extend(_expand_one(head + v + tail))
-    return out
+    def line(self) -> str:
+        gpus = f"{self.gpus} x {self.gpu_model or 'GPU'}" if self.gpus else "no GPU"
+        return f"{self.kind}, {self.hosts} host(s), {gpus} on this host, {self.workers} worker(s) here"
 
 
 def _count_gpu_spec(spec: str | None) -> int | None:
-    """Slurm GPU counts come as "4", "a100:4", "gpu:a100:4" or "gpu:4(IDX:0-3)"."""
-    if not spec:
-        return None
+    """Slurm / PBS GPU counts come as "4", "a100:4", "gpu:a100:4" or "gpu:4(IDX:0-3)"."""
     total = 0
-    for part in spec.split(","):
+    for part in (spec or "").split(","):
         m = re.search(r"(\d+)(\(.*\))?$", part.strip())
         if m:
             total += int(m.group(1))
@@ -134,54 +74,36 @@ def _count_visible(devices: str | None) -> int | None:
     """CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES: "0,1", "GPU-uuid,...", "all", "none"."""
     if devices is None or devices.strip() in ("", "all", "void"):
         return None
-    if devices.strip() == "none" or devices.strip() == "-1":
+    if devices.strip() in ("none", "-1"):
         return 0
     return len([d for d in devices.split(",") if d.strip()])
 
 
-def _lines(text: str | None) -> list[str]:
-    return [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
 
 
-def _unique(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-scheduler rules: each returns (kind, hosts, rank, declared GPUs per host, details) or None
-
-
-_Rule = tuple[Kind, list[str], int | None, int | None, dict[str, str]]
+# Per-scheduler rules: each returns (kind, hosts, GPUs declared for this host) or None
+_Rule = tuple[Kind, int, int | None]
 
 
 def _skypilot(env: Mapping[str, str]) -> _Rule | None:
     if not any(k in env for k in ("SKYPILOT_SETUP_NODE_IPS", "SKYPILOT_NODE_IPS", "SKYPILOT_TASK_ID")):
         return None
-    # The run step's SKYPILOT_NODE_IPS lists only the nodes of this task and can leave the head
-    # out; the setup step's list always holds every node, head first.
-    hosts = _lines(env.get("SKYPILOT_SETUP_NODE_IPS")) or _lines(env.get("SKYPILOT_NODE_IPS"))
-    rank = int(env["SKYPILOT_NODE_RANK"]) if env.get("SKYPILOT_NODE_RANK", "").isdigit() else None
-    gpus = (
-        int(env["SKYPILOT_NUM_GPUS_PER_NODE"])
-        if env.get("SKYPILOT_NUM_GPUS_PER_NODE", "").isdigit()
-        else None
-    )
-    details = {k: env[k] for k in ("SKYPILOT_TASK_ID", "SKYPILOT_CLUSTER_INFO") if k in env}
-    return "skypilot", hosts, rank, gpus, details
+    # the setup step's list holds every node; the run step's can leave the head out
+    ips = env.get("SKYPILOT_SETUP_NODE_IPS") or env.get("SKYPILOT_NODE_IPS") or ""
+    return "skypilot", len(ips.split()) or 1, _int(env.get("SKYPILOT_NUM_GPUS_PER_NODE"))
 
 
 def _slurm(env: Mapping[str, str]) -> _Rule | None:
-    if "SLURM_JOB_ID" not in env and "SLURM_JOB_NODELIST" not in env:
+    if "SLURM_JOB_ID" not in env:
         return None
-    hosts = expand_hostlist(env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "")
-    rank = int(env["SLURM_NODEID"]) if env.get("SLURM_NODEID", "").isdigit() else None
     gpus = (
         _count_gpu_spec(env.get("SLURM_GPUS_ON_NODE"))
         or _count_gpu_spec(env.get("SLURM_GPUS_PER_NODE"))
         or _count_visible(env.get("CUDA_VISIBLE_DEVICES"))
     )
-    details = {k: env[k] for k in ("SLURM_JOB_ID", "SLURM_JOB_PARTITION") if k in env}
-    return "slurm", hosts, rank, gpus, details
+    return "slurm", _int(env.get("SLURM_JOB_NUM_NODES")) or _int(env.get("SLURM_NNODES")) or 1, gpus
 
 
 def _pbs(env: Mapping[str, str]) -> _Rule | None:
@@ -189,87 +111,51 @@ def _pbs(env: Mapping[str, str]) -> _Rule | None:
     if not nodefile:
         return None
     path = Path(nodefile)
-    # The node file repeats a host once per requested slot; order is rank order.
-    hosts = _unique(_lines(path.read_text())) if path.is_file() else []
+    # the node file repeats a host once per requested slot
+    hosts = len({ln.strip() for ln in path.read_text().splitlines() if ln.strip()}) if path.is_file() else 1
     gpus = _count_gpu_spec(env.get("NGPUS")) or _count_visible(env.get("CUDA_VISIBLE_DEVICES"))
-    details = {k: env[k] for k in ("PBS_JOBID", "PBS_QUEUE") if k in env}
-    return "pbs", hosts, None, gpus, details
+    return "pbs", hosts or 1, gpus
 
 
 def _kubernetes(env: Mapping[str, str]) -> _Rule | None:
     if "KUBERNETES_SERVICE_HOST" not in env:
         return None
-    pod = env.get("POD_NAME") or env.get("HOSTNAME") or ""
     gpus = _count_visible(env.get("NVIDIA_VISIBLE_DEVICES"))
-    if gpus is None:
-        gpus = _count_visible(env.get("CUDA_VISIBLE_DEVICES"))
-    details = {"pod": pod} if pod else {}
-    if env.get("POD_NAMESPACE"):
-        details["namespace"] = env["POD_NAMESPACE"]
-    return "kubernetes", [pod] if pod else [], 0, gpus, details
+    return "kubernetes", 1, gpus if gpus is not None else _count_visible(env.get("CUDA_VISIBLE_DEVICES"))
 
 
 RULES: tuple[Callable[[Mapping[str, str]], _Rule | None], ...] = (_skypilot, _slurm, _pbs, _kubernetes)
 
 
-def suggest_workers(hosts: int, gpus_per_host: int, cpus_per_host: int) -> int:
-    """One worker per GPU; on CPU-only hosts, half the cores each (scoring is BLAS-bound)."""
-    per_host = gpus_per_host if gpus_per_host > 0 else max(1, cpus_per_host // 2)
-    return max(1, hosts) * per_host
+def suggest_workers(gpus: int, cpus: int) -> int:
+    """Scoring workers on one host: one per GPU; on a CPU-only host, half its cores each."""
+    return gpus if gpus > 0 else max(1, cpus // 2)
 
 
 def report_from_env(
-    env: Mapping[str, str],
-    gpus: GpuInfo | None = None,
-    cpus: int | None = None,
-    hostname: str = "localhost",
+    env: Mapping[str, str], gpus: GpuInfo | None = None, cpus: int | None = None
 ) -> EnvReport:
-    """The pure core of `detect`: classify `env`; `gpus` is what a local probe found, if any.
-
-    A count declared by the scheduler wins over the probe (the probe sees every GPU of a shared
-    node, the scheduler only those given to this job).
-    """
+    """The pure core of `detect`: classify `env`; `gpus` is what a local probe found, if any."""
     kind: Kind = "host"
-    hosts: list[str] = []
-    rank: int | None = None
-    declared: int | None = None
-    details: dict[str, str] = {}
+    hosts, declared = 1, _count_visible(env.get("CUDA_VISIBLE_DEVICES"))
     for rule in RULES:
         found = rule(env)
         if found is not None:
-            kind, hosts, rank, declared, details = found
+            kind, hosts, declared = found
             break
-    if not hosts:
-        hosts = [hostname]
-    if kind == "host":
-        rank = 0
-        declared = _count_visible(env.get("CUDA_VISIBLE_DEVICES"))
-        if declared is not None and gpus is not None:
-            declared = min(declared, gpus.count)
     probe = gpus or GpuInfo()
+    if kind == "host" and declared is not None and gpus is not None:
+        declared = min(declared, gpus.count)  # CUDA_VISIBLE_DEVICES can name absent devices
     n_gpus = declared if declared is not None else probe.count
-    if env.get("RAY_ADDRESS"):
-        ray_address: str | None = env["RAY_ADDRESS"]
-    elif len(hosts) > 1:
-        ray_address = f"{hosts[0]}:{RAY_PORT}"
-    else:
-        ray_address = None
     n_cpus = cpus or 1
     return EnvReport(
         kind=kind,
-        hosts=tuple(hosts),
-        gpus_per_host=n_gpus,
+        hosts=hosts,
+        gpus=n_gpus,
         gpu_model=probe.model if n_gpus else None,
-        ray_address=ray_address,
-        num_workers=suggest_workers(len(hosts), n_gpus, n_cpus),
-        node_rank=rank,
-        cpus_per_host=n_cpus,
-        details=details,
+        cpus=n_cpus,
+        workers=suggest_workers(n_gpus, n_cpus),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Impure edges: probing this machine
 
 
 def probe_gpus() -> GpuInfo:
@@ -284,7 +170,7 @@ def probe_gpus() -> GpuInfo:
                 timeout=20,
                 check=True,
             ).stdout
-            names = _lines(out)
+            names = [ln.strip() for ln in out.splitlines() if ln.strip()]
             if names:
                 return GpuInfo(len(names), names[0])
         except (OSError, subprocess.SubprocessError):
@@ -304,49 +190,13 @@ def usable_cpus() -> int:
 
 def detect(env: Mapping[str, str] | None = None, probe: bool = True) -> EnvReport:
     """Report on the current process (or on `env`); `probe=False` never touches the GPU."""
-    env = os.environ if env is None else env
     return report_from_env(
-        env,
-        gpus=probe_gpus() if probe else None,
-        cpus=usable_cpus(),
-        hostname=socket.gethostname(),
+        os.environ if env is None else env, gpus=probe_gpus() if probe else None, cpus=usable_cpus()
     )
-
-
-def format_report(report: EnvReport) -> str:
-    rows = [
-        ("kind", report.kind),
-        ("hosts", ", ".join(report.hosts)),
-        ("node rank", "-" if report.node_rank is None else str(report.node_rank)),
-        ("GPUs per host", str(report.gpus_per_host)),
-        ("GPU model", report.gpu_model or "-"),
-        ("CPUs per host", str(report.cpus_per_host)),
-        ("Ray address", report.ray_address or "(local Ray)"),
-        ("suggested workers", str(report.num_workers)),
-    ]
-    rows += [(k, v) for k, v in report.details.items()]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="plantcad-flows env", description="Report where this run is and what it can use."
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--no-probe", action="store_true", help="do not look for GPUs")
-    args = parser.parse_args(argv)
-    report = detect(probe=not args.no_probe)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def run_environment() -> tuple[str, int]:
-    """One line on where a run is (for its summary), and the worker count it suggests.
+    """One line on where a run is (for its summary), and the workers this host should use.
 
     Detection is informative only: a failure is logged and never fails a run."""
     try:
@@ -356,7 +206,20 @@ def run_environment() -> tuple[str, int]:
 
         logging.getLogger(__name__).warning("environment detection failed: %s", e)
         return "unknown", 1
-    gpus = f"{r.gpus_per_host} x {r.gpu_model}" if r.gpus_per_host else "no GPU"
-    return (f"{r.kind}, {len(r.hosts)} host(s), {gpus} per host, suggested workers {r.num_workers}"), max(
-        1, r.num_workers
+    return r.line(), r.workers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="plantcad-flows env", description="Report where this run is and what this host can use."
     )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
+    parser.add_argument("--no-probe", action="store_true", help="do not look for GPUs")
+    args = parser.parse_args(argv)
+    report = detect(probe=not args.no_probe)
+    print(json.dumps(asdict(report), indent=2) if args.json else report.line())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

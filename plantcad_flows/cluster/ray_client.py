@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from plantcad_flows import REPO_ROOT
 from plantcad_flows.config import RAY_ADDRESS_FIELD as FIELD
 from plantcad_flows.config import Address, parse_address
 from plantcad_flows.errors import ValidationError
+from plantcad_flows.identity.retry import backoff, retrying
 
 if TYPE_CHECKING:
     from plantcad_flows.config import RayConfig
@@ -230,29 +230,34 @@ def _init_with_retries(addr: Address, address: str | None, kwargs: dict[str, Any
         ValidationError: naming `ray.address`, the attempts made and the last failure.
     """
     ray = _ray()
-    deadline = time.monotonic() + budget
-    delay, attempt = 0.5, 0
-    while True:
-        attempt += 1
+    attempts = [0]
+
+    def attempt() -> None:
+        attempts[0] += 1
         try:
             ray.init(address=addr.text, **kwargs)
-            return
-        except ConnectionError as exc:  # ConnectionAbortedError: "Initialization failure from server"
-            reason = _one_line(exc)
+        except ConnectionError:  # ConnectionAbortedError: "Initialization failure from server"
             try:
                 ray.shutdown()  # drop whatever half-made client context the failure left
             except Exception:  # noqa: BLE001 - nothing was connected; nothing to undo
                 pass
-            if addr.kind != "client" or time.monotonic() + delay > deadline:
-                raise ValidationError(
-                    FIELD,
-                    address,
-                    f"cannot join the Ray cluster after {attempt} attempt(s) ({reason})",
-                    "no local instance was started",
-                ) from None
-            log.warning("joining %s failed (%s); retrying in %.1fs", address, reason, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
+            raise
+
+    try:
+        retrying(
+            attempt,
+            f"joining {address}",
+            lambda e: addr.kind == "client" and isinstance(e, ConnectionError),
+            backoff(0.5, 8.0, 64),
+            budget_s=budget,
+        )
+    except ConnectionError as exc:
+        raise ValidationError(
+            FIELD,
+            address,
+            f"cannot join the Ray cluster after {attempts[0]} attempt(s) ({_one_line(exc)})",
+            "no local instance was started",
+        ) from None
 
 
 def _send_token_if_available() -> None:

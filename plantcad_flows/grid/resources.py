@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from plantcad_flows.errors import ValidationError
+from plantcad_flows.errors import FieldProblem, ValidationError, problems
 from plantcad_flows.secrets import MASK, SECRET_NAME
 
 _CPU = re.compile(r"^(?:\d+(?:\.\d+)?|\.\d+|\d+m)$")
@@ -49,47 +49,16 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class FieldProblem(ValueError):
-    """A problem found inside a pydantic validator, relative to the location being validated.
-
-    `as_validation_error` joins `key` to pydantic's location, so the final message names the full
-    field (`models.big.memory`) and the offending value.
-    """
-
-    def __init__(self, value: object, problem: str, hint: str | None = None, key: str | None = None):
-        self.value, self.problem, self.hint, self.key = value, problem, hint, key
-        super().__init__(problem)
-
-
-def _loc(parts: tuple | list) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-def _first_problem(exc: pydantic.ValidationError) -> tuple[list, object, str, str | None]:
-    """Location parts, value, problem and hint of the first problem pydantic found."""
-    err = exc.errors()[0]
-    original = (err.get("ctx") or {}).get("error")
-    more = len(exc.errors()) - 1
-    extra = f"{more} more problem(s) after this one" if more else None
-    parts = list(err["loc"])
-    if isinstance(original, FieldProblem):
-        if original.key:
-            parts.append(original.key)
-        hint = "; ".join(h for h in (original.hint, extra) if h) or None
-        return parts, original.value, original.problem, hint
-    return parts, err.get("input"), err["msg"], extra
-
-
 def as_validation_error(exc: pydantic.ValidationError, prefix: str = "") -> ValidationError:
     """One line naming the field and value for the first problem pydantic found."""
-    original = (exc.errors()[0].get("ctx") or {}).get("error")
-    if isinstance(original, ValidationError):
-        return original  # raised with an absolute field name already
-    parts, value, problem, hint = _first_problem(exc)
-    return ValidationError(_loc(([prefix] if prefix else []) + parts), value, problem, hint)
+    found = [p for _, p in problems(exc, prefix)]
+    first = found[0]
+    if isinstance((exc.errors()[0].get("ctx") or {}).get("error"), ValidationError) or len(found) == 1:
+        return first  # raised with an absolute field name already, or the only problem
+    more = f"{len(found) - 1} more problem(s) after this one"
+    return ValidationError(
+        first.field, first.value, first.problem, "; ".join(h for h in (first.hint, more) if h)
+    )
 
 
 class StrictModel(BaseModel):
@@ -315,7 +284,8 @@ def hparam_layer(values: Mapping[str, Any], origins: Mapping[str, str], cell: st
         try:
             ResourceLayer.model_validate({field: value})
         except pydantic.ValidationError as e:
-            _, _, problem, hint = _first_problem(e)
+            first = problems(e)[0][1]
+            problem, hint = first.problem, first.hint
             hint = f"{hint}; cell {cell}" if hint else f"cell {cell}"
             raise ValidationError(f"{origins.get(name, 'hparam')}.{name}", value, problem, hint) from None
         picked[field] = value

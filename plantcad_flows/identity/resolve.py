@@ -178,25 +178,3 @@ def resolve(config: EvalConfig) -> Resolution:
         found = identity(("split", s.path, s.repo_id, s.revision), lambda s=s: resolve_split(s))
         splits.append(ResolvedSplit(split=_pinned(s, found), identity=found))
     return Resolution(models=models, splits=splits, discoveries=discoveries)
-
-
-# A resolution handed from the command that starts a run to the run itself, in this process.
-_HANDED: dict[str, Resolution] = {}
-
-
-def hand_over(config: EvalConfig, resolution: Resolution) -> None:
-    """Give `resolution` to the next `resolution_for(config)` in this process.
-
-    `plantcad-flows eval` resolves before it starts a run, so that what cannot be resolved is
-    bad input (exit 2) with no flow run; the run it then starts uses those same identities
-    instead of asking the hub and hashing the data a second time, and so cannot pin a branch
-    that moved in between to a commit other than the one the command planned with.
-    """
-    _HANDED[config.model_dump_json()] = resolution
-
-
-def resolution_for(config: EvalConfig) -> Resolution:
-    """The resolution handed over for exactly this config, taken (it serves one run), else a
-    fresh `resolve(config)`: a deployment run, a grid cell or a later run resolves anew."""
-    handed = _HANDED.pop(config.model_dump_json(), None)
-    return handed if handed is not None else resolve(config)

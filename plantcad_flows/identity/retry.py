@@ -1,22 +1,35 @@
-"""Calls to the Hugging Face hub retry with backoff on what may pass (HTTP 429, 5xx, a dropped
-or refused connection, a timeout) and fail at once on anything else (an unknown repo, revision
-or file, a gated repo, offline mode): retrying those only delays the message the user needs.
+"""The one retry helper of the house, on `tenacity`: `retrying(call, what, transient, waits)`.
 
-The exception is looked at along its `__cause__` / `__context__` chain, because transformers and
-datasets wrap the hub's errors in their own (`OSError`, `ConnectionError`).
+Three callers, three notions of "may pass", one loop:
+* hub calls (`with_retries`) retry with backoff on what may pass (HTTP 429, 5xx, a dropped or
+  refused connection, a timeout) and fail at once on anything else (an unknown repo, revision or
+  file, a gated repo, offline mode): retrying those only delays the message the user needs. The
+  exception is looked at along its `__cause__` / `__context__` chain, because transformers and
+  datasets wrap the hub's errors in their own (`OSError`, `ConnectionError`);
+* a `ray://` join (`cluster/ray_client.py`) retries Ray Client's initialisation failures within a
+  time budget;
+* Prefect tasks (`tasks/policy.py`) take their delays from `backoff` (Prefect runs that loop).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
+
+import tenacity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BACKOFF_S = (1.0, 2.0, 4.0, 8.0)  # waits between attempts: five attempts in all, ~15 s
+
+def backoff(first: float, cap: float, count: int) -> tuple[float, ...]:
+    """`count` waits doubling from `first`, none longer than `cap`: backoff(1, 8, 4) = 1, 2, 4, 8."""
+    return tuple(min(first * 2**i, cap) for i in range(count))
+
+
+BACKOFF_S = backoff(1.0, 8.0, 4)  # hub waits between attempts: five attempts in all, ~15 s
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -61,24 +74,51 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def with_retries(call: Callable[[], T], what: str) -> T:
-    """`call()`, retried after 1, 2, 4 and 8 s while it fails transiently.
+def retrying(
+    call: Callable[[], T],
+    what: str,
+    transient: Callable[[BaseException], bool],
+    waits: Sequence[float],
+    *,
+    budget_s: float | None = None,
+) -> T:
+    """`call()`, tried again after each of `waits` while it fails with a `transient` error.
 
     Args:
-        call: one hub request (or a load that makes some).
-        what: what is being fetched, for the log.
+        call: the attempt.
+        what: what is being attempted, for the log.
+        transient: whether a failure may pass (anything else is raised at once).
+        waits: the seconds between attempts (len(waits) + 1 attempts at most).
+        budget_s: also stop before a wait would end later than this after the first attempt.
 
     Raises:
-        The last exception, when it is not transient or the attempts are spent.
+        The last exception, when it is not transient or the attempts (or budget) are spent.
     """
-    for attempt, wait in enumerate((*BACKOFF_S, None), start=1):
-        try:
-            return call()
-        except Exception as e:
-            if wait is None or not is_transient(e):
-                raise
-            log.warning(
-                "%s: attempt %d failed (%s: %s); retrying in %.0f s", what, attempt, type(e).__name__, e, wait
-            )
-            _sleep(wait)
-    raise AssertionError("unreachable")
+    stop = tenacity.stop_after_attempt(len(waits) + 1)
+    if budget_s is not None:
+        stop = stop | tenacity.stop_before_delay(budget_s)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        e = state.outcome.exception()
+        log.warning(
+            "%s: attempt %d failed (%s: %s); retrying in %.1f s",
+            what,
+            state.attempt_number,
+            type(e).__name__,
+            str(e).splitlines()[0] if str(e) else "",
+            state.upcoming_sleep,
+        )
+
+    return tenacity.Retrying(
+        stop=stop,
+        wait=lambda state: waits[min(state.attempt_number, len(waits)) - 1],
+        retry=tenacity.retry_if_exception(transient),
+        before_sleep=before_sleep,
+        sleep=lambda seconds: _sleep(seconds),
+        reraise=True,
+    )(call)
+
+
+def with_retries(call: Callable[[], T], what: str) -> T:
+    """A hub call, retried after 1, 2, 4 and 8 s while it fails transiently (`is_transient`)."""
+    return retrying(call, what, is_transient, BACKOFF_S)

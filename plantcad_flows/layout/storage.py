@@ -164,14 +164,6 @@ def mark_failed(directory: UPath, error: str) -> None:
     write_json_atomic(directory / FAILED, {"error": error, "time": dt.datetime.now(dt.UTC).isoformat()})
 
 
-def write_parquet_atomic(path: UPath, frame) -> None:
-    import io
-
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    write_bytes_atomic(path, buf.getvalue())
-
-
 def read_parquet(location: str | os.PathLike | UPath):
     """The one parquet reader: a file, or every `*.parquet` under a directory (sorted by name),
     on any backend. A missing location raises FileNotFoundError naming it."""

@@ -9,6 +9,7 @@ cached cell appears once however many nights saw it.
 A row names the result's identity (model, checkpoint step, resolved model revision or content
 fingerprint, dataset revision, the cell key) and the number (metric, value, 95% interval,
 standard error, n), with the run that recorded it (run id and name, time, code version).
+Each file carries a `schema_version` (`results/schema.py`); files of every version are read.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import pandas as pd
 from plantcad_flows import CODE_VERSION
 from plantcad_flows.layout.integrity import read_verified_parquet, recorded
 from plantcad_flows.layout.plan import PREDICTIONS
-from plantcad_flows.layout.storage import to_path, write_parquet_atomic
+from plantcad_flows.layout.storage import to_path, write_bytes_atomic
+from plantcad_flows.results import schema
 from plantcad_flows.results.table import CellResult
 
 HISTORY_DIR = "history"
@@ -133,7 +135,7 @@ def history_file(prefix: str, run_name: str):
 def write_history(prefix: str, run_name: str, rows: pd.DataFrame) -> str:
     """Write this run's rows to its own file (atomically; a retried run rewrites its own)."""
     path = history_file(prefix, run_name)
-    write_parquet_atomic(path, rows)
+    write_bytes_atomic(path, schema.parquet_bytes(rows))
     return str(path)
 
 
@@ -144,7 +146,7 @@ def read_history(prefix: str) -> pd.DataFrame:
     frames = []
     for f in files:
         with f.open("rb") as fh:
-            frame = pd.read_parquet(fh)
+            frame, _ = schema.read_parquet(fh, str(f))
         if len(frame):
             frames.append(frame)
     if not frames:

@@ -2,11 +2,11 @@
 
 Rows are written as `results.parquet` and `results.json` twice: once per run
 (`{prefix}/runs/{run}/`) and once as a stable "latest" per config (`{prefix}/latest/{hash}/`).
+Both carry a `schema_version` (`results/schema.py`); `read_results` reads every version.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from plantcad_flows.layout.plan import Cell
 from plantcad_flows.layout.storage import to_path, write_bytes_atomic, write_json_atomic
+from plantcad_flows.results import schema
 
 METRIC_ORDER = (
     "auroc",
@@ -162,8 +163,19 @@ def write_results(directory: str, results: list[CellResult]) -> dict[str, str]:
     """Write results.parquet and results.json under `directory`; returns their paths."""
     d = to_path(directory)
     data = rows(results)
-    buf = io.BytesIO()
-    pd.DataFrame(data).to_parquet(buf, index=False)
-    write_bytes_atomic(d / "results.parquet", buf.getvalue())
-    write_json_atomic(d / "results.json", data)
+    write_bytes_atomic(d / "results.parquet", schema.parquet_bytes(pd.DataFrame(data)))
+    write_json_atomic(d / "results.json", schema.results_json(data))
     return {"parquet": str(d / "results.parquet"), "json": str(d / "results.json")}
+
+
+def read_results(directory: str) -> tuple[pd.DataFrame, int]:
+    """The results.parquet under `directory` (any schema version) and its version."""
+    path = to_path(directory) / "results.parquet"
+    with path.open("rb") as fh:
+        return schema.read_parquet(fh, str(path))
+
+
+def read_results_rows(directory: str) -> tuple[list[dict[str, Any]], int]:
+    """The rows of the results.json under `directory` (any schema version) and its version."""
+    path = to_path(directory) / "results.json"
+    return schema.read_results_json(path.read_text(), str(path))

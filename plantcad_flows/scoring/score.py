@@ -25,7 +25,7 @@ __all__ = ["load_model", "score_frame", "unsupported_reason", "StageTimings"]
 
 
 def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
-    """See `scoring.loading.load_model` (re-exported: part of the scoring contract)."""
+    """See `plantcad_flows.scoring.loading.load_model` (re-exported: part of the scoring contract)."""
     return _load_model(model, compute)
 
 
