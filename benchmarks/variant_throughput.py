@@ -43,7 +43,13 @@ GENOME_MB = 100
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries the forking parent's peak
+    into a child's ru_maxrss across exec, which would charge the generator's memory to a phase."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_data(data: Path, sizes: list[int], seed: int = 0) -> None:

@@ -14,9 +14,13 @@ from variant_data import genome, hand_window, records, write_fasta, write_vcf
 
 import plantcad_flows.scoring.variant_llr as variant_llr
 from plantcad_flows.config import ComputeConfig, ModelConfig
+from plantcad_flows.layout.sharding import plan_shards
+from plantcad_flows.layout.storage import read_parquet
 from plantcad_flows.scoring.loading import load_model
+from plantcad_flows.scoring.variant_llr import score_variant_shard
 from plantcad_flows.scoring.variant_run import run_variant_set
 from plantcad_flows.variants.config import VariantSetConfig
+from plantcad_flows.variants.outputs import finalize_variant_set
 from plantcad_flows.variants.prepare import prepare_variant_set
 
 CONTEXT = 64
@@ -191,13 +195,39 @@ def test_s3_inputs_are_staged_and_score_like_local_ones(models, inputs, tmp_path
     )
     model = ModelConfig(path=str(models["mlm"]), type="mlm", context_length=CONTEXT)
     cache = tmp_path / "node-cache"
-    remote = prepare_variant_set(cfg, tmp_path / "remote", cache_root=cache)
-    doc, _ = run_variant_set(cfg, model, tmp_path / "remote", prepared=remote, resamples=0, cache_root=cache)
+    # inputs and the cell's directory on S3: prepared, scored per shard and finished there
+    cell = "s3://variants/cells/t"
+    prepared = prepare_variant_set(cfg, cell, cache_root=cache)
+    loaded = load_model(model, ComputeConfig())
+    shards = [
+        score_variant_shard(
+            loaded,
+            model,
+            prepared.path,
+            cfg.fasta,
+            spec,
+            f"{cell}/shards/{spec.filename}",
+            4,
+            cache_root=cache,
+        )
+        for spec in plan_shards(prepared.num_variants, 2)
+    ]
+    doc = finalize_variant_set(prepared, [s.path for s in shards], cell, 0)
     local, _ = run_variant_set(local_cfg, model, tmp_path / "local", resamples=0)
     assert doc["n_skipped"] == local["n_skipped"] and doc["n_scored"] == local["n_scored"]
     pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "remote" / "variant_scores.parquet"),
+        read_parquet(f"{cell}/variant_scores.parquet"),
         pd.read_parquet(tmp_path / "local" / "variant_scores.parquet"),
     )
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="variants", Prefix="cells/t/")["Contents"]}
+    names = [
+        "variants.parquet",
+        "variant_scores.parquet",
+        "variant_scores.tsv.gz",
+        "variant_scores.tsv.gz.tbi",
+        "metrics.json",
+    ]
+    assert {f"cells/t/{n}" for n in names} <= keys
+    assert {f"cells/t/shards/shard-0000{i}-of-00002.parquet" for i in (0, 1)} <= keys
     staged = sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
     assert staged == ["ref.fa.gz", "ref.fa.gz.fai", "ref.fa.gz.gzi", "up.vcf.gz"]

@@ -15,13 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from plantcad_flows.identity.remote import is_local
 from plantcad_flows.layout.sharding import merge_shards
+from plantcad_flows.layout.storage import read_parquet, to_path, write_bytes_atomic
 from plantcad_flows.variants.metrics import variant_metrics
 from plantcad_flows.variants.prepare import PreparedVariants
 
@@ -39,7 +42,7 @@ def scores_frame(prepared: PreparedVariants, shard_paths: Sequence[str | os.Path
         IncompleteShardsError: the shards do not cover every prepared variant exactly once.
     """
     llr = merge_shards(shard_paths, np.arange(prepared.num_variants, dtype=np.int64))
-    variants = pd.read_parquet(prepared.path)
+    variants = read_parquet(prepared.path)
     extra = [c for c in prepared.columns if c not in ("row_index", "chrom", "pos", "ref", "alt")]
     frame = variants[["chrom", "pos", "ref", "alt"]].copy()
     frame["llr"] = llr["llr"].to_numpy(np.float64)
@@ -99,9 +102,22 @@ def finalize_variant_set(
 ) -> dict:
     """Merge the shards, write the scores (parquet, bgzipped TSV) and `metrics.json`.
 
+    `out_dir` may be remote (`s3://...`): the files are written locally (htslib writes local
+    files), then uploaded, `metrics.json` last.
+
     Returns:
         The metrics document (also written to `metrics.json`).
     """
+    if not is_local(str(out_dir)):
+        with tempfile.TemporaryDirectory(prefix="plantcad-variants-") as tmp:
+            doc = finalize_variant_set(prepared, shard_paths, tmp, resamples, seed, subsets)
+            names = [SCORES_PARQUET, SCORES_TSV, f"{SCORES_TSV}.tbi", METRICS]
+            for name in names:
+                if (Path(tmp) / name).exists():
+                    write_bytes_atomic(
+                        to_path(f"{str(out_dir).rstrip('/')}/{name}"), (Path(tmp) / name).read_bytes()
+                    )
+            return doc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = scores_frame(prepared, shard_paths)

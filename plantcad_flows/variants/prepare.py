@@ -18,6 +18,7 @@ number of variants.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.identity.content import local_data_fingerprint, remote_fingerprint
 from plantcad_flows.identity.remote import is_local
+from plantcad_flows.layout.storage import to_path, write_bytes_atomic
 from plantcad_flows.variants.classify import classify
 from plantcad_flows.variants.config import VariantSetConfig
 from plantcad_flows.variants.records import (
@@ -123,9 +125,17 @@ def prepare_variant_set(
 ) -> PreparedVariants:
     """Check, normalise and filter `cfg`'s variants into `{out_dir}/variants.parquet`.
 
+    `out_dir` may be remote (`s3://...`): the file is written locally, then uploaded.
+
     Raises:
         ValidationError: the bad inputs in the module docstring, each naming its field.
     """
+    if not is_local(str(out_dir)):
+        with tempfile.TemporaryDirectory(prefix="plantcad-variants-") as tmp:
+            local = prepare_variant_set(cfg, tmp, cache_root, chunk_rows, row_group_size)
+            dest = to_path(f"{str(out_dir).rstrip('/')}/{VARIANTS}")
+            write_bytes_atomic(dest, Path(local.path).read_bytes())
+            return local.model_copy(update={"path": str(dest)})
     where = f"variants[{cfg.name}]"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

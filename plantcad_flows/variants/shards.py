@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from plantcad_flows.identity.remote import filesystem, is_local
 from plantcad_flows.layout.sharding import ShardSpec, plan_shards
 from plantcad_flows.variants.reference import ReferenceGenome
 
@@ -25,8 +26,16 @@ __all__ = ["ShardSpec", "plan_shards", "read_rows", "iter_windows"]
 def read_rows(
     path: str | os.PathLike, start: int, stop: int, columns: list[str] | None = None
 ) -> pd.DataFrame:
-    """Rows [start, stop) of a prepared `variants.parquet`, reading only the overlapping row groups."""
-    pf = pq.ParquetFile(path)
+    """Rows [start, stop) of a prepared `variants.parquet` (local or remote), reading only the
+    overlapping row groups (on object stores: only their byte ranges)."""
+    if is_local(str(path)):
+        return _read_rows(pq.ParquetFile(path), start, stop, columns)
+    fs, inner = filesystem(str(path))
+    with fs.open(inner, "rb") as f:
+        return _read_rows(pq.ParquetFile(f), start, stop, columns)
+
+
+def _read_rows(pf, start: int, stop: int, columns: list[str] | None) -> pd.DataFrame:
     sizes = np.array([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)], dtype=np.int64)
     ends = np.cumsum(sizes)
     begins = ends - sizes
