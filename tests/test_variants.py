@@ -279,3 +279,33 @@ def test_finalize_refuses_incomplete_shards(inputs, tmp_path):
     with pytest.raises(IncompleteShardsError, match="missing"):
         finalize_variant_set(prepared, paths[:2], tmp_path / "out", 0)
     assert not (tmp_path / "out" / "variant_scores.parquet").exists()
+
+
+def test_flag_label_is_one_when_present_and_zero_when_absent(inputs, tmp_path):
+    seqs, fasta, _, _ = inputs
+    s = seqs["chr1"]
+    lines = [
+        f"chr1\t{p}\t.\t{s[p - 1]}\t{'A' if s[p - 1] != 'A' else 'C'}\t.\tPASS\t{info}"
+        for p, info in ((10, "HIT"), (20, "."))
+    ]
+    vcf = write_vcf(tmp_path / "flag.vcf", lines, info=['##INFO=<ID=HIT,Number=0,Type=Flag,Description="x">'])
+    prepared = prepare_variant_set(
+        VariantSetConfig(name="t", vcf=str(vcf), fasta=str(fasta), label="INFO/HIT"), tmp_path / "o"
+    )
+    assert pd.read_parquet(prepared.path)["label"].tolist() == [1, 0]
+
+
+def test_fingerprints_follow_content_not_path(inputs, tmp_path):
+    import shutil
+
+    from plantcad_flows.variants.prepare import fingerprints
+
+    _, fasta, vcf, _ = inputs
+    first = fingerprints(_cfg(vcf, fasta))
+    (tmp_path / "moved").mkdir()
+    moved_fa, moved_vcf = (shutil.copy(p, tmp_path / "moved") for p in (fasta, vcf))
+    assert fingerprints(_cfg(moved_vcf, moved_fa)) == first
+    text = open(moved_fa).read()
+    open(moved_fa, "w").write(text[:20] + ("A" if text[20] != "A" else "C") + text[21:])
+    changed = fingerprints(_cfg(moved_vcf, moved_fa))
+    assert changed["fasta"] != first["fasta"] and changed["variants"] == first["variants"]
