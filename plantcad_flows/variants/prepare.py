@@ -86,6 +86,8 @@ def _schema(cfg: VariantSetConfig) -> pa.Schema:
 
 
 def _chunks(cfg: VariantSetConfig, genome: ReferenceGenome, cache_root, chunk_rows: int):
+    import pysam
+
     where = f"variants[{cfg.name}]"
     if cfg.vcf is not None:
         vf = open_vcf(cfg.vcf, f"{where}.vcf", cache_root)
@@ -98,9 +100,13 @@ def _chunks(cfg: VariantSetConfig, genome: ReferenceGenome, cache_root, chunk_ro
                 f"none of its contigs ({_few(declared)}) is in the FASTA",
                 _hint(genome),
             )
+        # htslib warns once per record on a contig the header does not declare; such records
+        # are counted (missing_chrom) or scored all the same, so the warnings are only noise
+        previous = pysam.set_verbosity(0)
         try:
             yield from iter_vcf(vf, cfg, chunk_rows)
         finally:
+            pysam.set_verbosity(previous)
             vf.close()
         return
     path = stage_table(cfg.table, f"{where}.table", cache_root)
