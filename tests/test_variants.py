@@ -13,6 +13,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 from variant_data import (
+    CHROMS,
+    INFO_HEADER,
     SKIPS,
     genome,
     hand_window,
@@ -309,3 +311,29 @@ def test_fingerprints_follow_content_not_path(inputs, tmp_path):
     open(moved_fa, "w").write(text[:20] + ("A" if text[20] != "A" else "C") + text[21:])
     changed = fingerprints(_cfg(moved_vcf, moved_fa))
     assert changed["fasta"] != first["fasta"] and changed["variants"] == first["variants"]
+
+
+def test_bcf_input_matches_the_vcf(inputs, tmp_path):
+    import pysam
+
+    seqs, fasta, _, expected = inputs
+    # BCF needs every contig declared (htslib exits the process on an undeclared one) and, for
+    # the symbolic record, INFO/END (which htslib adds to its header only after writing began)
+    end = '##INFO=<ID=END,Number=1,Type=Integer,Description="end">'
+    vcf = write_vcf(
+        tmp_path / "all.vcf", records(seqs)[0], contigs={**CHROMS, "chrUn": 100}, info=[*INFO_HEADER, end]
+    )
+    bcf = tmp_path / "v.bcf"
+    with pysam.VariantFile(str(vcf)) as src, pysam.VariantFile(str(bcf), "wb", header=src.header) as dst:
+        for rec in src:
+            dst.write(rec)
+    prepared = prepare_variant_set(_cfg(bcf, fasta), tmp_path / "out")
+    pd.testing.assert_frame_equal(_prepared_frame(prepared), _expected_frame(expected))
+    assert prepared.skipped == SKIPS
+
+
+def test_an_unreadable_record_names_the_file(inputs, tmp_path):
+    seqs, fasta, _, _ = inputs
+    vcf = write_vcf(tmp_path / "broken.vcf", [*records(seqs)[0][:2], "chr1\tnotapos\t.\tA\tG\t.\tPASS\t."])
+    with pytest.raises(ValidationError, match=r"variants\[t\]\.vcf=.*broken.vcf.*unreadable record"):
+        prepare_variant_set(_cfg(vcf, fasta), tmp_path / "out")

@@ -105,6 +105,8 @@ def _chunks(cfg: VariantSetConfig, genome: ReferenceGenome, cache_root, chunk_ro
         previous = pysam.set_verbosity(0)
         try:
             yield from iter_vcf(vf, cfg, chunk_rows)
+        except OSError as e:  # htslib: a record it cannot parse
+            raise ValidationError(f"{where}.vcf", cfg.vcf, f"unreadable record: {e}") from None
         finally:
             pysam.set_verbosity(previous)
             vf.close()
