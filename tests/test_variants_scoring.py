@@ -4,6 +4,8 @@ multi-allelic records, kill-and-resume per shard, and `s3://` inputs on a moto s
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,10 +52,14 @@ def _ids(tok, window: str) -> torch.Tensor:
     return torch.tensor([tok(window, add_special_tokens=False)["input_ids"]])
 
 
+@functools.cache
+def _hf(path, auto):
+    return AutoTokenizer.from_pretrained(path), auto.from_pretrained(path).eval()
+
+
 def direct_mlm_llr(path, window: str, ref: str, alt: str) -> float:
     """logit(alt) - logit(ref) at the masked centre, straight from the HF model."""
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForMaskedLM.from_pretrained(path).eval()
+    tok, model = _hf(path, AutoModelForMaskedLM)
     ids = _ids(tok, window)
     c = len(window) // 2 - 1
     ids[0, c] = tok.mask_token_id
@@ -66,8 +72,7 @@ def direct_mlm_llr(path, window: str, ref: str, alt: str) -> float:
 
 def direct_clm_ll(path, window: str) -> float:
     """Sum over tokens 1..L-1 of log p(token | previous tokens), straight from the HF model."""
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok, model = _hf(path, AutoModelForCausalLM)
     ids = _ids(tok, window)
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
