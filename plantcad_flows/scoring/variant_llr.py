@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from plantcad_flows.config import ModelConfig
 from plantcad_flows.data.sequences import BASE_INDEX_LUT, reverse_complement
@@ -141,8 +141,10 @@ def variant_llr(
     return clm_llr(loaded, windows, ref, alt, batch_size, model.motif_inference_mode)
 
 
-@dataclass(frozen=True)
-class VariantShardOutput:
+class VariantShardOutput(BaseModel):
+    """What a scored shard left: small, JSON-serialisable (a task result)."""
+
+    model_config = ConfigDict(frozen=True)
     path: str
     index: int
     count: int
@@ -170,7 +172,9 @@ def score_variant_shard(
     """Score rows [shard.start, shard.stop) of a prepared `variants.parquet`; write `row_index,
     llr` to `out_path` (then its sidecar). A complete shard file is reused unless `force`."""
     if not force and variant_shard_done(out_path, shard):
-        return VariantShardOutput(str(out_path), shard.index, shard.count, shard.size, computed=False)
+        return VariantShardOutput(
+            path=str(out_path), index=shard.index, count=shard.count, num_variants=shard.size, computed=False
+        )
     t0 = time.perf_counter()
     rows = read_rows(variants_path, shard.start, shard.stop, ["row_index", "chrom", "pos", "ref", "alt"])
     llr = np.empty(len(rows), dtype=np.float64)
@@ -180,5 +184,10 @@ def score_variant_shard(
     frame = pd.DataFrame({"row_index": rows["row_index"].to_numpy(np.int64), "llr": llr})
     write_parquet_with_sidecar(to_path(str(out_path)), frame)
     return VariantShardOutput(
-        str(out_path), shard.index, shard.count, len(frame), computed=True, seconds=time.perf_counter() - t0
+        path=str(out_path),
+        index=shard.index,
+        count=shard.count,
+        num_variants=len(frame),
+        computed=True,
+        seconds=time.perf_counter() - t0,
     )
