@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo sweep-demo test test-fast lint format screenshot grid-screenshot server bench data clean
+.PHONY: venv demo sweep-demo vep-demo test test-fast lint format screenshot grid-screenshot server bench data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 # only the new checkpoint is scored.
 sweep-demo: $(STAMP)
 	$(VENV)/bin/plantcad-flows sweep-demo $(ARGS)
+
+# Variant effects: a synthetic genome and VCF (written in seconds) scored with the tiny MLM;
+# prints the metrics and where the scores are. ARGS="--models mlm clm" adds the causal LM.
+vep-demo: $(STAMP)
+	$(VENV)/bin/plantcad-flows vep-demo $(ARGS)
 
 # Lint first (import boundaries, ruff): a broken boundary fails before the slow suite starts.
 lint: $(STAMP)
