@@ -73,7 +73,7 @@ def make_data(data: Path, sizes: list[int], seed: int = 0) -> None:
 
 
 def _cfg(data: Path, n: int):
-    from plantcad_flows.variants.config import VariantSetConfig
+    from plantcad_flows.families import VariantSetConfig
 
     return VariantSetConfig(
         name=f"bench{n}",

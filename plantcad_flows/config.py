@@ -23,8 +23,10 @@ from plantcad_flows.families import (
     BENCHMARK_REPO_ID,
     DEFAULT_SV_FLANKING,
     NATIVE_SEQ_LENGTH,
+    VARIANT_SPLIT,
     TaskDef,
     TaskFamily,
+    VariantSetConfig,
     builtin_tasks,
     get_family,
     get_task,
@@ -172,6 +174,10 @@ class SplitConfig(_Strict):
     label_column: str = "label"
     seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
     overrides: SplitOverrides = SplitOverrides()
+    variants: VariantSetConfig | None = Field(
+        default=None,
+        description="The variant set of a variant_effect task (from a `variants:` entry); you never write it",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -438,6 +444,7 @@ class EvalConfig(_Strict):
         default_factory=list, description="Training runs whose checkpoints are discovered at plan time"
     )
     splits: list[SplitConfig] = Field(min_length=1)
+    # `variants:` entries are read into `splits` (see `_variant_sets`); a dump holds them there
     compute: ComputeConfig = ComputeConfig()
     sampling: SamplingConfig = SamplingConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -460,6 +467,47 @@ class EvalConfig(_Strict):
             else s
             for s in data.get("splits") or []
         ]
+        return {**data, "splits": splits}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_sets(cls, data: object) -> object:
+        """Each `variants:` entry (a `VariantSetConfig`) becomes the one split of its own task of
+        the variant_effect family: task = the set's name, split `variants`, path = its VCF/table."""
+        if not isinstance(data, dict) or "variants" not in data:
+            return data
+        data = dict(data)
+        entries = data.pop("variants") or []
+        if not isinstance(entries, list):
+            raise ValidationError(
+                "variants", entries, "a list of variant sets (name, vcf or table, fasta, ...)"
+            )
+        splits = list(data.get("splits") or [])
+        builtin = builtin_tasks()
+        for i, raw in enumerate(entries):
+            name = raw.get("name") if isinstance(raw, dict) else getattr(raw, "name", None)
+            if not isinstance(name, str):
+                raise ValidationError(f"variants[{i}].name", name, "each variant set needs a name")
+            if name in builtin:
+                raise ValidationError(f"variants[{name}].name", name, "is the name of a built-in task")
+            source = (
+                (raw.get("vcf") or raw.get("table"))
+                if isinstance(raw, dict)
+                else getattr(raw, "source", None)
+            )
+            definition = TaskDef(
+                name=name, family="variant_effect", splits=(VARIANT_SPLIT,), source="variants:"
+            )
+            splits.append(
+                {
+                    "definition": definition,
+                    "task": name,
+                    "split": VARIANT_SPLIT,
+                    "path": source,
+                    "repo_id": None,
+                    "variants": raw,
+                }
+            )
         return {**data, "splits": splits}
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from plantcad_flows.errors import CellFailedError, CorruptFileError
+from plantcad_flows.errors import CellFailedError, CorruptFileError, ValidationError
 from plantcad_flows.layout.integrity import (
     invalidate_shard,
     invalidate_step,
@@ -65,6 +65,11 @@ class PreparedSplit(BaseModel):
     # what examples.parquet held when written; shard readers check the bytes they read against it
     examples_sha256: str | None = None
     examples_bytes: int | None = None
+    # a variant set's: records read (multi-allelic split), skipped per reason, its table's layout
+    num_records: int | None = None
+    skipped: dict[str, int] = {}
+    columns: tuple[str, ...] = ()
+    row_group_size: int | None = None
 
     @property
     def examples_record(self) -> dict[str, Any] | None:
@@ -84,20 +89,33 @@ class ShardOutput(BaseModel):
     timings: dict[str, float | int] = {}
 
 
+def _examples_name(job: SplitJob) -> str:
+    """The prepared file: a split's sampled examples, or a variant set's scorable variants."""
+    if job.split.variants is not None:
+        from plantcad_flows.variants.prepare import VARIANTS
+
+        return VARIANTS
+    return EXAMPLES
+
+
 def prepared_ok(job: SplitJob) -> bool:
     """The split's step is complete and its examples match their record."""
-    return step_file_ok(to_path(job.dir), EXAMPLES)
+    return step_file_ok(to_path(job.dir), _examples_name(job))
 
 
-def _prepared(job: SplitJob, num_examples: int, record: dict[str, Any] | None) -> PreparedSplit:
+def _prepared(
+    job: SplitJob, num_examples: int, record: dict[str, Any] | None, extra: dict[str, Any] | None = None
+) -> PreparedSplit:
     d = to_path(job.dir)
+    keep = ("num_records", "skipped", "columns", "row_group_size")
     return PreparedSplit(
         key=job.key,
         dir=str(d),
-        examples=str(d / EXAMPLES),
+        examples=str(d / _examples_name(job)),
         num_examples=num_examples,
         examples_sha256=(record or {}).get("sha256"),
         examples_bytes=(record or {}).get("bytes"),
+        **{k: v for k, v in (extra or {}).items() if k in keep},
     )
 
 
@@ -109,12 +127,40 @@ def prepare(job: SplitJob, force: bool = False) -> PreparedSplit:
 
     d = to_path(job.dir)
     if not force and prepared_ok(job):
-        return _prepared(job, int(read_json(d / SUCCESS)["num_examples"]), recorded(d, EXAMPLES))
+        info = read_json(d / SUCCESS)
+        return _prepared(job, int(info["num_examples"]), recorded(d, _examples_name(job)), info)
     invalidate_step(d)  # the old marker must not vouch for the file about to be rewritten
+    if job.split.variants is not None:
+        return _prepare_variants(job, d)
     batches = iter_prepared(job.split, job.sampling)
     record = write_parquet_batches_recorded(d / EXAMPLES, batches, EXAMPLES_ROW_GROUP)
     mark_complete(d, job.fields, {"num_examples": record["rows"], "files": {EXAMPLES: record}})
     return _prepared(job, record["rows"], record)
+
+
+def _prepare_variants(job: SplitJob, d) -> PreparedSplit:
+    """A variant set's checks and its scorable SNVs, streamed into `variants.parquet`
+    (`variants.prepare`); recorded like examples.parquet."""
+    from plantcad_flows.layout.integrity import record_for
+    from plantcad_flows.variants.prepare import VARIANTS, prepare_variant_set
+
+    try:
+        pv = prepare_variant_set(job.split.variants, str(d))
+    except ValidationError:
+        if d.exists() and not any(d.iterdir()):
+            d.rmdir()  # a bad set leaves no empty step directory behind
+        raise
+    record = record_for(to_path(pv.path).read_bytes(), pv.num_variants)
+    info = {
+        "num_examples": pv.num_variants,
+        "num_records": pv.num_records,
+        "skipped": pv.skipped,
+        "columns": list(pv.columns),
+        "row_group_size": pv.row_group_size,
+        "files": {VARIANTS: record},
+    }
+    mark_complete(d, job.fields, info)
+    return _prepared(job, pv.num_variants, record, info)
 
 
 def shard_path(cell: Cell, shard: ShardSpec) -> str:
@@ -203,6 +249,8 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
             computed=False,
         )
     invalidate_shard(out)  # a stale sidecar must never vouch for the file about to be rewritten
+    if cell.split.variants is not None:
+        return _score_variant_shard(cell, shard, prepared, out)
     t0 = time.perf_counter()
     rows = read_examples(prepared, local_copy(prepared.examples), rows=(shard.start, shard.stop))
     read_s = time.perf_counter() - t0
@@ -227,6 +275,35 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
         num_examples=len(rows),
         computed=True,
         timings=stats,
+    )
+
+
+def _score_variant_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, out) -> ShardOutput:
+    """LLRs of rows [start, stop) of a prepared variant set, in reference windows of the model's
+    context length read from the FASTA by index (`scoring/variant_llr.py`)."""
+    from plantcad_flows.scoring.variant_llr import score_variant_shard
+
+    loaded = load_cached_model(cell)
+    batch = DEFAULT_CPU_BATCH if cell.compute.batch_size == "auto" else int(cell.compute.batch_size)
+    res = score_variant_shard(
+        loaded, cell.model, prepared.examples, cell.split.variants.fasta, shard, str(out), batch, force=True
+    )
+    log.info(
+        "scored %s shard %d/%d: %d variants in %.1f s",
+        cell.id,
+        shard.index + 1,
+        shard.count,
+        res.num_variants,
+        res.seconds,
+    )
+    return ShardOutput(
+        cell_id=cell.id,
+        index=shard.index,
+        count=shard.count,
+        path=str(out),
+        num_examples=res.num_variants,
+        computed=True,
+        timings={"score_s": round(res.seconds, 4)},
     )
 
 
@@ -258,6 +335,8 @@ def finalize_cell(
     if prepared is None:
         raise CellFailedError(cell.id, "not complete, and no prepared split was given to finish it")
     try:
+        if cell.split.variants is not None:
+            return _finalize_variants(cell, outputs, prepared, d)
         return _finalize(cell, outputs, prepared, d)
     except Exception as e:
         mark_failed(d, f"{type(e).__name__}: {e}")
@@ -314,6 +393,46 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
         for k, v in shard.timings.items():
             timings[k] = timings.get(k, 0) + v
     return cell_result(cell, "completed", metrics, plots).model_copy(update={"timings": timings})
+
+
+def _finalize_variants(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d) -> CellResult:
+    """A variant set's outputs (`variant_scores.parquet`, the bgzipped TSV and `metrics.json`, by
+    `variants.outputs`), its predictions (the scores with row_index, for the intervals and the
+    history) and its results row: the family's metrics plus the counts of what was skipped."""
+    from plantcad_flows.variants.outputs import finalize_variant_set, scores_frame
+    from plantcad_flows.variants.prepare import PreparedVariants
+
+    ordered = sorted(shards, key=lambda s: s.index)
+    pv = PreparedVariants(
+        name=cell.split.task,
+        path=prepared.examples,
+        num_variants=prepared.num_examples,
+        num_records=prepared.num_records or prepared.num_examples,
+        skipped=prepared.skipped,
+        row_group_size=prepared.row_group_size or 0,
+        columns=prepared.columns,
+    )
+    for s in ordered:  # checked against their sidecars before they are merged
+        _read_shard(s)
+    invalidate_step(d)
+    doc = finalize_variant_set(
+        pv, [s.path for s in ordered], str(d), subsets=cell.split.variants.subset_columns
+    )
+    frame = scores_frame(pv, [s.path for s in ordered])
+    frame.insert(0, "row_index", range(len(frame)))
+    notes: list[str] = list(doc.get("metrics", {}).get("notes", []))
+    metrics = cell.split.family.metrics_of(frame, notes)
+    metrics["num_records"] = pv.num_records
+    metrics |= {f"num_skipped_{reason}": n for reason, n in pv.skipped.items()}
+    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
+    predictions = write_parquet_recorded(d / PREDICTIONS, frame)
+    summary = {"metrics": metrics, "plots": [], "notes": notes, "num_shards": len(ordered)}
+    mark_complete(d, cell.fields, summary | {"files": {PREDICTIONS: predictions}})
+    timings: dict[str, float | int] = {}
+    for shard in (s for s in ordered if s.computed):
+        for k, v in shard.timings.items():
+            timings[k] = timings.get(k, 0) + v
+    return cell_result(cell, "completed", metrics, []).model_copy(update={"timings": timings})
 
 
 def _read_shard(shard: ShardOutput):

@@ -277,7 +277,12 @@ def test_lettuce_motif_task_runs_through_eval_like_tis_recovery(tmp_path, synthe
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "results.json"
-    proc = run_cli("eval", path, "--results-json", out, cwd=tmp_path, timeout=600)
+    from plantcad_flows.cluster.processes import free_port
+
+    # a server of its own: another test's CLI may hold the default port
+    proc = run_cli(
+        "eval", path, "--results-json", out, "--server-port", free_port(), cwd=tmp_path, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["task"]: r for r in json.loads(out.read_text())}
     assert rows.keys() == {"tis_recovery", "lettuce_tis_recovery"}

@@ -25,8 +25,8 @@ from variant_data import (
 )
 
 from plantcad_flows.errors import ValidationError
+from plantcad_flows.families import VariantSetConfig
 from plantcad_flows.layout.sharding import plan_shards
-from plantcad_flows.variants.config import VariantSetConfig
 from plantcad_flows.variants.outputs import finalize_variant_set
 from plantcad_flows.variants.prepare import prepare_variant_set
 from plantcad_flows.variants.reference import ReferenceGenome

@@ -16,12 +16,12 @@ from variant_data import genome, hand_window, records, write_fasta, write_vcf
 
 import plantcad_flows.scoring.variant_llr as variant_llr
 from plantcad_flows.config import ComputeConfig, ModelConfig
+from plantcad_flows.families import VariantSetConfig
 from plantcad_flows.layout.sharding import plan_shards
 from plantcad_flows.layout.storage import read_parquet
 from plantcad_flows.scoring.loading import load_model
 from plantcad_flows.scoring.variant_llr import score_variant_shard
 from plantcad_flows.scoring.variant_run import run_variant_set
-from plantcad_flows.variants.config import VariantSetConfig
 from plantcad_flows.variants.outputs import finalize_variant_set
 from plantcad_flows.variants.prepare import prepare_variant_set
 

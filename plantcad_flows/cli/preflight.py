@@ -12,7 +12,10 @@ run:
 2. each split at a path is validated exactly as the prepare step will, a batch at a time
    (columns, one sequence length, ACGTN, labels 0/1, SV coordinates, empty after sampling);
 3. the storage prefix is created and written to (unwritable, or an S3 endpoint that does not
-   answer).
+   answer);
+4. each variant set is prepared, by the flow's own step (`steps.prepare`): its checks need one
+   pass over the variants (REF against the FASTA, labels, what is left to score), and the flow
+   then finds the step complete instead of reading them again. A bad set leaves nothing behind.
 A split from the hub is validated by the flow's prepare step, before any model loads.
 """
 
@@ -40,6 +43,12 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
         check_model(model, cfg.compute, scores_here, lengths)
     splits = {c.split.key: c.split for c in cells}
     for split in splits.values():
-        if split.path:
+        if split.path and split.variants is None:
             validate_split(split, cfg.sampling)
-    ensure_prefix(cfg.executor.prefix)  # last: bad data or models leave no prefix behind
+    ensure_prefix(cfg.executor.prefix)  # bad data or models leave no prefix behind
+    jobs = {c.split_job.key: c.split_job for c in cells if c.split.variants is not None}
+    if jobs:
+        from plantcad_flows.steps import prepare
+
+        for job in jobs.values():
+            prepare(job)

@@ -28,8 +28,8 @@ def register(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     from plantcad_flows.benchmark.synthetic import ASSETS_MODELS
     from plantcad_flows.config import ModelConfig
+    from plantcad_flows.families import VariantSetConfig
     from plantcad_flows.scoring.variant_run import run_variant_set
-    from plantcad_flows.variants.config import VariantSetConfig
     from plantcad_flows.variants.synthetic import make_demo
 
     out = Path(args.out)

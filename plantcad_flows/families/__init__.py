@@ -1,6 +1,7 @@
 """Task families as plugins, and benchmarks as data.
 
-One module per family (`conservation`, `motif`, `core_noncore`, `structural_variant`; the
+One module per family (`conservation`, `motif`, `core_noncore`, `structural_variant`,
+`variant_effect`; the
 masked-position ones share `masked`) owns everything family-specific: settings and their checks,
 columns and validation, model inputs and scores, metrics, curves, bootstrap inputs and synthetic
 data (`base.TaskFamily` says what a family answers). `registry` holds them by name. Tasks are
@@ -27,6 +28,8 @@ from plantcad_flows.families.tasks import (
     read_task_file,
     task_registry,
 )
+from plantcad_flows.families.variant_effect import SPLIT as VARIANT_SPLIT
+from plantcad_flows.families.variant_effect import VariantSetConfig
 
 __all__ = [
     "BENCHMARK_REPO_ID",
@@ -40,6 +43,8 @@ __all__ = [
     "Runner",
     "TaskDef",
     "TaskFamily",
+    "VARIANT_SPLIT",
+    "VariantSetConfig",
     "all_task_splits",
     "builtin_tasks",
     "centred_mask",

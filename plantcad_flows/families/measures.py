@@ -161,3 +161,34 @@ class MetricInputs:
             "motif_accuracy": (whole & correct.all(axis=1), whole),
         }
         return cls(names, len(predictions), ratios=ratios)
+
+
+# --- correlations (variant effects against a continuous target) ---------------------------
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Mid-ranks (ties share their average rank), as Spearman's rho uses."""
+    order = np.argsort(x, kind="stable")
+    s = x[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], s.size]
+    mid = (starts + ends - 1) / 2.0 + 1.0
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.repeat(mid, ends - starts)
+    return ranks
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def correlation_metrics(llr: np.ndarray, target: np.ndarray) -> dict[str, float | int]:
+    ok = ~np.isnan(target) & ~np.isnan(llr)
+    x, y = llr[ok], target[ok]
+    return {
+        "spearman": _pearson(_ranks(x), _ranks(y)) if x.size >= 2 else float("nan"),
+        "pearson": _pearson(x, y),
+        "num_with_target": int(ok.sum()),
+    }

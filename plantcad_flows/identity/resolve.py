@@ -114,6 +114,8 @@ def resolve_split(split: SplitConfig) -> ResolvedSplit:
         ValidationError: naming `splits[TASK/SPLIT].path` or `.revision`.
     """
     field = f"splits[{split.key}]"
+    if split.variants is not None:
+        return ResolvedSplit(split=split, identity=_variant_set_identity(split.variants))
     if split.path:
         try:
             if is_local(split.path):
@@ -135,6 +137,22 @@ def resolve_split(split: SplitConfig) -> ResolvedSplit:
         sha = hub_sha(split.repo_id, split.revision, "dataset", f"{field}.revision")
         identity = Identity(kind="hub", revision=sha, requested=split.revision)
     return ResolvedSplit(split=_pinned(split, identity), identity=identity)
+
+
+def _variant_set_identity(v) -> Identity:
+    """A variant set's identity: the content of its variants file (VCF/BCF or table) and of its
+    FASTA (local: sha256; remote: the store's ETag/size or blob id), whatever their paths."""
+    parts = []
+    for field, url in ((v.source_field, v.source), (f"variants[{v.name}].fasta", v.fasta)):
+        try:
+            if is_local(url):
+                parts.append(local_data_fingerprint(url, suffix=None))
+            else:
+                parts.append(with_retries(lambda url=url: remote_fingerprint(url, None), f"list {url}"))
+        except FileNotFoundError as e:
+            raise ValidationError(field, url, str(e).split(":")[0]) from None
+    kind = "local" if all(is_local(u) for u in (v.source, v.fasta)) else "remote"
+    return Identity(kind=kind, fingerprint="+".join(parts))
 
 
 def _check_names(config: EvalConfig, discoveries: list[Discovery]) -> None:
@@ -175,6 +193,7 @@ def resolve(config: EvalConfig) -> Resolution:
         models += [ResolvedModel(model=c.model, identity=c.identity) for c in d.found]
     splits = []
     for s in config.splits:
-        found = identity(("split", s.path, s.repo_id, s.revision), lambda s=s: resolve_split(s))
+        fasta = s.variants.fasta if s.variants is not None else None
+        found = identity(("split", s.path, s.repo_id, s.revision, fasta), lambda s=s: resolve_split(s))
         splits.append(ResolvedSplit(split=_pinned(s, found), identity=found))
     return Resolution(models=models, splits=splits, discoveries=discoveries)

@@ -52,6 +52,9 @@ def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -
     }
     if not split.definition.shipped:
         fields["definition"] = split.definition.identity_fields()
+    if split.variants is not None:  # content only: `identity` covers the variants and the FASTA
+        fields["source"] = "variants"
+        fields["variants"] = split.variants.identity_fields()
     return fields
 
 

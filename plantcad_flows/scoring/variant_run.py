@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 
 from plantcad_flows.config import ComputeConfig, ModelConfig
+from plantcad_flows.families import VariantSetConfig
 from plantcad_flows.layout.sharding import plan_shards
 from plantcad_flows.scoring.loading import LoadedModel, load_model
 from plantcad_flows.scoring.variant_llr import VariantShardOutput, score_variant_shard
-from plantcad_flows.variants.config import VariantSetConfig
 from plantcad_flows.variants.outputs import finalize_variant_set
 from plantcad_flows.variants.prepare import PreparedVariants, prepare_variant_set
 

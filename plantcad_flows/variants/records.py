@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.variants.config import VariantSetConfig
+from plantcad_flows.families import VariantSetConfig
 
 CHUNK_ROWS = 100_000
 REQUIRED = ("chrom", "pos", "ref", "alt")

@@ -1,0 +1,219 @@
+"""Variant sets as cells of the `variant_effect` family: a config's `variants:` entry is planned,
+prepared, scored, finalised, cached and reported by the same steps (and the same `eval` command)
+as every benchmark split, with the same LLRs and metrics as the direct in-process run
+(`scoring.variant_run.run_variant_set`), and an identity that is the content of the VCF and FASTA.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from model_factory import save_tiny_mlm
+from variant_data import genome, records, write_fasta, write_vcf
+
+from plantcad_flows import steps
+from plantcad_flows.config import EvalConfig
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.layout.plan import build_cells
+from plantcad_flows.layout.sharding import plan_shards
+from plantcad_flows.layout.storage import SUCCESS
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = REPO / ".venv" / "bin" / "plantcad-flows"
+CONTEXT = 64
+
+
+@pytest.fixture(scope="module")
+def mlm(tmp_path_factory) -> Path:
+    return save_tiny_mlm(tmp_path_factory.mktemp("models") / "mlm", max_len=CONTEXT)
+
+
+@pytest.fixture
+def inputs(tmp_path) -> tuple[Path, Path]:
+    seqs = genome()
+    lines, _ = records(seqs)
+    return write_fasta(seqs, tmp_path / "ref.fa"), write_vcf(tmp_path / "v.vcf", lines)
+
+
+def _raw(mlm: Path, fasta: Path, vcf: Path, prefix: Path, **variant_set) -> dict:
+    entry = {"name": "snvs", "vcf": str(vcf), "fasta": str(fasta), "label": "INFO/LAB", **variant_set}
+    return {
+        "models": [{"name": "mlm", "path": str(mlm), "type": "mlm", "context_length": CONTEXT}],
+        "variants": [entry],
+        "compute": {"device": "cpu", "batch_size": 8},
+        "executor": {"prefix": str(prefix)},
+    }
+
+
+def test_a_variants_entry_is_the_split_of_a_variant_effect_task(mlm, inputs, tmp_path):
+    fasta, vcf = inputs
+    config = EvalConfig.model_validate(_raw(mlm, fasta, vcf, tmp_path / "out", target="INFO/SCORE"))
+    [split] = config.splits
+    assert split.key == "snvs/variants" and split.family.name == "variant_effect"
+    assert split.variants.fasta == str(fasta) and split.source == str(vcf)
+    # the flow receives the config as a parameter: its dump validates to the same config
+    assert EvalConfig.model_validate(config.model_dump()) == config
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": "tis_recovery"}, "variants[tis_recovery].name"),
+        ({"label": "AF"}, "variants[snvs].label"),
+        ({"fasta": "missing.fa"}, None),  # found at resolution: below
+    ],
+)
+def test_bad_variant_sets_name_their_field(mlm, inputs, tmp_path, change, field):
+    fasta, vcf = inputs
+    raw = _raw(mlm, fasta, vcf, tmp_path / "out")
+    raw["variants"][0] |= change
+    if field is None:
+        with pytest.raises(ValidationError) as e:
+            build_cells(EvalConfig.model_validate(raw))
+        assert str(e.value).startswith("variants[snvs].fasta='missing.fa'"), str(e.value)
+        return
+    with pytest.raises(Exception) as e:
+        EvalConfig.model_validate(raw)
+    assert field in str(e.value)
+
+
+def test_a_plain_split_of_the_family_is_refused(mlm, inputs, tmp_path):
+    """A variant_effect task is only ever made from a `variants:` entry."""
+    from plantcad_flows.config import SplitConfig
+    from plantcad_flows.families import TaskDef
+
+    definition = TaskDef(name="mine", family="variant_effect", splits=("variants",))
+    with pytest.raises(ValueError, match="given under variants:"):
+        SplitConfig(definition=definition, task="mine", split="variants", path=str(inputs[1]))
+
+
+def test_the_cell_is_identified_by_content_not_path(mlm, inputs, tmp_path):
+    fasta, vcf = inputs
+    [cell] = build_cells(EvalConfig.model_validate(_raw(mlm, fasta, vcf, tmp_path / "out")))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    m_fasta, m_vcf = shutil.copy(fasta, moved / "genome.fa"), shutil.copy(vcf, moved / "calls.vcf")
+    [same] = build_cells(EvalConfig.model_validate(_raw(mlm, m_fasta, m_vcf, tmp_path / "out")))
+    assert same.key == cell.key  # the same bytes elsewhere: the same cell
+
+    text = Path(m_fasta).read_text().splitlines()
+    text[1] = ("C" if text[1][0] != "C" else "G") + text[1][1:]  # one reference base differs
+    Path(m_fasta).write_text("\n".join(text) + "\n")
+    [other] = build_cells(EvalConfig.model_validate(_raw(mlm, m_fasta, m_vcf, tmp_path / "out")))
+    assert other.key != cell.key and other.split_job.key != cell.split_job.key
+
+    [relabelled] = build_cells(
+        EvalConfig.model_validate(_raw(mlm, fasta, vcf, tmp_path / "out", target="INFO/SCORE"))
+    )
+    assert relabelled.split_job.key != cell.split_job.key  # another field read: another table
+
+
+def test_steps_score_a_variant_cell_as_the_direct_run_does_and_reuse_it(mlm, inputs, tmp_path):
+    from plantcad_flows.config import ModelConfig
+    from plantcad_flows.scoring.variant_run import run_variant_set
+
+    fasta, vcf = inputs
+    config = EvalConfig.model_validate(
+        _raw(mlm, fasta, vcf, tmp_path / "out", target="INFO/SCORE", subsets=["INFO/CSQ"])
+    )
+    [cell] = build_cells(config)
+    prepared = steps.prepare(cell.split_job)
+    shards = plan_shards(prepared.num_examples, 2)
+    outputs = [steps.score_shard(cell, s, prepared) for s in shards]
+    result = steps.finalize_cell(cell, outputs, prepared)
+    assert result.status == "completed" and all(o.computed for o in outputs)
+
+    direct_dir = tmp_path / "direct"
+    doc, _ = run_variant_set(
+        config.splits[0].variants,
+        ModelConfig(name="mlm", path=str(mlm), type="mlm", context_length=CONTEXT),
+        direct_dir,
+        batch_size=8,
+        resamples=0,
+    )
+    cell_dir = Path(cell.dir)
+    scores = pd.read_parquet(cell_dir / "variant_scores.parquet")
+    # the same rows and LLRs (float32 models: batches of other sizes differ in the last bits)
+    direct = pd.read_parquet(direct_dir / "variant_scores.parquet")
+    pd.testing.assert_frame_equal(scores, direct, check_exact=False, rtol=1e-4, atol=1e-6)
+    assert (cell_dir / "variant_scores.tsv.gz").exists()
+    m, want = result.metrics, doc["metrics"]["all"]
+    assert m["num_scored"] == doc["n_scored"] == len(scores)
+    for name in ("auroc", "auprc", "spearman", "pearson"):
+        assert m[name] == pytest.approx(want[name], abs=1e-3, nan_ok=True), name
+    assert {k.removeprefix("num_skipped_"): v for k, v in m.items() if k.startswith("num_skipped_")} == doc[
+        "n_skipped"
+    ]
+    assert m["num_records"] == doc["n_records"]
+    for value, sub in doc["metrics"]["subsets"]["CSQ"].items():
+        assert m[f"num_scored[CSQ={value}]"] == sub["num_scored"]
+
+    # the next run scores nothing: every step finds its files complete
+    again = steps.prepare(cell.split_job)
+    reused = [steps.score_shard(cell, s, again) for s in shards]
+    assert not any(o.computed for o in reused)
+    assert steps.finalize_cell(cell, reused, again).status == "cached"
+    assert (cell_dir / SUCCESS).exists()
+
+
+def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess, on a Prefect server of its own (a free port, under `cwd`)."""
+    from plantcad_flows.cluster.processes import free_port
+
+    args = (*args, "--server-port", free_port())
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HOME": str(cwd)}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    return subprocess.run(
+        [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.mark.prefect
+def test_eval_scores_a_variant_set_beside_a_benchmark_split_then_serves_it_from_cache(
+    mlm, inputs, tmp_path, synthetic_dir
+):
+    fasta, vcf = inputs
+    raw = _raw(mlm, fasta, vcf, tmp_path / "evals")
+    raw["splits"] = [
+        {
+            "task": "tis_recovery",
+            "split": "test_maize",
+            "path": str(synthetic_dir / "tis_recovery" / "test_maize.parquet"),
+        }
+    ]
+    raw["ray"] = {"enabled": False}
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "results.json"
+    proc = _cli("eval", path, "--results-json", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["task"]: r for r in json.loads(out.read_text())}
+    assert rows.keys() == {"snvs", "tis_recovery"}
+    snvs = rows["snvs"]
+    assert snvs["num_scored"] > 0 and snvs["num_skipped_indel"] >= 1 and 0 <= snvs["auroc"] <= 1
+    assert snvs["auroc_ci_low"] <= snvs["auroc"] <= snvs["auroc_ci_high"]  # the pipeline's bootstrap
+    assert "variant_effect - auroc" in proc.stdout
+
+    proc = _cli("eval", path, "--results-json", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "0 scored, 2 from cache" in proc.stdout
+    assert {r["task"]: r for r in json.loads(out.read_text())}["snvs"] == snvs  # the same row
+
+
+@pytest.mark.prefect
+def test_eval_refuses_a_bad_variant_set_with_one_line_before_a_run(mlm, inputs, tmp_path):
+    fasta, vcf = inputs
+    raw = _raw(mlm, fasta, vcf, tmp_path / "evals", label="INFO/BAD")  # 2: not binary
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    proc = _cli("eval", path, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "variants[snvs].label" in lines[0] and "not binary" in lines[0], lines
+    assert not list((tmp_path / "evals").glob("prepare_split-*"))  # nothing half-written
