@@ -65,4 +65,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"  CLASS={value:9} n={sub['num_scored']:5}  AUROC {sub['auroc']:.3f}")
         print(f"  scores: {cell / 'variant_scores.parquet'}, {cell / 'variant_scores.tsv.gz'}")
         print(f"  metrics: {cell / 'metrics.json'}")
+    if out == Path(DEFAULT_OUT):
+        print(
+            "\nthe same set through the flow (cached, history, trends): plantcad-flows eval configs/variants-demo.yaml"
+        )
     return 0
