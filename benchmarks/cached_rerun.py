@@ -12,7 +12,6 @@ counted: the point is a nightly run that finds nothing new on a server that is a
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_tree import cli_env  # noqa: E402
+
 from plantcad_flows.cli.prefect_server import start_server  # noqa: E402
 
 
@@ -49,13 +51,7 @@ def main() -> int:
     work = Path(args.keep or tempfile.mkdtemp(prefix="cached-rerun-"))
     work.mkdir(parents=True, exist_ok=True)
     server = start_server(home=work / "prefect-home", log_path=work / "prefect-server.log")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {
-        "PREFECT_API_URL": server.api_url,
-        "PREFECT_HOME": str(work / "client-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = cli_env(server.api_url, work)
     try:
         prefix = work / "demo"
         cold, out_cold = demo(prefix, env, work / "cold.log")

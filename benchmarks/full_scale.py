@@ -14,7 +14,6 @@ For every run it prints the wall time and the peak RSS of the CLI's process tree
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -30,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from proc_tree import run_measured  # noqa: E402
+from proc_tree import cli_env, run_measured  # noqa: E402
 
 from plantcad_flows.cli.prefect_server import start_server  # noqa: E402
 
@@ -85,13 +84,7 @@ def main() -> int:
             )
         splits[rows] = path
     server = start_server(home=work / "prefect-home", log_path=work / "prefect-server.log")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {
-        "PREFECT_API_URL": server.api_url,
-        "PREFECT_HOME": str(work / "client-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = cli_env(server.api_url, work)
     cli = str(Path(sys.executable).parent / "plantcad-flows")
     table = []
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from proc_tree import run_measured  # noqa: E402
+from proc_tree import cli_env, run_measured  # noqa: E402
 
 from plantcad_flows.benchmark.checkpoints import write_checkpoint  # noqa: E402
 from plantcad_flows.benchmark.synthetic import ensure_benchmark  # noqa: E402
@@ -108,13 +107,7 @@ def main() -> int:
         settings = server_settings(pg.url)
     server_log = work / "prefect-server.log"
     server = start_server(home=work / "prefect-home", log_path=server_log, settings=settings)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {
-        "PREFECT_API_URL": server.api_url,
-        "PREFECT_HOME": str(work / "client-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = cli_env(server.api_url, work)
     try:
         cli = str(Path(sys.executable).parent / "plantcad-flows")
         code, wall, peak, out = run_measured([cli, "eval", str(cfg)], cwd=work, env=env)

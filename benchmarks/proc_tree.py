@@ -67,3 +67,15 @@ def run_measured(cmd: list[str], interval: float = 0.25, **popen) -> tuple[int, 
     done.set()
     watcher.join()
     return proc.returncode, time.perf_counter() - t0, peak[0], out
+
+
+def cli_env(api_url: str, work) -> dict[str, str]:
+    """This environment for a `plantcad-flows` child run against the server at `api_url`, with
+    no other PREFECT_ setting leaking in and a client home of its own under `work`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return env | {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(work / "client-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+    }

@@ -240,14 +240,7 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
 
     out = to_path(shard_path(cell, shard))
     if not force and shard_done(cell, shard):
-        return ShardOutput(
-            cell_id=cell.id,
-            index=shard.index,
-            count=shard.count,
-            path=str(out),
-            num_examples=shard.size,
-            computed=False,
-        )
+        return _shard_output(cell, shard, out, shard.size, computed=False)
     invalidate_shard(out)  # a stale sidecar must never vouch for the file about to be rewritten
     if cell.split.variants is not None:
         return _score_variant_shard(cell, shard, prepared, out)
@@ -267,14 +260,18 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
         len(rows),
         stats,
     )
+    return _shard_output(cell, shard, out, len(rows), True, stats)
+
+
+def _shard_output(cell: Cell, shard: ShardSpec, out, n: int, computed: bool, timings=None) -> ShardOutput:
     return ShardOutput(
         cell_id=cell.id,
         index=shard.index,
         count=shard.count,
         path=str(out),
-        num_examples=len(rows),
-        computed=True,
-        timings=stats,
+        num_examples=n,
+        computed=computed,
+        timings=timings or {},
     )
 
 
@@ -296,15 +293,7 @@ def _score_variant_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, 
         res.num_variants,
         res.seconds,
     )
-    return ShardOutput(
-        cell_id=cell.id,
-        index=shard.index,
-        count=shard.count,
-        path=str(out),
-        num_examples=res.num_variants,
-        computed=True,
-        timings={"score_s": round(res.seconds, 4)},
-    )
+    return _shard_output(cell, shard, out, res.num_variants, True, {"score_s": round(res.seconds, 4)})
 
 
 def record_failure(cell: Cell, reason: str) -> CellResult:
@@ -388,10 +377,7 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
             "files": {PREDICTIONS: predictions},
         },
     )
-    timings: dict[str, float | int] = {}
-    for shard in (s for s in ordered if s.computed):
-        for k, v in shard.timings.items():
-            timings[k] = timings.get(k, 0) + v
+    timings = _summed_timings(ordered)
     return cell_result(cell, "completed", metrics, plots).model_copy(update={"timings": timings})
 
 
@@ -428,11 +414,17 @@ def _finalize_variants(cell: Cell, shards: list[ShardOutput], prepared: Prepared
     predictions = write_parquet_recorded(d / PREDICTIONS, frame)
     summary = {"metrics": metrics, "plots": [], "notes": notes, "num_shards": len(ordered)}
     mark_complete(d, cell.fields, summary | {"files": {PREDICTIONS: predictions}})
+    timings = _summed_timings(ordered)
+    return cell_result(cell, "completed", metrics, []).model_copy(update={"timings": timings})
+
+
+def _summed_timings(shards: list[ShardOutput]) -> dict[str, float | int]:
+    """The stage timings of the shards this run scored, summed."""
     timings: dict[str, float | int] = {}
-    for shard in (s for s in ordered if s.computed):
+    for shard in (s for s in shards if s.computed):
         for k, v in shard.timings.items():
             timings[k] = timings.get(k, 0) + v
-    return cell_result(cell, "completed", metrics, []).model_copy(update={"timings": timings})
+    return timings
 
 
 def _read_shard(shard: ShardOutput):

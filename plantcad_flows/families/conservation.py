@@ -12,34 +12,18 @@ position well inside a coding sequence after a TIS.
 
 from __future__ import annotations
 
-import pandas as pd
-
 from plantcad_flows.families import genome as g
 from plantcad_flows.families import synthetic_kit as kit
-from plantcad_flows.families.masked import MaskedFamily
-from plantcad_flows.families.measures import MetricInputs, classification_metrics, reference_scores
+from plantcad_flows.families.masked import ReferenceClassification
 from plantcad_flows.families.tasks import centred_mask
 
 _HALF = g.NUM_ELEMENTS // 2
 
 
-class Conservation(MaskedFamily):
+class Conservation(ReferenceClassification):
     name = "evolutionary_conservation"
     description = "p(true base) at masked positions; AUROC of conserved vs neutral"
-    metrics = ("auroc", "auprc")
-    curves = ("roc", "pr")
     short_affixes = ("conservation_within_", "")
-
-    def example_scores(self, probs, bases):
-        return reference_scores(probs, bases)
-
-    def metrics_of(self, predictions: pd.DataFrame, notes=None):
-        return classification_metrics(
-            predictions["score"].to_numpy(), predictions["label"].to_numpy(), notes=notes
-        )
-
-    def metric_inputs(self, predictions: pd.DataFrame) -> MetricInputs:
-        return MetricInputs.classification(self.metrics, predictions)
 
     def synthetic_example(self, rng, pool, task, label, length, gc, species, masks):
         centre = centred_mask(1, length)[0]

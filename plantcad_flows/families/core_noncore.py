@@ -7,30 +7,14 @@ canonical motif, label 0 with a non-canonical one (`genome.NONCANONICAL`).
 
 from __future__ import annotations
 
-import pandas as pd
-
 from plantcad_flows.families import synthetic_kit as kit
-from plantcad_flows.families.masked import MaskedFamily, site_example
-from plantcad_flows.families.measures import MetricInputs, classification_metrics, reference_scores
+from plantcad_flows.families.masked import ReferenceClassification, site_example
 
 
-class CoreNoncore(MaskedFamily):
+class CoreNoncore(ReferenceClassification):
     name = "core_noncore_classification"
     description = "mean p(true base) over the motif; AUROC of canonical vs non-canonical sites"
-    metrics = ("auroc", "auprc")
-    curves = ("roc", "pr")
     short_affixes = ("", "_core_noncore_classification")
-
-    def example_scores(self, probs, bases):
-        return reference_scores(probs, bases)
-
-    def metrics_of(self, predictions: pd.DataFrame, notes=None):
-        return classification_metrics(
-            predictions["score"].to_numpy(), predictions["label"].to_numpy(), notes=notes
-        )
-
-    def metric_inputs(self, predictions: pd.DataFrame) -> MetricInputs:
-        return MetricInputs.classification(self.metrics, predictions)
 
     def synthetic_example(self, rng, pool, task, label, length, gc, species, masks):
         return site_example(rng, pool, kit.site_kind(task.name), bool(label), length, gc, species, masks)

@@ -27,6 +27,7 @@ from plantcad_flows.families.base import (
     checked_sequences,
     labels_of,
 )
+from plantcad_flows.families.measures import MetricInputs, classification_metrics, reference_scores
 from plantcad_flows.families.tasks import TaskDef, centred_mask, check_mask_positions
 from plantcad_flows.sequences import crop_plan
 
@@ -164,6 +165,25 @@ class MaskedFamily(TaskFamily):
             self.corrupt(rng, seq, masks)
             seqs.append(kit.soft_mask_and_n(rng, seq, kit.protect(length)))
         return pd.DataFrame({"sequence": seqs, "label": labels})
+
+
+class ReferenceClassification(MaskedFamily):
+    """A masked family whose score is the mean probability of the true bases at the masks and
+    whose metrics are AUROC and AUPRC of that score against a 0/1 label."""
+
+    metrics = ("auroc", "auprc")
+    curves = ("roc", "pr")
+
+    def example_scores(self, probs, bases):
+        return reference_scores(probs, bases)
+
+    def metrics_of(self, predictions: pd.DataFrame, notes=None):
+        return classification_metrics(
+            predictions["score"].to_numpy(), predictions["label"].to_numpy(), notes=notes
+        )
+
+    def metric_inputs(self, predictions: pd.DataFrame) -> MetricInputs:
+        return MetricInputs.classification(self.metrics, predictions)
 
 
 def site_example(rng, pool, kind: str, canonical: bool, length: int, gc: float, species: str, masks):

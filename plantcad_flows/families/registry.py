@@ -29,7 +29,7 @@ def _discover() -> dict[str, TaskFamily]:
                 found[cls.name] = cls()
     shipped = [t["family"] for t in yaml.safe_load(BUILTIN_TASK_FILE.read_text())]
     rank = {name: i for i, name in reversed(list(enumerate(shipped)))}
-    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(shipped)), kv[0])))
 
 
 FAMILIES: dict[str, TaskFamily] = _discover()

@@ -147,7 +147,9 @@ class VariantEffect(TaskFamily):
     def check_split(self, split: SplitLike) -> None:
         if getattr(split, "variants", None) is None:
             raise ValidationError(
-                f"splits[{split.key}].task", split.task, "a variant_effect task is given under variants:, not splits:"
+                f"splits[{split.key}].task",
+                split.task,
+                "a variant_effect task is given under variants:, not splits:",
             )
 
     def metrics_of(self, predictions: pd.DataFrame, notes: list[str] | None = None) -> dict[str, float | int]:
@@ -157,7 +159,9 @@ class VariantEffect(TaskFamily):
         for col in (c for c in predictions.columns if c not in fixed and c != "score"):
             counts = predictions[col].value_counts(dropna=True)
             if len(counts) > MAX_SUBSET_VALUES and notes is not None:
-                notes.append(f"{col}: {len(counts)} values, metrics for the {MAX_SUBSET_VALUES} most frequent")
+                notes.append(
+                    f"{col}: {len(counts)} values, metrics for the {MAX_SUBSET_VALUES} most frequent"
+                )
             for value in sorted(counts.index[:MAX_SUBSET_VALUES], key=str):
                 _group(predictions[predictions[col] == value], f"[{col}={value}]", out, None)
         return out
