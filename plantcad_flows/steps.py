@@ -278,8 +278,13 @@ def _shard_output(cell: Cell, shard: ShardSpec, out, n: int, computed: bool, tim
 def _score_variant_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, out) -> ShardOutput:
     """LLRs of rows [start, stop) of a prepared variant set, in reference windows of the model's
     context length read from the FASTA by index (`scoring/variant_llr.py`)."""
+    from plantcad_flows.layout.integrity import check_file
     from plantcad_flows.scoring.variant_llr import score_variant_shard
 
+    problem = check_file(to_path(prepared.examples), prepared.examples_record, prepared.num_examples)
+    if problem is not None:  # as for examples.parquet: never scored, prepared again next time
+        invalidate_step(to_path(prepared.dir))
+        raise CorruptFileError(prepared.examples, problem)
     loaded = load_cached_model(cell)
     batch = DEFAULT_CPU_BATCH if cell.compute.batch_size == "auto" else int(cell.compute.batch_size)
     res = score_variant_shard(

@@ -217,3 +217,22 @@ def test_eval_refuses_a_bad_variant_set_with_one_line_before_a_run(mlm, inputs, 
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "variants[snvs].label" in lines[0] and "not binary" in lines[0], lines
     assert not list((tmp_path / "evals").glob("prepare_split-*"))  # nothing half-written
+
+
+def test_a_damaged_prepared_table_is_never_scored_and_is_prepared_again(mlm, inputs, tmp_path):
+    from plantcad_flows.errors import CorruptFileError
+
+    fasta, vcf = inputs
+    [cell] = build_cells(EvalConfig.model_validate(_raw(mlm, fasta, vcf, tmp_path / "out")))
+    prepared = steps.prepare(cell.split_job)
+    table = Path(prepared.examples)
+    data = bytearray(table.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    table.write_bytes(bytes(data))
+    [shard] = plan_shards(prepared.num_examples, 1)
+    with pytest.raises(CorruptFileError, match="variants.parquet"):
+        steps.score_shard(cell, shard, prepared)
+    assert not steps.prepared_ok(cell.split_job)  # the step is incomplete again
+    again = steps.prepare(cell.split_job)
+    assert again.examples_sha256 == prepared.examples_sha256  # rewritten from the inputs
+    assert steps.score_shard(cell, shard, again).computed
