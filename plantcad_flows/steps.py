@@ -406,10 +406,9 @@ def _finalize_variants(cell: Cell, shards: list[ShardOutput], prepared: Prepared
     for s in ordered:  # checked against their sidecars before they are merged
         _read_shard(s)
     invalidate_step(d)
-    doc = finalize_variant_set(
-        pv, [s.path for s in ordered], str(d), subsets=cell.split.variants.subset_columns
-    )
-    frame = scores_frame(pv, [s.path for s in ordered])
+    paths = [s.path for s in ordered]
+    frame = scores_frame(pv, paths)
+    doc = finalize_variant_set(pv, paths, str(d), subsets=cell.split.variants.subset_columns, frame=frame)
     frame.insert(0, "row_index", range(len(frame)))
     notes: list[str] = list(doc.get("metrics", {}).get("notes", []))
     metrics = cell.split.family.metrics_of(frame, notes)

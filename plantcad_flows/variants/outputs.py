@@ -99,8 +99,10 @@ def finalize_variant_set(
     resamples: int = 1000,
     seed: int = 0,
     subsets: tuple[str, ...] = (),
+    frame: pd.DataFrame | None = None,
 ) -> dict:
-    """Merge the shards, write the scores (parquet, bgzipped TSV) and `metrics.json`.
+    """Merge the shards (unless their `scores_frame` is given), write the scores (parquet,
+    bgzipped TSV) and `metrics.json`.
 
     `out_dir` may be remote (`s3://...`): the files are written locally (htslib writes local
     files), then uploaded, `metrics.json` last.
@@ -110,7 +112,7 @@ def finalize_variant_set(
     """
     if not is_local(str(out_dir)):
         with tempfile.TemporaryDirectory(prefix="plantcad-variants-") as tmp:
-            doc = finalize_variant_set(prepared, shard_paths, tmp, resamples, seed, subsets)
+            doc = finalize_variant_set(prepared, shard_paths, tmp, resamples, seed, subsets, frame)
             names = [SCORES_PARQUET, SCORES_TSV, f"{SCORES_TSV}.tbi", METRICS]
             for name in names:
                 if (Path(tmp) / name).exists():
@@ -120,7 +122,7 @@ def finalize_variant_set(
             return doc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frame = scores_frame(prepared, shard_paths)
+    frame = scores_frame(prepared, shard_paths) if frame is None else frame
     _atomic(out / SCORES_PARQUET, lambda tmp: frame.to_parquet(tmp, index=False))
     indexed = write_tsv_bgzip(frame, out / SCORES_TSV)
     doc = {
