@@ -135,13 +135,32 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def start_ray_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout: float = 90.0) -> RayHead:
+def start_ray_head(
+    num_cpus: int = 2, env: dict[str, str] | None = None, timeout: float = 90.0, attempts: int = 3
+) -> RayHead:
     """Start `ray start --head --block` on 127.0.0.1 and wait until it serves a driver.
+
+    A head that exits while starting is started again on fresh ports, up to `attempts` times:
+    under pytest-xdist another worker may take a port between `free_port` and Ray binding it.
 
     Args:
         num_cpus: CPUs the head advertises (its workers' pool size).
         env: extra environment for the head and, through inheritance, its workers.
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_ray_head(num_cpus, env, timeout)
+        except _HeadExited as e:
+            if attempt == attempts:
+                raise RuntimeError(str(e)) from None
+    raise AssertionError("unreachable")
+
+
+class _HeadExited(Exception):
+    pass
+
+
+def _start_ray_head(num_cpus: int, env: dict[str, str] | None, timeout: float) -> RayHead:
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     port, client_port = free_port(), free_port()
     log_path = temp_dir / "head.log"
@@ -187,13 +206,15 @@ def start_ray_head(num_cpus: int = 2, env: dict[str, str] | None = None, timeout
     # is up, so waiting for it means a driver can connect and schedule.
     while time.monotonic() < deadline:
         if popen.poll() is not None:
+            text = head.log()[-3000:]  # before stop() removes the temp dir holding it
             head.stop()
-            raise RuntimeError(f"ray start exited with {popen.returncode}:\n{head.log()[-3000:]}")
+            raise _HeadExited(f"ray start exited with {popen.returncode}:\n{text}")
         if _accepts("127.0.0.1", port) and _accepts("127.0.0.1", client_port):
             return head
         time.sleep(0.25)
+    text = head.log()[-3000:]
     head.stop()
-    raise TimeoutError(f"ray head not ready after {timeout}s:\n{head.log()[-3000:]}")
+    raise TimeoutError(f"ray head not ready after {timeout}s:\n{text}")
 
 
 def worker_pids(head: RayHead) -> list[int]:
