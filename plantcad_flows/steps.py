@@ -403,12 +403,12 @@ def _finalize_variants(cell: Cell, shards: list[ShardOutput], prepared: Prepared
         row_group_size=prepared.row_group_size or 0,
         columns=prepared.columns,
     )
-    for s in ordered:  # checked against their sidecars before they are merged
-        _read_shard(s)
+    shard_frames = [_read_shard(s) for s in ordered]  # each checked against its sidecar, read once
     invalidate_step(d)
-    paths = [s.path for s in ordered]
-    frame = scores_frame(pv, paths)
-    doc = finalize_variant_set(pv, paths, str(d), subsets=cell.split.variants.subset_columns, frame=frame)
+    frame = scores_frame(pv, shard_frames)
+    doc = finalize_variant_set(
+        pv, [s.path for s in ordered], str(d), subsets=cell.split.variants.subset_columns, frame=frame
+    )
     frame.insert(0, "row_index", range(len(frame)))
     notes: list[str] = list(doc.get("metrics", {}).get("notes", []))
     metrics = cell.split.family.metrics_of(frame, notes)

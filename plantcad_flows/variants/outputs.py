@@ -35,8 +35,11 @@ METRICS = "metrics.json"
 SCHEMA_VERSION = 1
 
 
-def scores_frame(prepared: PreparedVariants, shard_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """The prepared variants with their `llr`, in VCF order.
+def scores_frame(
+    prepared: PreparedVariants, shard_paths: Sequence[str | os.PathLike | pd.DataFrame]
+) -> pd.DataFrame:
+    """The prepared variants with their `llr`, in VCF order (shards given by path, or as frames
+    already read).
 
     Raises:
         IncompleteShardsError: the shards do not cover every prepared variant exactly once.
