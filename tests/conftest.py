@@ -27,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import servers  # noqa: E402
 
 TEST_EXAMPLES = 16
+_SHARED_OWNER = pytest.StashKey[bool]()
 PARTS = ("prefect", "ray", "s3", "browser", "faults", "postgres", "redis")
 # fixture -> the parts a test using it needs (fixtures of fixtures count: pytest resolves them)
 PART_FIXTURES: dict[str, tuple[str, ...]] = {
@@ -66,6 +67,20 @@ def pytest_configure(config):
         config.addinivalue_line(
             "markers", f"{part}: needs a real {part} part (assigned in tests/conftest.py)"
         )
+    # One directory for the whole run, made by the controller before xdist starts its workers
+    # (they inherit the environment): what the workers share, e.g. the migrated Prefect database.
+    if not os.environ.get(servers.SHARED_ENV):
+        import tempfile
+
+        os.environ[servers.SHARED_ENV] = tempfile.mkdtemp(prefix="plantcad-tests-")
+        config.stash[_SHARED_OWNER] = True
+
+
+def pytest_unconfigure(config):
+    if config.stash.get(_SHARED_OWNER, False):
+        import shutil
+
+        shutil.rmtree(os.environ.pop(servers.SHARED_ENV), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import servers
 import yaml
 from conftest import eval_config
 
@@ -81,7 +82,9 @@ executor:
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
     if env is None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env["PREFECT_HOME"] = str(cwd / ".prefect-home")
+        home = cwd / ".prefect-home"
+        # a run that starts its own server (on --server-port) gets an already-migrated database
+        env["PREFECT_HOME"] = str(servers.seeded_prefect_home(home) if "--server-port" in args else home)
     env = {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -248,8 +251,6 @@ def _count_flow_runs() -> int:
 def test_bad_config_creates_no_flow_run_and_plan_shows_cached(
     prefect_server, small_models, synthetic_dir, tmp_path
 ):
-    import servers
-
     env = servers.client_env(prefect_server, tmp_path / "client-home")
     prefix = tmp_path / "evals"
     cfg = eval_config(small_models, synthetic_dir, prefix, tasks=(("tis_recovery", "test_maize"),))

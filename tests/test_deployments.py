@@ -17,6 +17,7 @@ from servers import (
     completed_local_run,
     deployment_run,
     flow_run_logs,
+    one_split_per_family,
     run_setup,
     stop,
     wait_for_flow_run,
@@ -106,7 +107,16 @@ def test_parameter_schema_is_enforced(stack):
 
 
 def test_local_deployment_completes_with_results(stack):
+    """The run (servers.completed_local_run) takes one split per family of the deployment's own
+    default config; the whole default is what prefect.yaml says and is a valid flow config."""
+    from plantcad_flows.config import EvalConfig
+
+    default = api(stack.api_url, "GET", "/deployments/name/zero-shot-eval/local")["parameters"]["config"]
+    demo = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["configs"]["demo"]
+    assert default == demo
+    assert len(EvalConfig.model_validate(default).splits) == 20
     run = completed_local_run(stack)
+    assert run["parameters"]["config"]["splits"] == one_split_per_family(default)["splits"]
     logs = flow_run_logs(stack.api_url, run["id"])
     assert run["state_type"] == "COMPLETED", logs[-5000:]
     artifacts = api(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from plantcad_flows.sequences import BASE_INDEX_LUT
 
@@ -76,6 +75,10 @@ def _undefined(name: str, reason: str, notes: list[str] | None) -> float:
 def classification_metrics(
     scores: np.ndarray, labels: np.ndarray, with_auroc: bool = True, notes: list[str] | None = None
 ) -> dict[str, float | int]:
+    # scikit-learn (and scipy under it) load here, not with the module: the CLI's config checks,
+    # dry runs and bad-input exits import the families but compute no metric
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     labels = np.asarray(labels).astype(np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     n, pos = int(labels.size), int(labels.sum())
