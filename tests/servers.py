@@ -28,43 +28,53 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_ENV = "PLANTCAD_TEST_SHARED_DIR"
 
 
-def seeded_prefect_home(home: str | os.PathLike) -> Path:
-    """`home` as a PREFECT_HOME whose SQLite database is already migrated to this Prefect's schema.
+# Server settings for a home made by `seeded_prefect_home`: its database already holds the
+# block types this Prefect registers at start (Prefect's own memo of that is keyed by the database
+# path, so it would register them again in every new home).
+SEEDED_SERVER_SETTINGS = {"PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
 
-    A server on a new database first runs every migration: about half the CPU time of its start
-    (15 s against 7 s here). The suite starts dozens of servers (fixtures, and every CLI run that
-    starts its own), so each new home gets a copy of one database migrated once per test run (by
-    `prefect server database upgrade`, shared by the xdist workers under a file lock). The server
-    still starts, registers its blocks and serves as on a fresh machine; its alembic upgrade is
-    then a no-op. An existing database is left alone.
+
+def seeded_prefect_home(home: str | os.PathLike) -> Path:
+    """`home` as a PREFECT_HOME whose SQLite database is already migrated and has its block types.
+
+    A server on a new database first runs every migration and registers every block type: more
+    than half the CPU time of its start (15 s against 7 s here). The suite starts dozens of
+    servers (fixtures, and every CLI run that starts its own), so each new home gets a copy of one
+    database made once per test run by a real server start (shared by the xdist workers under a
+    file lock). The server still starts and serves as on a fresh machine; its alembic upgrade is
+    then a no-op, and `SEEDED_SERVER_SETTINGS` skips re-registering the blocks. An existing
+    database is left alone.
     """
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "prefect.db").exists():
-        shutil.copyfile(_migrated_database(), home / "prefect.db")
+        shutil.copyfile(_template_database(), home / "prefect.db")
     return home
 
 
-def _migrated_database() -> Path:
+def seeded_home_env(home: str | os.PathLike) -> dict[str, str]:
+    """Environment entries for a CLI that starts its own server in `home` (seeded here)."""
+    return {"PREFECT_HOME": str(seeded_prefect_home(home)), **SEEDED_SERVER_SETTINGS}
+
+
+def _template_database() -> Path:
+    import sqlite3
     import tempfile
 
     import prefect
     from filelock import FileLock
 
     shared = Path(os.environ.get(SHARED_ENV) or tempfile.gettempdir())
-    template = shared / f"prefect-{prefect.__version__}-migrated.db"
+    template = shared / f"prefect-{prefect.__version__}-seeded.db"
     with FileLock(f"{template}.lock"):
         if not template.exists():
-            build = Path(tempfile.mkdtemp(prefix="prefect-migrate-", dir=shared))
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-            subprocess.run(
-                [prefect_executable(), "server", "database", "upgrade", "-y"],
-                env=dict(env, PREFECT_HOME=str(build), PREFECT_SERVER_ANALYTICS_ENABLED="false"),
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
-            os.replace(build / "prefect.db", template)
+            build = Path(tempfile.mkdtemp(prefix="prefect-seed-", dir=shared))
+            server = start_server(home=build, log_path=build / "server.log", timeout=240)
+            server.stop()
+            partial = template.with_suffix(".partial")
+            with sqlite3.connect(build / "prefect.db") as src, sqlite3.connect(partial) as dst:
+                src.backup(dst)  # one self-contained file, whatever the WAL still held
+            os.replace(partial, template)
             shutil.rmtree(build, ignore_errors=True)
     return template
 
@@ -77,7 +87,9 @@ def start_prefect_server(tmpdir: str | os.PathLike) -> tuple[str, subprocess.Pop
     """
     home = seeded_prefect_home(Path(tmpdir) / "prefect-server-home")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    server = start_server(home=home, log_path=Path(tmpdir) / "prefect-server.log", timeout=240)
+    server = start_server(
+        home=home, log_path=Path(tmpdir) / "prefect-server.log", timeout=240, settings=SEEDED_SERVER_SETTINGS
+    )
     assert server.process is not None
     return server.api_url, server.process
 

@@ -83,8 +83,9 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
     if env is None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         home = cwd / ".prefect-home"
-        # a run that starts its own server (on --server-port) gets an already-migrated database
-        env["PREFECT_HOME"] = str(servers.seeded_prefect_home(home) if "--server-port" in args else home)
+        env["PREFECT_HOME"] = str(home)
+        if "--server-port" in args:  # the run starts its own server: on a seeded database
+            env.update(servers.seeded_home_env(home))
     env = {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import seeded_prefect_home
+from servers import seeded_home_env
 
 from plantcad_flows.config import (
     ComputeConfig,
@@ -46,8 +46,8 @@ def write_tasks(path: Path, tasks: list[dict]) -> Path:
 
 def run_cli(*args, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HOME": str(cwd)}
-    if "--server-port" in args:  # the run starts its own server: on an already-migrated database
-        env["PREFECT_HOME"] = str(seeded_prefect_home(cwd / ".prefect"))
+    if "--server-port" in args:  # the run starts its own server: on a seeded database
+        env.update(seeded_home_env(cwd / ".prefect"))
     return subprocess.run(
         [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

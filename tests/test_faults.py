@@ -43,7 +43,7 @@ from fault_harness import (
     wait_gone,
     watch,
 )
-from servers import client_env, seeded_prefect_home, start_moto, stop
+from servers import client_env, seeded_home_env, start_moto, stop
 
 from plantcad_flows.cli.prefect_server import api_healthy
 from plantcad_flows.cluster.processes import free_port
@@ -58,8 +58,7 @@ def _env(tmp_path: Path, api_url: str | None) -> dict[str, str]:
     if api_url:
         return client_env(api_url, tmp_path / "client-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    home = seeded_prefect_home(tmp_path / "cli-home")
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(seeded_home_env(tmp_path / "cli-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     return env
 
 

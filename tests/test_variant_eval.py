@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from model_factory import save_tiny_mlm
-from servers import seeded_prefect_home
+from servers import seeded_home_env
 from variant_data import genome, records, write_fasta, write_vcf
 
 from plantcad_flows import steps
@@ -170,7 +170,7 @@ def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
     args = (*args, "--server-port", free_port())
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HOME": str(cwd)}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["PREFECT_HOME"] = str(seeded_prefect_home(cwd / ".prefect"))  # an already-migrated database
+    env.update(seeded_home_env(cwd / ".prefect"))  # its server's database, seeded
     return subprocess.run(
         [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
