@@ -30,6 +30,7 @@ class PlantcadRayTaskRunner(RayTaskRunner):
         self.ray_config = ray_config
         self.num_cpus = num_cpus
         self.api_url: str | None = None
+        self._submitted: list[Any] = []  # the Ray object refs of this run's task runs
         super().__init__(address=ray_config.address, init_kwargs={"num_cpus": num_cpus} if num_cpus else None)
 
     def duplicate(self) -> PlantcadRayTaskRunner:
@@ -57,6 +58,12 @@ class PlantcadRayTaskRunner(RayTaskRunner):
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        if exc_info[0] is not None and not ray_client.in_ray_worker():
+            # The flow is being torn down (interrupted, or it raised): its shards stop on the
+            # cluster too, and every thread waiting on one is released (it sees a cancelled
+            # task) instead of waiting forever on a session about to close.
+            ray_client.cancel(self._submitted)
+        self._submitted = []
         # prefect-ray's own exit would do the same check; it is stated here because a session the
         # caller opened must survive the flow whatever the base class does in a later version.
         self._shutdown_if_owned()
@@ -73,8 +80,11 @@ class PlantcadRayTaskRunner(RayTaskRunner):
         if self.api_url and PREFECT_API_URL.value() != self.api_url:
             # serialize_context ships the current settings; make them name the flow's API.
             with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
-                return super().submit(task, parameters, wait_for, dependencies)
-        return super().submit(task, parameters, wait_for, dependencies)
+                future = super().submit(task, parameters, wait_for, dependencies)
+        else:
+            future = super().submit(task, parameters, wait_for, dependencies)
+        self._submitted.append(future.wrapped_future)
+        return future
 
 
 def effective_api_url() -> str | None:

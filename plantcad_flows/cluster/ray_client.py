@@ -153,7 +153,22 @@ def runtime_env(ray_config: RayConfig, api_url: str | None) -> dict[str, Any]:
 def _ray():
     import ray
 
+    _no_auto_init()
     return ray
+
+
+def _no_auto_init() -> None:
+    """No Ray call in this process starts a cluster by itself: sessions are opened by `connect`.
+
+    Ray's default (`RAY_ENABLE_AUTO_CONNECT`) makes any Ray call without a session start a local
+    instance. When a run is interrupted, the task runner shuts its session down while the flow
+    still resolves its shard futures; each such call then started a fresh instance (dashboard and
+    all) that the process reaper took down again, and the interrupted command waited 60 s for that
+    instance's GCS before it could exit. Now such a call fails at once.
+    """
+    from ray._private import auto_init_hook
+
+    auto_init_hook.enable_auto_connect = False
 
 
 def in_ray_worker() -> bool:
@@ -384,6 +399,24 @@ def check_api_reachable(api_url: str | None, address: str | None) -> None:
             f"Ray nodes {', '.join(remote[:3])} of {address} cannot reach a loopback Prefect API",
             "start a Prefect server they can reach and set PREFECT_API_URL to it",
         )
+
+
+def cancel(refs: list[Any]) -> None:
+    """Cancel the Ray tasks behind `refs` that have not finished (their workers are stopped);
+    a `ray.get` on one then raises `TaskCancelledError` at once. Never raises: it runs while a
+    run is being torn down, possibly on a session that is already gone."""
+    ray = _ray()
+    if not refs or not ray.is_initialized():
+        return
+    try:
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+    except Exception:
+        pending = list(refs)
+    for ref in pending:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # already finished, or the session went away meanwhile
+            pass
 
 
 def shutdown() -> None:
