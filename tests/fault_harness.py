@@ -65,7 +65,26 @@ def start_eval(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    return EvalProcess(popen, log)
+    proc = EvalProcess(popen, log)
+    STARTED.append(proc)
+    return proc
+
+
+# every CLI started here, so that a test that fails while one still runs does not leave it behind
+STARTED: list[EvalProcess] = []
+
+
+def kill_leftovers() -> None:
+    """SIGKILL each CLI started here that is still running (its process group; the server and the
+    Ray instance it started die with it: death signal and reaper)."""
+    while STARTED:
+        popen = STARTED.pop().popen
+        if popen.poll() is None:
+            try:
+                os.killpg(popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            popen.wait(timeout=30)
 
 
 def watch(proc: EvalProcess, until: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:

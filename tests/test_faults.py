@@ -35,6 +35,7 @@ from fault_harness import (
     false_completions,
     first_sidecar,
     kill_at,
+    kill_leftovers,
     metrics_by_cell,
     run_eval,
     start_eval,
@@ -49,6 +50,15 @@ from plantcad_flows.cli.prefect_server import api_healthy
 from plantcad_flows.cluster.processes import free_port
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _no_cli_left_running():
+    """A test that fails while its CLI still runs (a wait that timed out) kills it: left alone, it
+    would hold a core for the rest of the suite."""
+    yield
+    kill_leftovers()
+
 
 SHARDS = 10  # 5 cells x 2 shards
 

@@ -223,13 +223,25 @@ def _flow_and_tasks(ray_config, marker: Path | None = None):
     return probe
 
 
-def _task_runs(flow_run_id):
+def _task_runs(flow_run_id, expected: int, timeout: float = 60):
+    """The flow run's task runs with their state histories, once `expected` of them are final.
+
+    Task runs on Ray workers reach the server as events, which its recorder writes a moment
+    later: the flow can finish before the last one is in the database. Waits through the API.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        return [(r, client.read_task_run_states(r.id)) for r in runs]
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            final = [r for r in runs if r.state is not None and r.state.is_final()]
+            if len(final) >= expected or time.monotonic() > deadline:
+                return [(r, client.read_task_run_states(r.id)) for r in runs]
+            time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -241,7 +253,7 @@ def test_task_runs_on_workers_report_to_flow_api(head, prefect_api, ray_mod):
     assert sorted(r["i"] for r in results) == [0, 1, 2]
     assert all(r["pid"] != os.getpid() for r in results)  # ran in Ray workers
     assert all(r["api"] == prefect_api and r["env_api"] == prefect_api for r in results)
-    runs = _task_runs(state.state_details.flow_run_id)
+    runs = _task_runs(state.state_details.flow_run_id, 3)
     assert sorted(r.name.rsplit("-", 1)[0] for r, _ in runs) == ["where"] * 3
     assert all(r.flow_run_id == state.state_details.flow_run_id for r, _ in runs)
     assert all(r.state.is_completed() for r, _ in runs)
@@ -278,7 +290,7 @@ def test_killed_worker_task_is_rerun_by_ray(head, prefect_api, ray_mod, tmp_path
     assert killed[0] not in {r["pid"] for r in results}
     starts = marker.read_text().splitlines()
     assert len(starts) == 3  # two tasks, one of them started twice
-    runs = _task_runs(state.state_details.flow_run_id)
+    runs = _task_runs(state.state_details.flow_run_id, 2)
     assert len(runs) == 2 and all(r.state.is_completed() for r, _ in runs)
     restarted = [r for r, states in runs if [s.type.value for s in states].count("RUNNING") == 2]
     assert len(restarted) == 1
@@ -314,7 +326,7 @@ def test_ephemeral_api_is_shared_with_workers(head, ray_mod, tmp_path):
             apis = {r["api"] for r in state.result()}
             assert apis == {ephemeral.api_url}
             with temporary_settings(updates={PREFECT_API_URL: ephemeral.api_url}):
-                runs = _task_runs(state.state_details.flow_run_id)
+                runs = _task_runs(state.state_details.flow_run_id, 2)
             assert len(runs) == 2 and all(r.state.is_completed() for r, _ in runs)
     finally:
         from prefect.logging.handlers import APILogWorker
