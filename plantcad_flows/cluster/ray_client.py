@@ -409,7 +409,7 @@ def cancel(refs: list[Any]) -> None:
     if not refs or not ray.is_initialized():
         return
     try:
-        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        _, pending = ray.wait(list(refs), num_returns=len(refs), timeout=0)
     except Exception:
         pending = list(refs)
     for ref in pending:
