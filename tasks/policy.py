@@ -22,7 +22,7 @@ from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.states import Completed, State
 
 from plantcad_flows.errors import CellFailedError, IncompleteShardsError, StorageError, ValidationError
-from plantcad_flows.identity.retry import backoff
+from plantcad_flows.identity.retry import task_retry_waits
 from plantcad_flows.layout.hashing import short_hash
 from plantcad_flows.layout.storage import is_local, storage_options
 
@@ -44,9 +44,10 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+_WAITS = task_retry_waits()  # read once, when the tasks are defined; `eval` checks it first
 RETRY_OPTIONS: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": list(backoff(2.0, 8.0, 3)),  # Prefect runs the loop; the waits are the house's
+    "retries": len(_WAITS),
+    "retry_delay_seconds": list(_WAITS),  # Prefect runs the loop; the waits are the house's
     "retry_jitter_factor": 0.2,
     "retry_condition_fn": retry_transient,
 }

@@ -176,6 +176,11 @@ def _unreachable_s3(cfg, monkeypatch, **_):
     return cfg
 
 
+def _retry_waits(cfg, monkeypatch, **_):
+    monkeypatch.setenv("PLANTCAD_TASK_RETRY_WAITS", "2,soon")
+    return cfg
+
+
 def _not_parquet(cfg, tmp_path, **_):
     out = tmp_path / "data" / "split.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +274,7 @@ CASES = [
     ),
     ("kmer-tokenizer", _kmer_tokenizer, ["models[kmer].path=", "not one token per base"]),
     ("cuda-on-cpu-host", _set("compute.device", "cuda"), ["compute.device='cuda'", "CUDA is not available"]),
+    ("task-retry-waits", _retry_waits, ["PLANTCAD_TASK_RETRY_WAITS='2,soon'", "comma-separated seconds"]),
 ]
 
 

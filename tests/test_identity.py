@@ -447,3 +447,27 @@ def test_data_from_an_older_generator_is_regenerated(tmp_path):
     ensure_benchmark(tmp_path, n_examples=4)
     assert some.stat().st_ino != first  # rewritten by this generator
     assert json.loads((tmp_path / MARKER).read_text())["generator"] == generator_version()
+
+
+@pytest.mark.parametrize(
+    "raw,waits",
+    [(None, (2.0, 4.0, 8.0)), ("", (2.0, 4.0, 8.0)), ("5, 30,120", (5.0, 30.0, 120.0)), ("0", (0.0,))],
+)
+def test_task_retry_waits_come_from_the_environment(raw, waits, monkeypatch):
+    from plantcad_flows.identity.retry import task_retry_waits
+
+    if raw is None:
+        monkeypatch.delenv("PLANTCAD_TASK_RETRY_WAITS", raising=False)
+    else:
+        monkeypatch.setenv("PLANTCAD_TASK_RETRY_WAITS", raw)
+    assert task_retry_waits() == waits
+
+
+@pytest.mark.parametrize("raw", ["soon", "2,,4", "-1", "4000", ",".join(["1"] * 11)])
+def test_bad_task_retry_waits_name_the_variable(raw, monkeypatch):
+    from plantcad_flows.errors import ValidationError
+    from plantcad_flows.identity.retry import task_retry_waits
+
+    monkeypatch.setenv("PLANTCAD_TASK_RETRY_WAITS", raw)
+    with pytest.raises(ValidationError, match=f"PLANTCAD_TASK_RETRY_WAITS={raw!r}"):
+        task_retry_waits()

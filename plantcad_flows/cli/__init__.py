@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         # these commands own their flags (argparse.REMAINDER would swallow `--x` options)
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from plantcad_flows.errors import ValidationError
+
+    try:
+        return args.func(args)
+    except ValidationError as e:  # bad input a command did not check itself (e.g. a setting read on import)
+        print(str(e), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

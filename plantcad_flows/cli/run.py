@@ -58,12 +58,14 @@ def apply_overrides(cfg, args: argparse.Namespace):
 def run(cfg, args: argparse.Namespace) -> int:
     from plantcad_flows.errors import PlantCADError
     from plantcad_flows.identity.resolve import resolve
+    from plantcad_flows.identity.retry import task_retry_waits
     from plantcad_flows.layout.plan import format_plan, plan_cells
 
     # Identities first (hub revisions, content fingerprints, checkpoint discovery): what cannot be
     # resolved is bad input, one line and exit 2, before a flow run exists or a model loads.
     try:
         lost_after = lost_after_s()  # the watchdog's bound, from the environment: checked first
+        task_retry_waits()  # and the steps' retry waits
         resolution = resolve(cfg)
     except PlantCADError as e:
         for line in config_error_lines(e):

@@ -8,12 +8,14 @@ Three callers, three notions of "may pass", one loop:
   datasets wrap the hub's errors in their own (`OSError`, `ConnectionError`);
 * a `ray://` join (`cluster/ray_client.py`) retries Ray Client's initialisation failures within a
   time budget;
-* Prefect tasks (`tasks/policy.py`) take their delays from `backoff` (Prefect runs that loop).
+* Prefect tasks (`tasks/policy.py`) take their delays from `task_retry_waits` (Prefect runs that
+  loop): 2, 4 and 8 s, or the seconds listed in `PLANTCAD_TASK_RETRY_WAITS`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
@@ -30,6 +32,33 @@ def backoff(first: float, cap: float, count: int) -> tuple[float, ...]:
 
 
 BACKOFF_S = backoff(1.0, 8.0, 4)  # hub waits between attempts: five attempts in all, ~15 s
+TASK_RETRY_WAITS_ENV = "PLANTCAD_TASK_RETRY_WAITS"
+TASK_RETRY_WAITS_S = backoff(2.0, 8.0, 3)  # a step that fails transiently runs 4 times in all
+
+
+def task_retry_waits() -> tuple[float, ...]:
+    """The seconds a failed step waits before each new attempt: `PLANTCAD_TASK_RETRY_WAITS`
+    (comma-separated, e.g. "5,30,120" for an object store that recovers slowly), else 2, 4, 8.
+    One attempt more than there are waits.
+
+    Raises:
+        ValidationError: naming the variable, when it is not a list of 1 to 10 numbers from 0
+        to 3600.
+    """
+    from plantcad_flows.errors import ValidationError
+
+    raw = os.environ.get(TASK_RETRY_WAITS_ENV, "").strip()
+    if not raw:
+        return TASK_RETRY_WAITS_S
+    try:
+        waits = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        waits = ()
+    if not 1 <= len(waits) <= 10 or not all(0 <= w <= 3600 for w in waits):
+        raise ValidationError(
+            TASK_RETRY_WAITS_ENV, raw, "expected 1 to 10 comma-separated seconds from 0 to 3600"
+        )
+    return waits
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
