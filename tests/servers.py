@@ -112,6 +112,30 @@ def client_env(api_url: str, home: str | os.PathLike, **extra: str) -> dict[str,
     return env
 
 
+CLI = VENV_BIN / "plantcad-flows"
+
+
+def run_cli(
+    *args: object, cwd: str | os.PathLike, api_url: str | None = None, timeout: float = 180, **extra: str
+) -> subprocess.CompletedProcess:
+    """`plantcad-flows ARGS` in a subprocess, as a user's shell runs it: no Prefect setting of this
+    process, offline hub, HOME under `cwd`. With `api_url`, the command uses that server (the
+    session's: no server start of its own); without it, a run finds or starts one itself, on a
+    seeded database under `cwd` (`--server-port` picks a free port in tests)."""
+    cwd = Path(cwd)
+    if api_url:
+        env = client_env(api_url, cwd / "client-home")
+    else:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_HOME=str(cwd / ".prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        if "--server-port" in args:  # the run starts its own server: on a seeded database
+            env.update(seeded_home_env(cwd / ".prefect-home"))
+    env.update(HOME=str(cwd), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **extra)
+    return subprocess.run(
+        [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def start_worker(
     pool: str, env: dict[str, str], log_path: str | os.PathLike, cwd: str | os.PathLike = REPO
 ) -> subprocess.Popen:

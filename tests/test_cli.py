@@ -5,21 +5,15 @@ the plan's `cached` status after a real run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import servers
 import yaml
 from conftest import eval_config
+from servers import run_cli
 
 from plantcad_flows.config import load_config
 from plantcad_flows.layout.plan import build_cells
-
-CLI = Path(sys.executable).parent / "plantcad-flows"
-REPO = Path(__file__).resolve().parents[1]
 
 # A config as PlantCAD users write it (models/splits/compute/sampling/executor only): hub ids
 # that cannot be downloaded here, so a dry run that tried to load a model would fail. Models and
@@ -79,19 +73,6 @@ executor:
 """
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
-    if env is None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        home = cwd / ".prefect-home"
-        env["PREFECT_HOME"] = str(home)
-        if "--server-port" in args:  # the run starts its own server: on a seeded database
-            env.update(servers.seeded_home_env(home))
-    env = {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def plan_lines(stdout: str) -> dict[str, str]:
     """cell id -> the rest of its line in the printed plan."""
     out = {}
@@ -112,7 +93,7 @@ def plantcad_config(tmp_path) -> Path:
 
 
 def test_plantcad_format_dry_run(plantcad_config, tmp_path):
-    proc = cli("eval", plantcad_config, "--dry-run", cwd=tmp_path)
+    proc = run_cli("eval", plantcad_config, "--dry-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     cells = build_cells(load_config(plantcad_config))
     assert len(cells) == 12
@@ -131,7 +112,7 @@ def test_plantcad_format_dry_run(plantcad_config, tmp_path):
 
 
 def test_only_filters_cells(plantcad_config, tmp_path):
-    proc = cli("eval", plantcad_config, "--dry-run", "--only", "^PlantCAD2-Small/|recovery", cwd=tmp_path)
+    proc = run_cli("eval", plantcad_config, "--dry-run", "--only", "^PlantCAD2-Small/|recovery", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert set(plan_lines(proc.stdout)) == {
         "PlantCAD2-Small/conservation_within_andropogoneae/test",
@@ -182,7 +163,7 @@ def _errors(proc) -> list[str]:
     ids=["top-level", "compute.gpus", "models[1]", "overrides", "two-keys"],
 )
 def test_unknown_keys_are_rejected(tmp_path, edit, expected):
-    lines = _errors(cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
+    lines = _errors(run_cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
     assert lines == expected
 
 
@@ -221,17 +202,17 @@ def test_unknown_keys_are_rejected(tmp_path, edit, expected):
     ids=["task", "mode", "mode-for-mlm", "type", "split", "device"],
 )
 def test_bad_values_name_field_and_value(tmp_path, edit, needles):
-    lines = _errors(cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
+    lines = _errors(run_cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
     assert len(lines) == 1
     for n in needles:
         assert n in lines[0], (n, lines[0])
 
 
 def test_bad_only_regex_and_bad_yaml(plantcad_config, tmp_path):
-    lines = _errors(cli("eval", plantcad_config, "--dry-run", "--only", "(unclosed", cwd=tmp_path))
+    lines = _errors(run_cli("eval", plantcad_config, "--dry-run", "--only", "(unclosed", cwd=tmp_path))
     assert len(lines) == 1 and "only='(unclosed'" in lines[0] and "invalid regex" in lines[0]
     broken = write_yaml(tmp_path / "broken.yaml", "models: [\n  - path: x\n")
-    lines = _errors(cli("eval", broken, "--dry-run", cwd=tmp_path))
+    lines = _errors(run_cli("eval", broken, "--dry-run", cwd=tmp_path))
     assert lines == [
         f"config error: invalid YAML in {broken} at line 2, column 3: "
         "expected the node content, but found '-'"
@@ -252,7 +233,6 @@ def _count_flow_runs() -> int:
 def test_bad_config_creates_no_flow_run_and_plan_shows_cached(
     prefect_server, small_models, synthetic_dir, tmp_path
 ):
-    env = servers.client_env(prefect_server, tmp_path / "client-home")
     prefix = tmp_path / "evals"
     cfg = eval_config(small_models, synthetic_dir, prefix, tasks=(("tis_recovery", "test_maize"),))
     cfg["models"] = cfg["models"][:1]
@@ -265,14 +245,14 @@ def test_bad_config_creates_no_flow_run_and_plan_shows_cached(
         "task.yaml": yaml.safe_dump({**cfg, "splits": [{**cfg["splits"][0], "task": "tis_recov"}]}),
     }
     for name, text in bad_inputs.items():
-        proc = cli("eval", write_yaml(tmp_path / name, text), cwd=tmp_path, env=env)
+        proc = run_cli("eval", write_yaml(tmp_path / name, text), cwd=tmp_path, api_url=prefect_server)
         assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert _count_flow_runs() == before
     assert not prefix.exists()
 
     # the dry run before and after a real run (in-process, threads instead of Ray)
-    proc = cli("eval", good, "--dry-run", cwd=tmp_path, env=env)
+    proc = run_cli("eval", good, "--dry-run", cwd=tmp_path, api_url=prefect_server)
     assert proc.returncode == 0, proc.stderr
     assert plan_lines(proc.stdout)["mlm/tis_recovery/test_maize"].startswith("to run")
 
@@ -282,19 +262,21 @@ def test_bad_config_creates_no_flow_run_and_plan_shows_cached(
     assert state.is_completed(), state.message
     assert _count_flow_runs() == before + 1  # the count does see runs on this server
 
-    proc = cli("eval", good, "--dry-run", cwd=tmp_path, env=env)
+    proc = run_cli("eval", good, "--dry-run", cwd=tmp_path, api_url=prefect_server)
     assert proc.returncode == 0, proc.stderr
     cell = build_cells(load_config(good))[0]
     line = plan_lines(proc.stdout)["mlm/tis_recovery/test_maize"]
     assert line.startswith("cached") and cell.dir in line
     assert proc.stdout.splitlines()[-1].startswith("1 cached, 0 to run")
-    proc = cli("eval", good, "--dry-run", "--force", cwd=tmp_path, env=env)
+    proc = run_cli("eval", good, "--dry-run", "--force", cwd=tmp_path, api_url=prefect_server)
     assert plan_lines(proc.stdout)["mlm/tis_recovery/test_maize"].startswith("to run")
     assert _count_flow_runs() == before + 1  # dry runs never create flow runs
 
     # the real command on the same prefix: one more flow run, everything from cache
     out_json = tmp_path / "results.json"
-    proc = cli("eval", good, "--results-json", out_json, cwd=tmp_path, env=env, timeout=300)
+    proc = run_cli(
+        "eval", good, "--results-json", out_json, cwd=tmp_path, api_url=prefect_server, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 cells: 0 scored, 1 from cache, 0 skipped, 0 failed" in proc.stdout
     assert f"using the Prefect server at {prefect_server}" in proc.stdout

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from servers import seeded_home_env
+from servers import run_cli
 
 from plantcad_flows.config import (
     ComputeConfig,
@@ -27,7 +26,6 @@ from plantcad_flows.layout import hashing
 from plantcad_flows.layout.hashing import cell_fields, short_hash, split_fields
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / ".venv" / "bin" / "plantcad-flows"
 FIXTURE = Path(__file__).parent / "data" / "keys_before_task_files.json"
 
 LETTUCE = {
@@ -42,15 +40,6 @@ LETTUCE = {
 def write_tasks(path: Path, tasks: list[dict]) -> Path:
     path.write_text(yaml.safe_dump(tasks, sort_keys=False))
     return path
-
-
-def run_cli(*args, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HOME": str(cwd)}
-    if "--server-port" in args:  # the run starts its own server: on a seeded database
-        env.update(seeded_home_env(cwd / ".prefect"))
-    return subprocess.run(
-        [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 # --- the shipped task set ---------------------------------------------------------------------
@@ -259,7 +248,7 @@ def test_relative_task_files_are_found_beside_the_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_lettuce_motif_task_runs_through_eval_like_tis_recovery(tmp_path, synthetic_dir):
+def test_lettuce_motif_task_runs_through_eval_like_tis_recovery(prefect_server, tmp_path, synthetic_dir):
     """A user's motif task on their own parquet, defined only in YAML, runs through `eval` and
     scores exactly as the built-in tis_recovery does on the same data."""
     from plantcad_flows.benchmark.synthetic import ASSETS_MODELS
@@ -280,12 +269,7 @@ def test_lettuce_motif_task_runs_through_eval_like_tis_recovery(tmp_path, synthe
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "results.json"
-    from plantcad_flows.cluster.processes import free_port
-
-    # a server of its own: another test's CLI may hold the default port
-    proc = run_cli(
-        "eval", path, "--results-json", out, "--server-port", free_port(), cwd=tmp_path, timeout=600
-    )
+    proc = run_cli("eval", path, "--results-json", out, cwd=tmp_path, api_url=prefect_server, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {r["task"]: r for r in json.loads(out.read_text())}
     assert rows.keys() == {"tis_recovery", "lettuce_tis_recovery"}

@@ -1,10 +1,10 @@
 """Experiment grids end to end on a real Prefect server and a real process worker (pool `local`),
 driven through the `plantcad-flows grid` commands as a user would.
 
-One grid of 2 models x 2 datasets x 3 learning rates runs real Python commands that write a
+One grid of 2 models x 2 datasets x 2 learning rates runs real Python commands that write a
 `metrics.json`; one cell fails until a gate file exists. It is submitted (the failing cell is the
 only failure), its errors and logs read, resubmitted (only that cell runs again), submitted once
-more (nothing starts), picked up (12 rows, hyper-parameters as columns) and purged. A planted
+more (nothing starts), picked up (8 rows, hyper-parameters as columns) and purged. A planted
 `.env` secret reaches every command yet never shows in a run's parameters, job variables or
 logs. A second grid's `sleep` is purged and its process is gone. A third runs `--local`, a
 command cell and a zero-shot-eval cell, in the CLI's own process. Every process is started here
@@ -116,7 +116,7 @@ def test_grid_submit_errors_resubmit_pickup_purge(stack, worker, tmp_path):
         "prefix": str(tmp_path / "prefix"),
         "target": "local",
         "max_running": 3,
-        "hparam": {"lr": [0.1, 0.2, 0.3], "_gate": str(tmp_path / "gate")},
+        "hparam": {"lr": [0.1, 0.3], "_gate": str(tmp_path / "gate")},
         "models": {
             m: {
                 "command": f"python {tmp_path}/train.py --model <model> --dataset <dataset> --lr <lr> --gate <gate>"
@@ -130,10 +130,10 @@ def test_grid_submit_errors_resubmit_pickup_purge(stack, worker, tmp_path):
     first = grid_cli(stack, tmp_path, "submit", "grid.yaml", "--poll", "1")
     out = first.stdout + first.stderr
     assert first.returncode == 1, out[-5000:]
-    assert "12 cells: 12 to submit (12 never ran), 0 skipped" in out
-    assert "12 cells: 11 Completed, 1 Failed" in first.stdout
+    assert "8 cells: 8 to submit (8 never ran), 0 skipped" in out
+    assert "8 cells: 7 Completed, 1 Failed" in first.stdout
     runs = cell_runs(stack, "e2e")
-    assert len(runs) == 12 and all(len(rs) == 1 for rs in runs.values())
+    assert len(runs) == 8 and all(len(rs) == 1 for rs in runs.values())
     [failed] = [c for c, rs in runs.items() if rs[0]["state_type"] == "FAILED"]
     assert failed.startswith("e2e-beta-tomato-lr-0-3-")
 
@@ -147,12 +147,12 @@ def test_grid_submit_errors_resubmit_pickup_purge(stack, worker, tmp_path):
     assert max_overlap([rs[0] for rs in runs.values()]) == 3
 
     status = grid_cli(stack, tmp_path, "status", "grid.yaml")
-    assert status.stdout.splitlines()[-1] == "12 cells: 11 Completed, 1 Failed"
+    assert status.stdout.splitlines()[-1] == "8 cells: 7 Completed, 1 Failed"
     errors = grid_cli(stack, tmp_path, "errors", "grid.yaml")
     lines = errors.stdout.splitlines()
     assert lines[0] == f"{failed}: Failed (attempt 1)"
     assert lines[1] == "  error: command exited with status 3"
-    assert "  | gate closed" in lines and lines[-1] == "1 failed cell(s) of 12"
+    assert "  | gate closed" in lines and lines[-1] == "1 failed cell(s) of 8"
     one = sorted(runs)[0]
     logs = grid_cli(stack, tmp_path, "logs", "grid.yaml", one, "--lines", "200")
     assert logs.returncode == 0 and "token: <redacted>" in logs.stdout and "loss=" in logs.stdout
@@ -160,7 +160,7 @@ def test_grid_submit_errors_resubmit_pickup_purge(stack, worker, tmp_path):
     # the planted secret reached each command, and nowhere it could be read
     all_runs = runs_of(stack, "e2e")
     messages = logs_of(stack, [r["id"] for r in all_runs])
-    assert sum("token: <redacted>" in m for m in messages) == 12
+    assert sum("token: <redacted>" in m for m in messages) == 8
     for text in [json.dumps(all_runs), *messages, first.stdout, first.stderr, logs.stdout, errors.stdout]:
         assert PLANTED not in text
     assert all(
@@ -168,7 +168,7 @@ def test_grid_submit_errors_resubmit_pickup_purge(stack, worker, tmp_path):
         for [r] in runs.values()
     )
     metrics = [json.loads(p.read_text()) for p in (tmp_path / "prefix").rglob("metrics.json")]
-    assert len(metrics) == 11 and {m["token_sha"] for m in metrics} == {
+    assert len(metrics) == 7 and {m["token_sha"] for m in metrics} == {
         hashlib.sha256(PLANTED.encode()).hexdigest()
     }
 
@@ -177,7 +177,7 @@ def test_grid_submit_errors_resubmit_pickup_purge(stack, worker, tmp_path):
     second = grid_cli(stack, tmp_path, "submit", "grid.yaml", "--poll", "1")
     assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
     assert (
-        "12 cells: 1 to submit (1 latest run Failed), 11 skipped (11 latest run Completed)"
+        "8 cells: 1 to submit (1 latest run Failed), 7 skipped (7 latest run Completed)"
         in second.stderr + second.stdout
     )
     runs = cell_runs(stack, "e2e")
@@ -189,27 +189,27 @@ def test_grid_submit_errors_resubmit_pickup_purge(stack, worker, tmp_path):
     third = grid_cli(stack, tmp_path, "submit", "grid.yaml", "--poll", "1")
     assert (
         third.returncode == 0
-        and "12 cells: 0 to submit, 12 skipped (12 latest run Completed)" in third.stderr + third.stdout
+        and "8 cells: 0 to submit, 8 skipped (8 latest run Completed)" in third.stderr + third.stdout
     )
     assert len(runs_of(stack, "e2e")) == count + 1  # the third grid run itself, and no cell run
     plan = grid_cli(stack, tmp_path, "plan", "grid.yaml")
     assert (
-        plan.stdout.count(" Completed ") == 12
-        and plan.stdout.splitlines()[-1] == "12 cells (nothing submitted)"
+        plan.stdout.count(" Completed ") == 8
+        and plan.stdout.splitlines()[-1] == "8 cells (nothing submitted)"
     )
 
     pickup = grid_cli(stack, tmp_path, "pickup", "grid.yaml", str(tmp_path / "picked"))
     assert pickup.returncode == 0, pickup.stderr[-3000:]
-    assert pickup.stdout.splitlines()[-1].startswith("12 rows from 12 cell(s)")
+    assert pickup.stdout.splitlines()[-1].startswith("8 rows from 8 cell(s)")
     table = pd.read_parquet(tmp_path / "picked" / "grid-results.parquet")
-    assert len(table) == 12
+    assert len(table) == 8
     assert {"cell", "model", "dataset", "file", "lr", "gate", "loss"} <= set(table.columns)
-    assert sorted(table.groupby(["model", "dataset"]).size().tolist()) == [3, 3, 3, 3]
+    assert sorted(table.groupby(["model", "dataset"]).size().tolist()) == [2, 2, 2, 2]
     for row in table.itertuples():
         assert row.loss == pytest.approx(1 / row.lr) and row.gate == str(tmp_path / "gate")
 
     purge = grid_cli(stack, tmp_path, "purge", "grid.yaml", "--outputs")
-    assert purge.returncode == 0 and "deleted the outputs of 12 cell(s)" in purge.stdout
+    assert purge.returncode == 0 and "deleted the outputs of 8 cell(s)" in purge.stdout
     assert not [p for p in (tmp_path / "prefix").rglob("*") if p.is_file()]
 
 

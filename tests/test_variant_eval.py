@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from model_factory import save_tiny_mlm
-from servers import seeded_home_env
+from servers import run_cli
 from variant_data import genome, records, write_fasta, write_vcf
 
 from plantcad_flows import steps
@@ -25,8 +24,6 @@ from plantcad_flows.layout.plan import build_cells
 from plantcad_flows.layout.sharding import plan_shards
 from plantcad_flows.layout.storage import SUCCESS
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / ".venv" / "bin" / "plantcad-flows"
 CONTEXT = 64
 
 
@@ -163,22 +160,9 @@ def test_steps_score_a_variant_cell_as_the_direct_run_does_and_reuse_it(mlm, inp
     assert (cell_dir / SUCCESS).exists()
 
 
-def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    """The CLI in a subprocess, on a Prefect server of its own (a free port, under `cwd`)."""
-    from plantcad_flows.cluster.processes import free_port
-
-    args = (*args, "--server-port", free_port())
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HOME": str(cwd)}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env.update(seeded_home_env(cwd / ".prefect"))  # its server's database, seeded
-    return subprocess.run(
-        [str(CLI), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-
-
 @pytest.mark.prefect
 def test_eval_scores_a_variant_set_beside_a_benchmark_split_then_serves_it_from_cache(
-    mlm, inputs, tmp_path, synthetic_dir
+    mlm, inputs, tmp_path, synthetic_dir, prefect_server
 ):
     fasta, vcf = inputs
     raw = _raw(mlm, fasta, vcf, tmp_path / "evals")
@@ -193,7 +177,7 @@ def test_eval_scores_a_variant_set_beside_a_benchmark_split_then_serves_it_from_
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "results.json"
-    proc = _cli("eval", path, "--results-json", out, cwd=tmp_path)
+    proc = run_cli("eval", path, "--results-json", out, cwd=tmp_path, api_url=prefect_server, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["task"]: r for r in json.loads(out.read_text())}
     assert rows.keys() == {"snvs", "tis_recovery"}
@@ -202,7 +186,7 @@ def test_eval_scores_a_variant_set_beside_a_benchmark_split_then_serves_it_from_
     assert snvs["auroc_ci_low"] <= snvs["auroc"] <= snvs["auroc_ci_high"]  # the pipeline's bootstrap
     assert "variant_effect - auroc" in proc.stdout
 
-    proc = _cli("eval", path, "--results-json", out, cwd=tmp_path)
+    proc = run_cli("eval", path, "--results-json", out, cwd=tmp_path, api_url=prefect_server, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "0 scored, 2 from cache" in proc.stdout
     assert {r["task"]: r for r in json.loads(out.read_text())}["snvs"] == snvs  # the same row
@@ -214,7 +198,7 @@ def test_eval_refuses_a_bad_variant_set_with_one_line_before_a_run(mlm, inputs, 
     raw = _raw(mlm, fasta, vcf, tmp_path / "evals", label="INFO/BAD")  # 2: not binary
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(raw))
-    proc = _cli("eval", path, cwd=tmp_path)
+    proc = run_cli("eval", path, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "variants[snvs].label" in lines[0] and "not binary" in lines[0], lines
