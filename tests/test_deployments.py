@@ -153,12 +153,9 @@ def test_job_variable_override_reaches_the_run(stack):
     assert len(run["parameters"]["config"]["splits"]) == 1
 
 
-def test_lambda_pool_through_start_node_single_node(stack, tmp_path):
+def test_lambda_pool_through_start_node_single_node(stack, synthetic_dir, tmp_path):
     """The node start script runs the `lambda` worker; its pull step clones the snapshot repo."""
-    from plantcad_flows.benchmark.synthetic import ensure_benchmark
-
-    data = tmp_path / "synthetic"
-    ensure_benchmark(data)
+    data = synthetic_dir  # the demo's tasks, 16 examples each
     local_config = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["configs"]["demo"]
     config = json.loads(json.dumps(local_config))
     for m in config["models"]:
