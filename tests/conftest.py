@@ -57,9 +57,19 @@ PART_MODULES: dict[str, tuple[str, ...]] = {
     "test_raycluster": ("ray",),
     "test_ui_browser": ("browser", "prefect"),
 }
-# tests that share one server or cluster run on one xdist worker (`--dist loadgroup`)
+# tests that share one server or cluster run on one xdist worker (`--dist loadgroup`); so do the
+# tests of a module whose module-scoped fixture starts a part (otherwise each worker, and each
+# return of a worker to the module, starts it again)
 GROUP_FIXTURES = {"stack": "stack", "head": "ray", "cluster_run": "ray", "ray_mod": "ray"}
-GROUP_MODULES = {"test_ray_flow": "ray", "test_ray_session": "ray", "test_raycluster": "ray"}
+GROUP_MODULES = {
+    "test_ray_flow": "ray",
+    "test_ray_session": "ray",
+    "test_raycluster": "ray",
+    "test_postgres": "postgres",  # PostgreSQL and a Prefect server on it
+    "test_s3_storage": "s3_storage",  # a moto server
+    "test_sync": "sync",  # a moto server
+    "test_kubernetes_job": "kubernetes_job",  # a rendered and validated Job
+}
 
 
 def pytest_configure(config):

@@ -125,9 +125,11 @@ def _task_runs(flow_run_id: str) -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clean(prefect_server, small_models, synthetic_dir, tmp_path_factory):
-    """One uninterrupted run: the metrics every other run must reproduce."""
+    """One uninterrupted run: the metrics every other run must reproduce. Session-scoped: the
+    fault tests are spread over the xdist workers, and a module-scoped run was made again each
+    time a worker came back to this module."""
     tmp = tmp_path_factory.mktemp("clean")
     cfg = _config(tmp, small_models, synthetic_dir, tmp / "out")
     proc = run_eval(cfg, tmp, _env(tmp, prefect_server), "--results-json", str(tmp / "clean.json"))
