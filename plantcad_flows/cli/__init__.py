@@ -46,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         # these commands own their flags (argparse.REMAINDER would swallow `--x` options)
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
+    from plantcad_flows.cli.config_errors import config_error_lines
     from plantcad_flows.errors import ValidationError
 
     try:
         return args.func(args)
-    except ValidationError as e:  # bad input a command did not check itself (e.g. a setting read on import)
-        print(str(e), file=sys.stderr)
+    except ValidationError as e:  # bad input a command did not check first (a setting read on import)
+        print(*config_error_lines(e), sep="\n", file=sys.stderr)
         return 2
 
 
