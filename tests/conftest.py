@@ -58,8 +58,8 @@ PART_MODULES: dict[str, tuple[str, ...]] = {
     "test_ui_browser": ("browser", "prefect"),
 }
 # tests that share one server or cluster run on one xdist worker (`--dist loadgroup`); so do the
-# tests of a module whose module-scoped fixture starts a part (otherwise each worker, and each
-# return of a worker to the module, starts it again)
+# tests of a module whose module-scoped fixture starts a part (spread over workers, each worker
+# would start it, and again whenever its next test came from another module)
 GROUP_FIXTURES = {"stack": "stack", "head": "ray", "cluster_run": "ray", "ray_mod": "ray"}
 GROUP_MODULES = {
     "test_ray_flow": "ray",

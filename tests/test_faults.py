@@ -127,9 +127,9 @@ def _task_runs(flow_run_id: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def clean(prefect_server, small_models, synthetic_dir, tmp_path_factory):
-    """One uninterrupted run: the metrics every other run must reproduce. Session-scoped: the
-    fault tests are spread over the xdist workers, and a module-scoped run was made again each
-    time a worker came back to this module."""
+    """One uninterrupted run: the metrics every other run must reproduce. Session-scoped (once
+    per xdist worker): a module-scoped fixture is made again whenever a worker's next test comes
+    from another module, and xdist may interleave this module's tests with others."""
     tmp = tmp_path_factory.mktemp("clean")
     cfg = _config(tmp, small_models, synthetic_dir, tmp / "out")
     proc = run_eval(cfg, tmp, _env(tmp, prefect_server), "--results-json", str(tmp / "clean.json"))
