@@ -12,6 +12,7 @@ It adds three things to prefect-ray's `RayTaskRunner`:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect.context import FlowRunContext
@@ -21,6 +22,7 @@ from prefect_ray import RayTaskRunner
 
 from plantcad_flows.cluster import ray_client
 from plantcad_flows.config import RayConfig
+from plantcad_flows.identity.retry import TASK_RETRY_WAITS_ENV
 
 
 class PlantcadRayTaskRunner(RayTaskRunner):
@@ -43,7 +45,10 @@ class PlantcadRayTaskRunner(RayTaskRunner):
             # hydrated_context enters a copy of the flow's runner inside each worker.
             return self
         self.api_url = effective_api_url()
-        env = ray_client.runtime_env(self.ray_config, self.api_url)
+        # a step retries where it runs: the workers wait as the driver was told to
+        waits = os.environ.get(TASK_RETRY_WAITS_ENV)
+        shared = {TASK_RETRY_WAITS_ENV: waits} if waits else None
+        env = ray_client.runtime_env(self.ray_config, self.api_url, shared)
         self._owns_ray = ray_client.connect(self.ray_config.address, num_cpus=self.num_cpus, runtime_env=env)
         try:
             ray_client.check_api_reachable(self.api_url, self.ray_config.address)

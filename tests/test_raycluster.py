@@ -76,6 +76,9 @@ def test_runtime_env_ships_code_only_for_ray_client():
     assert "working_dir" not in runtime_env(RayConfig(address="10.0.0.5:6379"), api)
     assert "working_dir" not in runtime_env(RayConfig(address="ray://h:1", ship_code=False), api)
     assert runtime_env(RayConfig(), None) == {}
+    # the driver's retry waits reach the workers, where the steps run and retry
+    shared = {"PLANTCAD_TASK_RETRY_WAITS": "5,30"}
+    assert runtime_env(RayConfig(), api, shared)["env_vars"] == {**shared, "PREFECT_API_URL": api}
     assert (REPO_ROOT / "plantcad_flows" / "cluster" / "ray_client.py").exists()
 
 

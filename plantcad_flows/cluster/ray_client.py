@@ -137,13 +137,19 @@ def ship_code(ray_config: RayConfig) -> bool:
     return parse_address(ray_config.address).kind == "client"
 
 
-def runtime_env(ray_config: RayConfig, api_url: str | None) -> dict[str, Any]:
-    """The job-level runtime_env: Prefect settings for the workers, and the code for Ray Client."""
+def runtime_env(
+    ray_config: RayConfig, api_url: str | None, env_vars: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The job-level runtime_env: Prefect settings for the workers, the driver's settings they
+    must share (`env_vars`), and the code for Ray Client."""
     env: dict[str, Any] = {}
+    variables = dict(env_vars or {})
     if api_url:
         # Workers read the API from the settings each task carries; the variable also covers
         # anything that builds a Prefect client before that context is entered.
-        env["env_vars"] = {"PREFECT_API_URL": api_url}
+        variables["PREFECT_API_URL"] = api_url
+    if variables:
+        env["env_vars"] = variables
     if ship_code(ray_config):
         env["working_dir"] = str(REPO_ROOT)
         env["excludes"] = list(WORKING_DIR_EXCLUDES)
