@@ -1,11 +1,14 @@
 """The prefect-ray task runner that scores shards on a Ray cluster.
 
-It adds three things to prefect-ray's `RayTaskRunner`:
+It adds these to prefect-ray's `RayTaskRunner`:
 * joining goes through `plantcad_flows.cluster.ray_client.connect`, which never falls back to a
   silent local instance and checks that the cluster joined is the one asked for;
 * the Prefect API URL the flow really uses is pinned in the settings each submission carries and
   in the workers' environment, so task runs on Ray workers report to the flow's server (a worker
   that found no API would start an ephemeral server of its own on a shared SQLite file);
+* the driver's `PLANTCAD_TASK_RETRY_WAITS` reaches the workers, where a shard runs and retries;
+* a flow torn down by an exception cancels its unfinished shards on the cluster, so no thread
+  waits forever on a session about to close;
 * on exit it shuts down only a Ray session that it started itself: a caller that ran
   `ray.init()` before the flow keeps its session.
 """
