@@ -228,7 +228,10 @@ def _maps_file(pid: int, path: Path) -> bool:
 
 
 def test_killed_worker_mid_scoring_loses_nothing(head, prefect_server, slow_inputs, tmp_path):
-    state, _ = _run(_slow_config(slow_inputs, tmp_path / "undisturbed", head.address))
+    # the reference, scored in this process's threads: no Ray workers to start and load the model
+    reference = _slow_config(slow_inputs, tmp_path / "undisturbed", head.address)
+    reference["ray"] = {"enabled": False, "num_shards": 2}
+    state, _ = _run(reference)
     assert state.is_completed(), state.message
     undisturbed = state.result()
 

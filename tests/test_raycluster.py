@@ -182,17 +182,9 @@ def test_ray_client_address(head, ray_mod, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-    from servers import start_prefect_server, stop
-
-    tmp = tmp_path_factory.mktemp("prefect")
-    url, proc = start_prefect_server(tmp)
-    home = tmp / "client-home"
-    home.mkdir()
-    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
-        yield url
-    stop(proc)
+def prefect_api(prefect_server):
+    """The session's server: the flow's API, which the workers must report to."""
+    return prefect_server
 
 
 def _flow_and_tasks(ray_config, marker: Path | None = None):
