@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Each xdist worker's share of the cores, for the torch and BLAS thread pools of this process and
-# of every process a test starts (CLI runs, deployment runs, Ray workers inherit it). Two workers
-# whose runs each spin two OpenMP threads on two cores waste about a fifth of the CPU they use.
+# of every process a test starts (CLI runs, deployment runs, Ray workers inherit it). Measured
+# here: two CLI runs at once on 2 cores used 17-18 % less CPU with one thread each than with two.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 

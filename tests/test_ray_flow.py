@@ -8,7 +8,8 @@ default run on a local Ray instance. A Ray worker SIGKILLed while it scores a sh
 nothing but time, and a shard file lost from storage is re-scored alone.
 
 Numbers are compared for exact equality: every run scores the same shards with the same batches
-in Ray workers of one CPU each, so there is no reason for even the last bit to move.
+and the same torch thread count (Ray workers, or this process for the killed-worker test's
+reference), so there is no reason for even the last bit to move.
 """
 
 from __future__ import annotations
@@ -228,7 +229,9 @@ def _maps_file(pid: int, path: Path) -> bool:
 
 
 def test_killed_worker_mid_scoring_loses_nothing(head, prefect_server, slow_inputs, tmp_path):
-    # the reference, scored in this process's threads: no Ray workers to start and load the model
+    # the reference, scored in this process's threads (no Ray workers to start and load the model)
+    # with the workers' OMP_NUM_THREADS: both inherit it from tests/conftest.py (Ray sets it only
+    # where it is unset), so the arithmetic is the same to the last bit
     reference = _slow_config(slow_inputs, tmp_path / "undisturbed", head.address)
     reference["ray"] = {"enabled": False, "num_shards": 2}
     state, _ = _run(reference)
