@@ -26,6 +26,8 @@ from pathlib import Path
 
 HZ = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from ray_cluster import cmdline  # noqa: E402
 
 # (kind, substring of the command line); the first that matches
 KINDS: tuple[tuple[str, str], ...] = (
@@ -57,16 +59,8 @@ def _table() -> dict[int, tuple[int, str, float, str]]:
     return out
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def kind_of(cmdline: str) -> str:
-    return next((kind for kind, needle in KINDS if needle in cmdline), "other")
+def kind_of(command: str) -> str:
+    return next((kind for kind, needle in KINDS if needle in command), "other")
 
 
 def sample(root: int, interval: float) -> dict[tuple[int, str], list]:
@@ -87,9 +81,9 @@ def sample(root: int, interval: float) -> dict[tuple[int, str], list]:
             if key in seen:
                 seen[key][1] = cpu
                 if not seen[key][0]:  # a fork shows its parent's command line until it execs
-                    seen[key][0] = _cmdline(pid)
+                    seen[key][0] = cmdline(pid)
             elif pid in below:
-                seen[key] = [_cmdline(pid), cpu]
+                seen[key] = [cmdline(pid), cpu]
         if root not in table or table[root][3] == "Z":
             return seen
         time.sleep(interval)
@@ -97,8 +91,8 @@ def sample(root: int, interval: float) -> dict[tuple[int, str], list]:
 
 def report(seen: dict[tuple[int, str], list], wall: float, cores: int, top: int = 0) -> str:
     per: dict[str, list[float]] = {}
-    for cmdline, cpu in seen.values():
-        entry = per.setdefault(kind_of(cmdline), [0, 0.0])
+    for command, cpu in seen.values():
+        entry = per.setdefault(kind_of(command), [0, 0.0])
         entry[0] += 1
         entry[1] += cpu
     total = sum(v[1] for v in per.values())
@@ -112,8 +106,8 @@ def report(seen: dict[tuple[int, str], list], wall: float, cores: int, top: int 
     )
     if top:
         lines.append(f"the {top} processes that used the most CPU:")
-        for cmdline, cpu in sorted(seen.values(), key=lambda v: -v[1])[:top]:
-            lines.append(f"{cpu:8.1f}  {cmdline[:150]}")
+        for command, cpu in sorted(seen.values(), key=lambda v: -v[1])[:top]:
+            lines.append(f"{cpu:8.1f}  {command[:150]}")
     return "\n".join(lines)
 
 

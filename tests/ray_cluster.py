@@ -101,7 +101,8 @@ def _pids() -> list[int]:
     return [int(d) for d in os.listdir("/proc") if d.isdigit()]
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """The command line of `pid`, spaces for NULs ("" when it is gone)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -224,11 +225,11 @@ def worker_pids(head: RayHead) -> list[int]:
     return [
         p
         for p in descendants(head.popen.pid)
-        if _cmdline(p).startswith("ray::") and not _cmdline(p).startswith(agents)
+        if cmdline(p).startswith("ray::") and not cmdline(p).startswith(agents)
     ]
 
 
 def busy_worker_pids(head: RayHead, task_name: str) -> list[int]:
     """PIDs of workers running `task_name` now: Ray sets a worker's title to `ray::{task name}`
     while the task runs."""
-    return [p for p in descendants(head.popen.pid) if _cmdline(p).split(" ")[0] == f"ray::{task_name}"]
+    return [p for p in descendants(head.popen.pid) if cmdline(p).split(" ")[0] == f"ray::{task_name}"]
