@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from ray_cluster import cmdline  # noqa: E402
 
+from plantcad_flows.cluster.reaper import descendants  # noqa: E402
+
 # (kind, substring of the command line); the first that matches
 KINDS: tuple[tuple[str, str], ...] = (
     ("plantcad-flows eval", "bin/plantcad-flows eval "),
@@ -68,14 +70,7 @@ def sample(root: int, interval: float) -> dict[tuple[int, str], list]:
     seen: dict[tuple[int, str], list] = {}
     while True:
         table = _table()
-        below = {root}
-        changed = True
-        while changed:  # everything below root, by parent pid
-            changed = False
-            for pid, (ppid, *_) in table.items():
-                if ppid in below and pid not in below:
-                    below.add(pid)
-                    changed = True
+        below = {root, *descendants(root, {pid: (ppid, start) for pid, (ppid, start, *_) in table.items()})}
         for pid, (_, start, cpu, _) in table.items():
             key = (pid, start)
             if key in seen:
