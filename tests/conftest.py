@@ -67,6 +67,7 @@ PART_MODULES: dict[str, tuple[str, ...]] = {
 # would start it, and again whenever its next test came from another module)
 GROUP_FIXTURES = {"stack": "stack", "head": "ray", "cluster_run": "ray", "ray_mod": "ray"}
 GROUP_MODULES = {
+    "test_faults": "faults",  # their uninterrupted reference run is made once, not once per worker
     "test_ray_flow": "ray",
     "test_ray_session": "ray",
     "test_raycluster": "ray",

@@ -127,9 +127,9 @@ def _task_runs(flow_run_id: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def clean(prefect_server, small_models, synthetic_dir, tmp_path_factory):
-    """One uninterrupted run: the metrics every other run must reproduce. Session-scoped (once
-    per xdist worker): a module-scoped fixture is made again whenever a worker's next test comes
-    from another module, and xdist may interleave this module's tests with others."""
+    """One uninterrupted run: the metrics every other run must reproduce. The module's tests are
+    one xdist group (tests/conftest.py), so it is made once; session-scoped all the same, since a
+    module-scoped fixture is made again whenever a worker's next test comes from another module."""
     tmp = tmp_path_factory.mktemp("clean")
     cfg = _config(tmp, small_models, synthetic_dir, tmp / "out")
     proc = run_eval(cfg, tmp, _env(tmp, prefect_server), "--results-json", str(tmp / "clean.json"))
