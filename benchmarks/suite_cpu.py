@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from ray_cluster import cmdline  # noqa: E402
 
-from plantcad_flows.cluster.reaper import descendants  # noqa: E402
+from plantcad_flows.cluster.reaper import descendants, proc_stats  # noqa: E402
 
 # (kind, substring of the command line); the first that matches
 KINDS: tuple[tuple[str, str], ...] = (
@@ -48,17 +48,7 @@ KINDS: tuple[tuple[str, str], ...] = (
 
 def _table() -> dict[int, tuple[int, str, float, str]]:
     """pid -> (parent pid, start time token, CPU seconds so far, state letter)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(entry)] = (int(rest[1]), rest[19], (int(rest[11]) + int(rest[12])) / HZ, rest[0])
-    return out
+    return {pid: (int(f[1]), f[19], (int(f[11]) + int(f[12])) / HZ, f[0]) for pid, f in proc_stats()}
 
 
 def kind_of(command: str) -> str:

@@ -25,26 +25,31 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 POLL_S = 0.25
 GRACE_S = 5.0
 
 
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every process in /proc: the
+    state letter first, then the parent pid; utime and stime at 11 and 12, the start time at 19."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone since the listing
+            continue
+        yield int(name), stat.rsplit(")", 1)[1].split()
+
+
 def process_table() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, start time token) of every process this user can see."""
     if os.path.isdir("/proc/self"):
-        table = {}
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":  # a zombie is already dead
-                table[int(name)] = (int(fields[1]), fields[19])  # ppid, starttime
-        return table
+        # a zombie is already dead
+        return {pid: (int(f[1]), f[19]) for pid, f in proc_stats() if f[0] != "Z"}
     out = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,lstart="], capture_output=True, text=True).stdout
     table = {}
     for line in out.splitlines():
