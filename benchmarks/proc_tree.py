@@ -13,20 +13,7 @@ import subprocess
 import threading
 import time
 
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
+from plantcad_flows.cluster.reaper import descendants
 
 
 def _rss_bytes(pid: int) -> int:
@@ -41,12 +28,7 @@ def _rss_bytes(pid: int) -> int:
 
 
 def tree_rss(root: int) -> int:
-    kids, total, todo = _children(), 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += _rss_bytes(pid)
-        todo += kids.get(pid, [])
-    return total
+    return sum(_rss_bytes(pid) for pid in [root, *descendants(root)])
 
 
 def run_measured(cmd: list[str], interval: float = 0.25, **popen) -> tuple[int, float, int, str]:
