@@ -7,6 +7,9 @@ It adds these to prefect-ray's `RayTaskRunner`:
   in the workers' environment, so task runs on Ray workers report to the flow's server (a worker
   that found no API would start an ephemeral server of its own on a shared SQLite file);
 * the driver's `PLANTCAD_TASK_RETRY_WAITS` reaches the workers, where a shard runs and retries;
+* a worker sends its task run's last state and logs to the API before it hands back the result:
+  when the flow ends, Ray ends the job's workers, and a state still queued in a worker was lost
+  (the UI then showed a finished shard as running forever);
 * a flow torn down by an exception cancels its unfinished shards on the cluster, so no thread
   waits forever on a session about to close;
 * on exit it shuts down only a Ray session that it started itself: a caller that ran
@@ -19,6 +22,8 @@ import os
 from typing import Any
 
 from prefect.context import FlowRunContext
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import TaskRunner
 from prefect_ray import RayTaskRunner
@@ -26,6 +31,9 @@ from prefect_ray import RayTaskRunner
 from plantcad_flows.cluster import ray_client
 from plantcad_flows.config import RayConfig
 from plantcad_flows.identity.retry import TASK_RETRY_WAITS_ENV
+
+# How long a worker waits for its queued events and logs to reach the API after a task run.
+REPORT_FLUSH_TIMEOUT_S = 10.0
 
 
 class PlantcadRayTaskRunner(RayTaskRunner):
@@ -82,6 +90,14 @@ class PlantcadRayTaskRunner(RayTaskRunner):
             ray_client.shutdown()
         self._owns_ray = False
 
+    @staticmethod
+    def _run_prefect_task(*upstream_ray_obj_refs: Any, **kwargs: Any) -> Any:
+        """prefect-ray's body of the Ray task, then a flush of what the task run reported."""
+        try:
+            return RayTaskRunner._run_prefect_task(*upstream_ray_obj_refs, **kwargs)
+        finally:
+            flush_reports()
+
     def submit(self, task, parameters, wait_for=None, dependencies=None):
         if self.api_url is None:
             self.api_url = effective_api_url()
@@ -93,6 +109,17 @@ class PlantcadRayTaskRunner(RayTaskRunner):
             future = super().submit(task, parameters, wait_for, dependencies)
         self._submitted.append(future.wrapped_future)
         return future
+
+
+def flush_reports(timeout: float = REPORT_FLUSH_TIMEOUT_S) -> None:
+    """Send this process's queued Prefect events (task run states) and logs, waiting at most
+    `timeout` s for each. The senders stop; the next task run in this worker starts new ones.
+
+    Prefect's own process-pool runner flushes its subprocesses' events the same way; prefect-ray
+    0.6 does not. A worker that cannot reach the API still returns its result after `timeout`.
+    """
+    for sender in (EventsWorker, APILogWorker):
+        sender.drain_all(timeout=timeout, at_exit=False)
 
 
 def effective_api_url() -> str | None:

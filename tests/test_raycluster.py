@@ -292,6 +292,46 @@ def test_killed_worker_task_is_rerun_by_ray(head, prefect_api, ray_mod, tmp_path
 
 
 @pytest.mark.slow
+def test_final_state_reaches_api_before_flow_ends(head, prefect_api, ray_mod):
+    """The worker sends its task run's last state before it hands back the result.
+
+    When the flow ends, Ray ends the job's workers. A worker that had not yet sent its task run's
+    `Completed` event took it with it, and the UI showed that shard as running forever. Here the
+    worker's event sender is made 3 s slow on that one event, so only a flush before returning
+    gets it through.
+    """
+    from prefect import flow, task
+
+    from tasks.ray_runner import PlantcadRayTaskRunner
+
+    @task(name="late-report")
+    def late_report() -> int:
+        import asyncio
+
+        from prefect.events.worker import EventsWorker
+
+        send = EventsWorker._handle
+
+        async def slow_completed(self, event):
+            if event.event == "prefect.task-run.Completed":
+                await asyncio.sleep(3)
+            await send(self, event)
+
+        EventsWorker._handle = slow_completed  # this worker process only; Ray ends it with the job
+        return os.getpid()
+
+    @flow(name="ray-late-report", task_runner=PlantcadRayTaskRunner(RayConfig(address=head.address)))
+    def probe() -> int:
+        return late_report.submit().result()
+
+    state = probe(return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() != os.getpid()
+    runs = _task_runs(state.state_details.flow_run_id, 1, timeout=30)
+    assert [r.state.type.value for r, _ in runs] == ["COMPLETED"]
+
+
+@pytest.mark.slow
 def test_ephemeral_api_is_shared_with_workers(head, ray_mod, tmp_path):
     """No PREFECT_API_URL: workers must use the driver's ephemeral server, not start their own
     (which fails, or locks the SQLite file the driver's server uses)."""
