@@ -317,5 +317,22 @@ def test_bad_input_exits_2_with_one_line(
     print(f"{case}: {lines[0]}")
 
 
+@pytest.mark.parametrize(
+    "variable,value",
+    [("PLANTCAD_TASK_RETRY_WAITS", "2,soon"), ("PLANTCAD_API_LOST_AFTER", "-1")],
+)
+def test_sweep_demo_refuses_bad_environment_before_writing(variable, value, tmp_path, capsys, monkeypatch):
+    """The demo's checkpoints and data are not written for a run that is refused."""
+    monkeypatch.setenv(variable, value)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main(["sweep-demo", "--prefix", str(tmp_path / "sweep"), "--data-dir", str(tmp_path / "data")])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "", (code, out, err)
+    assert len(lines) == 1 and f"{variable}={value!r}" in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_at_least_25_cases_cover_the_issue_list():
     assert len(CASES) >= 25

@@ -55,17 +55,28 @@ def apply_overrides(cfg, args: argparse.Namespace):
     return EvalConfig.model_validate(data)
 
 
+def environment_settings() -> float:
+    """Check the run's settings that come from the environment; return the watchdog's bound.
+
+    A command checks these before it writes or loads anything (`sweep-demo` writes its demo
+    checkpoints first). Raises `ValidationError` naming the variable and its value.
+    """
+    from plantcad_flows.identity.retry import task_retry_waits
+
+    lost_after = lost_after_s()  # how long the server may be silent before the run ends
+    task_retry_waits()  # the steps' retry waits
+    return lost_after
+
+
 def run(cfg, args: argparse.Namespace) -> int:
     from plantcad_flows.errors import PlantCADError
     from plantcad_flows.identity.resolve import resolve
-    from plantcad_flows.identity.retry import task_retry_waits
     from plantcad_flows.layout.plan import format_plan, plan_cells
 
     # Identities first (hub revisions, content fingerprints, checkpoint discovery): what cannot be
     # resolved is bad input, one line and exit 2, before a flow run exists or a model loads.
     try:
-        lost_after = lost_after_s()  # the watchdog's bound, from the environment: checked first
-        task_retry_waits()  # and the steps' retry waits
+        lost_after = environment_settings()  # checked first
         resolution = resolve(cfg)
     except PlantCADError as e:
         for line in config_error_lines(e):

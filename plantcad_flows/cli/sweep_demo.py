@@ -15,7 +15,7 @@ from pathlib import Path
 
 from plantcad_flows.cli.config_errors import config_error_lines
 from plantcad_flows.cli.data import DEMO_DATA_DIR
-from plantcad_flows.cli.run import add_run_flags, apply_overrides, run
+from plantcad_flows.cli.run import add_run_flags, apply_overrides, environment_settings, run
 
 SWEEP_PREFIX = "outputs/sweep-demo"
 SWEEP_NAME = "tiny-mlm-sweep"
@@ -57,6 +57,7 @@ def cmd_sweep_demo(args: argparse.Namespace) -> int:
         return 2
     prefix = args.prefix or SWEEP_PREFIX
     try:
+        environment_settings()  # before the demo checkpoints are written
         cfg = apply_overrides(sweep_config(prefix, args.data_dir, steps, args.max_size), args)
     except Exception as e:
         for line in config_error_lines(e):
