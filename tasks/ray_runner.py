@@ -115,8 +115,9 @@ def flush_reports(timeout: float = REPORT_FLUSH_TIMEOUT_S) -> None:
     """Send this process's queued Prefect events (task run states) and logs, waiting at most
     `timeout` s for each. The senders stop; the next task run in this worker starts new ones.
 
-    Prefect's own process-pool runner flushes its subprocesses' events the same way; prefect-ray
-    0.6 does not. A worker that cannot reach the API still returns its result after `timeout`.
+    Prefect's own process-pool runner also waits for its subprocesses' events before they return;
+    prefect-ray 0.6 does not. A worker that cannot reach the API still returns its result after
+    `timeout`.
     """
     for sender in (EventsWorker, APILogWorker):
         sender.drain_all(timeout=timeout, at_exit=False)
