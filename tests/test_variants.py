@@ -169,6 +169,37 @@ def test_windows_fetch_by_clusters_far_apart(inputs, monkeypatch):
         np.testing.assert_array_equal(g.windows(chrom, pos, 16), together)
 
 
+def test_dense_variants_over_more_than_max_span_are_few_fetches(tmp_path):
+    """20,000 SNVs every 1 kb over 20 Mb of one chromosome: every gap is below GAP, so the only
+    cuts are the MAX_SPAN (16 Mb) pieces: 2 fetches, and the windows are the FASTA's bases."""
+    import pysam
+
+    from plantcad_flows.variants.reference import MAX_SPAN
+
+    n = 20_000_000
+    rng = np.random.default_rng(0)
+    seq = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, n)].tobytes()
+    fasta = tmp_path / "big.fa"
+    with open(fasta, "wb") as f:
+        f.write(b">chrBig\n")
+        f.write(b"\n".join(seq[i : i + 1_000_000] for i in range(0, n, 1_000_000)) + b"\n")
+    pysam.faidx(str(fasta))
+    pos = np.arange(1_000, n, 1_000)
+    chrom = np.array(["chrBig"] * len(pos), dtype=object)
+    fetches = []
+
+    class Counting(pysam.FastaFile):
+        def fetch(self, *args):
+            fetches.append(args)
+            return super().fetch(*args)
+
+    with ReferenceGenome(Counting(str(fasta))) as g:
+        got = g.windows(chrom, pos, 8)
+    assert len(fetches) == -(-(pos[-1] - pos[0]) // MAX_SPAN) == 2
+    for i in (0, len(pos) // 2, len(pos) - 1):
+        assert got[i].tobytes() == seq[pos[i] - 4 : pos[i] + 4]
+
+
 # ------------------------------------------------------------------ bad input
 
 
