@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -168,7 +169,7 @@ def test_lambda_pool_through_start_node_single_node(stack, synthetic_dir, tmp_pa
     node = subprocess.Popen(
         ["bash", str(REPO / "infra/lambda/start-node.sh"), "--single-node", "--pool", "lambda"],
         cwd=tmp_path,
-        env=dict(stack.env, PLANTCAD_VENV=str(REPO / ".venv")),
+        env=dict(stack.env, PLANTCAD_VENV=sys.prefix),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

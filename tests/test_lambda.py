@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,13 +90,13 @@ def test_start_node_rejects_bad_arguments(args, message):
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": os.environ["PATH"], "PLANTCAD_VENV": str(REPO / ".venv")},
+        env={"PATH": os.environ["PATH"], "PLANTCAD_VENV": sys.prefix},
     )
     assert proc.returncode == 2 and message in proc.stderr
 
 
 def test_start_node_needs_a_server_url():
-    env = {"PATH": os.environ["PATH"], "PLANTCAD_VENV": str(REPO / ".venv")}
+    env = {"PATH": os.environ["PATH"], "PLANTCAD_VENV": sys.prefix}
     proc = subprocess.run(
         ["bash", str(START), "--single-node"], capture_output=True, text=True, timeout=60, env=env
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from plantcad_flows.config import EvalConfig
 
 pytestmark = pytest.mark.slow
 
-CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "plantcad-flows"
+CLI = Path(sys.prefix) / "bin" / "plantcad-flows"  # the venv this test runs in
 SLOW_TASK = ("conservation_within_andropogoneae", "test")
 SLOW_EXAMPLES = 300  # 2 shards of 150 rows: seconds of scoring each for the 4x128 model below
 SHARD_TASK = "score-shard"  # the Prefect task name; Ray titles a worker `ray::score-shard` while it runs one
