@@ -379,6 +379,19 @@ def check_path_template(field: str, value: object) -> str:
     return text.rstrip("/")
 
 
+def check_block_name(field: str, value: str | None) -> str | None:
+    """The name of a Prefect Secret block, or None.
+
+    Raises:
+        ValidationError: naming `field`, never echoing the value (a pasted token is not a name).
+    """
+    if value is not None and not _BLOCK_NAME.fullmatch(value):
+        raise ValidationError(
+            field, "<redacted>", "expected the name of a Prefect Secret block (lower case letters, digits, -)"
+        )
+    return value
+
+
 class PublishConfig(_Strict):
     """Where a finished run's results go on the Hugging Face hub (`plantcad-flows publish` and the
     end of a run whose config has this section). Never part of a cell's identity, and never a
@@ -433,14 +446,7 @@ class PublishConfig(_Strict):
     @field_validator("token_secret")
     @classmethod
     def _block(cls, v: str | None) -> str | None:
-        if v is not None and not _BLOCK_NAME.fullmatch(v):
-            # a block name is lower case; a pasted token is not, so its value is not echoed
-            raise ValidationError(
-                "publish.token_secret",
-                "<redacted>",
-                "expected the name of a Prefect Secret block (lower case letters, digits, -)",
-            )
-        return v
+        return check_block_name("publish.token_secret", v)
 
 
 RAY_ADDRESS_FIELD = "ray.address"

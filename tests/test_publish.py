@@ -28,6 +28,7 @@ from plantcad_flows.publish.bundle import collect_run
 from plantcad_flows.publish.card import merge, read_index, render_card, run_entry
 from plantcad_flows.publish.changes import RemoteFile, git_blob_oid, plan_changes
 from plantcad_flows.publish.hub import publish_run
+from plantcad_flows.results import schema
 from plantcad_flows.results.history import history_rows, write_history
 from plantcad_flows.results.table import CellResult, write_results
 
@@ -293,3 +294,83 @@ def _config(**extra) -> dict:
         "splits": [{"task": "conservation_within_andropogoneae", "split": "test", "path": "x.parquet"}],
         **extra,
     }
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from plantcad_flows.cli import main
+
+    rc = main(["publish", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_publishes_once_then_sends_nothing(tmp_path, hub, capsys):
+    make_run(tmp_path, "night-1", leaderboard=True)
+    args = (
+        "--repo",
+        REPO,
+        "--prefix",
+        str(tmp_path),
+        "--path-in-repo",
+        "results/step-{step}/{run}",
+        "--private",
+    )
+    rc, out, err = _cli(capsys, *args)
+    assert rc == 0, err
+    assert out.splitlines()[0].startswith(
+        f"run night-1 published to dataset {REPO}/results/step-1000/night-1: "
+    )
+    assert "  + results/step-1000/night-1/leaderboard/pc2/8192/leaderboard.tsv" in out.splitlines()
+    assert hub.repo(REPO).private is True
+    rc, out, err = _cli(capsys, *args, "--run", "night-1")
+    assert rc == 0 and out.startswith("run night-1: nothing changed") and len(hub.state.commits) == 1
+    _assert_no_token(hub)
+    assert TOKEN not in out + err
+
+
+BAD_INPUT = [
+    (("--repo-type", "space"), "--repo-type='space': unknown name"),
+    (("--repo", "no-org"), "--repo='no-org': expected ORG/NAME"),
+    (("--repo", "org/na me"), "--repo='org/na me': expected ORG/NAME"),
+    (("--run", "night-9"), "--run='night-9': no such run under"),
+    (("--path-in-repo", "results/{checkpoint}"), "--path-in-repo placeholder='{checkpoint}': unknown name"),
+    (("--token-secret", TOKEN), "--token-secret='<redacted>': expected the name of a Prefect Secret block"),
+    ((), "HF_TOKEN=None: no Hugging Face token"),
+]
+
+
+@pytest.mark.parametrize("args,line", BAD_INPUT, ids=[line.split(":")[0] for _, line in BAD_INPUT])
+def test_cli_bad_input_exits_2_with_one_line_before_any_request(
+    tmp_path, hub, capsys, monkeypatch, args, line
+):
+    make_run(tmp_path, "night-1")
+    if not args:  # no token anywhere
+        monkeypatch.delenv("HF_TOKEN")
+        monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    base = {"--repo": REPO, "--prefix": str(tmp_path)}
+    base.update(dict(zip(args[::2], args[1::2])))
+    rc, out, err = _cli(capsys, *(x for kv in base.items() for x in kv))
+    assert rc == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith(line), err
+    assert TOKEN not in err
+    assert hub.state.requests == []
+
+
+def test_cli_step_placeholder_needs_a_run_of_one_step(tmp_path, hub, capsys):
+    make_run(tmp_path, "night-1")
+    history = tmp_path / "history" / "night-1.parquet"
+    frame = pd.read_parquet(history)
+    frame.loc[0, "step"] = 5
+    write_bytes_atomic(to_path(history), schema.parquet_bytes(frame))
+    rc, _, err = _cli(capsys, "--repo", REPO, "--prefix", str(tmp_path), "--path-in-repo", "r/step-{step}")
+    assert rc == 2 and err.startswith(
+        "--path-in-repo='r/step-{step}': {step} needs a run of one checkpoint step"
+    )
+    assert hub.state.requests == []
+
+
+def test_cli_publishes_the_newest_run_by_default(tmp_path, hub, capsys):
+    make_run(tmp_path, "b-older", step=1000, day=1)
+    make_run(tmp_path, "a-newer", step=2000, day=2)
+    rc, out, _ = _cli(capsys, "--repo", REPO, "--prefix", str(tmp_path))
+    assert rc == 0 and out.startswith("run a-newer published")

@@ -66,7 +66,7 @@ class RunBundle:
     files: dict[str, bytes] = field(default_factory=dict)
     cells: list[CellFiles] = field(default_factory=list)
 
-    def folder(self, template: str) -> str:
+    def folder(self, template: str, field: str = "publish.path_in_repo") -> str:
         """The run's folder in the repo: `template` with its placeholders filled.
 
         Raises:
@@ -87,7 +87,7 @@ class RunBundle:
                     "step": f"needs a run of one checkpoint step; run {self.run} has {self.steps or 'none'}",
                     "plan": f"run {self.run} has no history to take its plan from",
                 }.get(m.group(1), f"run {self.run} wrote no config.json (or its value is unset)")
-                raise ValidationError("path_in_repo", template, f"{{{m.group(1)}}} {why}")
+                raise ValidationError(field, template, f"{{{m.group(1)}}} {why}")
             return safe_part(str(value))
 
         return _PLACEHOLDER.sub(fill, template).strip("/")
