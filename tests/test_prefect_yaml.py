@@ -62,7 +62,9 @@ def test_nightly_publishes_to_the_hub_with_a_secret_block_not_a_token():
     assert nightly.publish is not None and nightly.publish.token_secret == HF_SECRET_BLOCK
     assert nightly.publish.repo_type == "dataset" and "{run}" in nightly.publish.path_in_repo
     # the other deployments publish nothing
-    assert all("publish" not in d["parameters"].get("config", {}) for n, d in DEPLOYMENTS.items() if n != "nightly")
+    assert all(
+        "publish" not in d["parameters"].get("config", {}) for n, d in DEPLOYMENTS.items() if n != "nightly"
+    )
 
 
 def test_pull_steps_are_importable():
