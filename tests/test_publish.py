@@ -374,3 +374,56 @@ def test_cli_publishes_the_newest_run_by_default(tmp_path, hub, capsys):
     make_run(tmp_path, "a-newer", step=2000, day=2)
     rc, out, _ = _cli(capsys, "--repo", REPO, "--prefix", str(tmp_path))
     assert rc == 0 and out.startswith("run a-newer published")
+
+
+@pytest.mark.slow
+def test_a_run_with_publish_section_publishes_with_the_secret_block_token(
+    prefect_server, small_models, synthetic_dir, tmp_path, hub, monkeypatch
+):
+    """The flow end to end: the token only in a Prefect Secret block (no HF_TOKEN), the run
+    published once; a second run of the same config (every cell cached) sends no commit. The
+    token is in no uploaded file, no log line, no artifact and no task run of the server."""
+    from conftest import eval_config
+    from prefect import get_client
+    from prefect.blocks.system import Secret
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    from flows.zero_shot_eval import zero_shot_eval
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    Secret(value=TOKEN).save("publish-test-token", overwrite=True)
+    cfg = eval_config(small_models, synthetic_dir, tmp_path / "out", tasks=(("tis_recovery", "test_maize"),))
+    cfg["models"] = cfg["models"][:1]
+    cfg["ray"]["num_shards"] = 1
+    cfg["publish"] = {"repo": REPO, "path_in_repo": "nightly/{run}", "token_secret": "publish-test-token"}
+
+    runs = []
+    for _ in range(2):
+        state = zero_shot_eval(EvalConfig.model_validate(cfg), return_state=True)
+        assert state.is_completed(), state.message
+        runs.append(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        names = [client.read_flow_run(r).name for r in runs]
+    # the second run (every cell cached) is another run: its own folder, the index and the card
+    assert len(hub.state.commits) == 2
+    second = set(_commit_files(hub.state.commits[1])) - {"README.md", "runs.json"}
+    assert second and all(p.startswith(f"nightly/{names[1]}/") for p in second)
+    files = hub.repo(REPO).files
+    assert any(p.endswith("/predictions.parquet") for p in files)
+    assert any(p.endswith("/config.json") for p in files)
+    _assert_no_token(hub)
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts()
+        keys = [a.key for a in arts]
+        assert any(k and k.startswith("zero-shot-publish-") for k in keys)
+        assert TOKEN not in json.dumps([a.model_dump(mode="json") for a in arts], default=str)
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+        messages = [log.message for log in logs]
+        assert any("published to dataset" in m for m in messages)
+        assert not [m for m in messages if TOKEN in m]
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)))
+        flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)))
+        shown = [r.model_dump(mode="json") for r in [*task_runs, *flow_runs]]
+        assert TOKEN not in json.dumps(shown, default=str)
