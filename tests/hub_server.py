@@ -8,7 +8,8 @@ own code runs unchanged against it (pointed at it through `HF_ENDPOINT`):
 * `HEAD`/`GET /{type prefix}{repo}/resolve/{rev}/{path}`: a file's bytes (`hf_hub_download`);
 * `POST .../preupload/{rev}` (parquet goes to LFS, as the hub's default `.gitattributes` says),
   the LFS batch API `POST {repo}.git/info/lfs/objects/batch` and the upload itself (`PUT`);
-* `POST .../commit/{rev}`: the NDJSON commit, applied to the repo.
+* `GET /api/{type}s/{repo}` (the head commit) and `POST .../commit/{rev}`: the NDJSON commit,
+  applied to the repo, refused (412) when its parent commit is no longer the head.
 
 Every request is recorded with its headers and body, so a test checks what would have been
 sent: paths, bytes, the number of commits, and that the token travels only in `Authorization`.
@@ -76,6 +77,7 @@ class HubState:
 _API = re.compile(
     r"^/api/(models|datasets)/([^/]+/[^/]+)/(paths-info|tree|preupload|commit|revision)/([^/]+)(?:/(.*))?$"
 )
+_INFO = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)$")
 _RESOLVE = re.compile(r"^/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _LFS_BATCH = re.compile(r"^/(datasets/)?([^/]+/[^/]+)\.git/info/lfs/objects/batch$")
 
@@ -163,6 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
             if "lfs" in info:
                 headers |= {"X-Linked-Etag": f'"{info["lfs"]["oid"]}"', "X-Linked-Size": str(info["size"])}
             return self._send(200, repo.files[file], headers, head)
+        if m := _INFO.match(path):
+            repo = st.repos.get((m.group(1)[:-1], unquote(m.group(2))))
+            if repo is None:
+                return self._not_found("RepoNotFound", head)
+            return self._send(200, {"id": unquote(m.group(2)), "sha": repo.sha, "private": repo.private})
         m = _API.match(path)
         if not m:
             return self._send(404, {"error": f"no route {method} {path}"})
@@ -220,7 +227,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _commit(self, kind: str, repo_id: str, repo: Repo, body: bytes) -> None:
         lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        parent = lines[0]["value"].get("parentCommit")
         with self.state.lock:
+            if parent is not None and parent != repo.sha:  # the branch moved since it was read
+                return self._send(412, {"error": f"parent commit {parent} is not the head {repo.sha}"})
             for line in lines[1:]:
                 value = line["value"]
                 if line["key"] == "file":

@@ -238,6 +238,35 @@ def test_a_changed_file_is_sent_alone_and_a_stale_one_deleted(tmp_path, hub):
     ]
 
 
+def test_a_publish_that_raced_another_is_refused_then_retried(tmp_path, hub, monkeypatch):
+    """Two publishes merging the run index at once: the one whose commit comes second was
+    computed on a commit that is no longer the head; the hub refuses it, and publishing again
+    keeps both runs."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    make_run(tmp_path, "night-1", step=1000, day=1)
+    make_run(tmp_path, "night-2", step=2000, day=2)
+    target = PublishConfig(repo=REPO)
+    original = HfApi.create_commit
+
+    def racing(self, *args, **kwargs):
+        monkeypatch.setattr(HfApi, "create_commit", original)
+        publish_run(collect_run(str(tmp_path), "night-2"), target, TOKEN)  # lands first
+        return original(self, *args, **kwargs)
+
+    publish_run(collect_run(str(tmp_path), "night-1"), target, TOKEN)  # creates the repo
+    make_run(tmp_path, "night-1", step=1000, day=1, leaderboard=True)  # so night-1 has news
+    monkeypatch.setattr(HfApi, "create_commit", racing)
+    with pytest.raises(HfHubHTTPError) as e:
+        publish_run(collect_run(str(tmp_path), "night-1"), target, TOKEN)
+    assert e.value.response.status_code == 412
+    publish_run(collect_run(str(tmp_path), "night-1"), target, TOKEN)  # the task's retry
+    index = json.loads(hub.repo(REPO).files["runs.json"])
+    assert [e["run"] for e in index["runs"]] == ["night-1", "night-2"]
+    assert len(hub.state.commits) == 3
+
+
 def test_changes_compare_content_by_blob_id_or_lfs_sha256():
     files = {"a.json": b"{}", "b.parquet": b"PAR1", "run/c.md": b"x"}
     remote = {

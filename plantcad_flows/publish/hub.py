@@ -1,10 +1,12 @@
 """The one module that talks to the Hugging Face hub: publish a run's bundle in one commit.
 
 1. create the repository if it does not exist (`private` only applies then);
-2. ask the repo what it holds at every path the publish would write (`paths-info`: git blob id,
-   LFS sha256) and under the run's folder (tree listing), and read its run index;
+2. ask the repo, at its current commit, what it holds at every path the publish would write
+   (`paths-info`: git blob id, LFS sha256) and under the run's folder (tree listing), and read
+   its run index;
 3. merge the run into the index and render the card (`card.py`);
-4. send only what differs (`changes.py`), as one commit; when nothing differs, no commit.
+4. send only what differs (`changes.py`), as one commit on top of the commit read (the hub
+   refuses it if the branch moved meanwhile); when nothing differs, no commit.
 
 The token is an argument, resolved by the caller at run time (`HF_TOKEN` or a Prefect Secret
 block); it goes into request headers only and into nothing this module returns or logs. The
@@ -66,20 +68,20 @@ def _api(token: str):
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
 
 
-def _remote_files(api, target: PublishConfig, paths: list[str]) -> dict[str, RemoteFile]:
+def _remote_files(api, target: PublishConfig, paths: list[str], revision: str) -> dict[str, RemoteFile]:
     from huggingface_hub.hf_api import RepoFile
 
     out: dict[str, RemoteFile] = {}
     for i in range(0, len(paths), PATHS_INFO_CHUNK):
         chunk = paths[i : i + PATHS_INFO_CHUNK]
-        for entry in api.get_paths_info(target.repo, chunk, repo_type=target.repo_type):
+        for entry in api.get_paths_info(target.repo, chunk, repo_type=target.repo_type, revision=revision):
             if isinstance(entry, RepoFile):
                 sha256 = entry.lfs.sha256 if entry.lfs is not None else None
                 out[entry.path] = RemoteFile(entry.path, entry.blob_id, sha256)
     return out
 
 
-def _folder_listing(api, target: PublishConfig, folder: str) -> list[str]:
+def _folder_listing(api, target: PublishConfig, folder: str, revision: str) -> list[str]:
     from huggingface_hub.errors import EntryNotFoundError
     from huggingface_hub.hf_api import RepoFile
 
@@ -92,9 +94,11 @@ def _folder_listing(api, target: PublishConfig, folder: str) -> list[str]:
         return []
 
 
-def _read_file(api, target: PublishConfig, path: str) -> bytes:
+def _read_file(api, target: PublishConfig, path: str, revision: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="plantcad-publish-") as tmp:
-        local = api.hf_hub_download(target.repo, path, repo_type=target.repo_type, cache_dir=tmp)
+        local = api.hf_hub_download(
+            target.repo, path, repo_type=target.repo_type, revision=revision, cache_dir=tmp
+        )
         return Path(local).read_bytes()
 
 
@@ -112,12 +116,15 @@ def publish_run(bundle: RunBundle, target: PublishConfig, token: str) -> Publish
     api = _api(token)
     api.create_repo(target.repo, repo_type=target.repo_type, private=target.private, exist_ok=True)
 
+    # every read is of one commit, and the commit is made on top of it: a publish that raced
+    # another (two runs merging the index at once) is refused by the hub, and retried
+    head = api.repo_info(target.repo, repo_type=target.repo_type).sha
     run_files = {f"{folder}/{name}": data for name, data in bundle.files.items()}
-    remote = _remote_files(api, target, sorted([*run_files, INDEX, CARD]))
-    index = read_index(_read_file(api, target, INDEX) if INDEX in remote else None)
+    remote = _remote_files(api, target, sorted([*run_files, INDEX, CARD]), head)
+    index = read_index(_read_file(api, target, INDEX, head) if INDEX in remote else None)
     index = merge(index, run_entry(bundle, folder))
     files = run_files | {INDEX: index_bytes(index), CARD: render_card(index, target.repo).encode()}
-    changes: Changes = plan_changes(files, remote, _folder_listing(api, target, folder), folder)
+    changes: Changes = plan_changes(files, remote, _folder_listing(api, target, folder, head), folder)
     report = {
         "repo": target.repo,
         "repo_type": target.repo_type,
@@ -139,6 +146,7 @@ def publish_run(bundle: RunBundle, target: PublishConfig, token: str) -> Publish
             f"{len(changes.delete)} deleted, {changes.unchanged} unchanged."
         ),
         repo_type=target.repo_type,
+        parent_commit=head,
     )
     return PublishReport(
         commit=info.oid, commit_url=info.commit_url, uploaded=changes.upload, deleted=changes.delete, **report
