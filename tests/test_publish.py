@@ -267,6 +267,18 @@ def test_a_publish_that_raced_another_is_refused_then_retried(tmp_path, hub, mon
     assert len(hub.state.commits) == 3
 
 
+def test_a_model_repo_gets_the_same_layout(tmp_path, hub):
+    """A model repo (the checkpoints' own repo, say): the hub's model routes, same files."""
+    make_run(tmp_path, "night-1")
+    target = PublishConfig(repo="plantcad/pc2-small", repo_type="model", path_in_repo="evals/{run}")
+    with pytest.warns(UserWarning, match="data file"):  # huggingface_hub's note on parquet in a model repo
+        first = publish_run(collect_run(str(tmp_path), "night-1"), target, TOKEN)
+    assert first.commit and ("model", "plantcad/pc2-small") in hub.state.repos
+    files = hub.repo("plantcad/pc2-small", "model").files
+    assert "evals/night-1/results.parquet" in files and "README.md" in files
+    assert publish_run(collect_run(str(tmp_path), "night-1"), target, TOKEN).commit is None
+
+
 def test_changes_compare_content_by_blob_id_or_lfs_sha256():
     files = {"a.json": b"{}", "b.parquet": b"PAR1", "run/c.md": b"x"}
     remote = {
