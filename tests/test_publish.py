@@ -302,6 +302,12 @@ def test_card_is_a_function_of_the_index(tmp_path):
     # a run published into an occupied folder replaces the run that was there
     c = merge(a, run_entry(two, "r/1"))
     assert [(e["run"], e["folder"]) for e in c["runs"]] == [("night-2", "r/1")]
+    # split names stay distinct: `night_1` and `latest` are taken
+    one.run = "night_1"
+    d = merge(a, run_entry(one, "r/3"))
+    assert [e["split"] for e in d["runs"]] == ["night_1", "night_1_2", "night_2"]
+    one.run = "latest"
+    assert merge(read_index(None), run_entry(one, "r/4"))["runs"][0]["split"] == "latest_2"
 
 
 def test_publish_section_is_checked_and_never_holds_a_token():

@@ -159,8 +159,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def collect_run(prefix: str, run: str) -> RunBundle:
-    """Read every file of `run` that is published.
+def collect_run(prefix: str, run: str | None) -> RunBundle:
+    """Read every file of `run` (the newest run under the prefix when None) that is published.
 
     Raises:
         ValidationError: the run does not exist under the prefix.
@@ -188,6 +188,8 @@ def collect_run(prefix: str, run: str) -> RunBundle:
             directory = PurePosixPath(str(row["cell_dir"])).name
             files |= _cell_files(prefix, directory)
             name = config_name(str(row["cell_id"]).replace("/", "__"))
+            if any(c.config_name == name for c in cells):  # labels that differ only in punctuation
+                name = f"{name}_{str(row['cell_key'])[:8]}"
             cells.append(CellFiles(str(row["cell_id"]), directory, name))
             identities.append(
                 {

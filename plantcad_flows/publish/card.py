@@ -72,7 +72,12 @@ def _order(entry: dict[str, Any]) -> tuple[str, str]:
 def merge(index: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The index with `entry` in place of any run in the same folder or of the same name."""
     kept = [e for e in index["runs"] if e["folder"] != entry["folder"] and e["run"] != entry["run"]]
-    return {"schema_version": INDEX_VERSION, "runs": sorted([*kept, entry], key=_order)}
+    # split names are the run names made `\w+`: two names may meet (`a-1`, `a_1`), and `latest`
+    # is taken; the later-published run gets a suffix, kept in the index from then on
+    taken, split, n = {e["split"] for e in kept} | {LATEST}, entry["split"], 2
+    while split in taken:
+        split, n = f"{entry['split']}_{n}", n + 1
+    return {"schema_version": INDEX_VERSION, "runs": sorted([*kept, {**entry, "split": split}], key=_order)}
 
 
 def index_bytes(index: dict[str, Any]) -> bytes:
