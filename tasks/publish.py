@@ -26,29 +26,27 @@ from tasks.policy import RETRY_OPTIONS
 _OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, **RETRY_OPTIONS}
 
 
-def secret_token(block: str | None) -> str:
+def secret_token(block: str | None, field: str = "publish.token_secret") -> str:
     """The hub token: the environment's, else the value of the Prefect Secret block `block`.
 
     Raises:
-        ValidationError: neither is there (naming the block when one was named).
+        ValidationError: naming `field`: neither is there, or the block is missing or empty.
     """
     token = hf_token()
     if token:
         return token
     if not block:
         raise ValidationError(
-            "publish.token_secret",
-            None,
-            "no Hugging Face token: HF_TOKEN is not set and no Secret block is named",
+            field, None, "no Hugging Face token: HF_TOKEN is not set and no Secret block is named"
         )
     from prefect.blocks.system import Secret
 
     try:
         value = Secret.load(block).get()
     except ValueError:
-        raise ValidationError("publish.token_secret", block, "no such Prefect Secret block") from None
+        raise ValidationError(field, block, "no such Prefect Secret block") from None
     if not isinstance(value, str) or not value:
-        raise ValidationError("publish.token_secret", block, "the Secret block holds no token string")
+        raise ValidationError(field, block, "the Secret block holds no token string")
     return value
 
 

@@ -425,7 +425,7 @@ def test_cli_publishes_the_newest_run_by_default(tmp_path, hub, capsys):
 
 @pytest.mark.slow
 def test_a_run_with_publish_section_publishes_with_the_secret_block_token(
-    prefect_server, small_models, synthetic_dir, tmp_path, hub, monkeypatch
+    prefect_server, small_models, synthetic_dir, tmp_path, hub, monkeypatch, capsys
 ):
     """The flow end to end: the token only in a Prefect Secret block (no HF_TOKEN), the run
     published once; a second run of the same config (every cell cached) sends no commit. The
@@ -456,6 +456,14 @@ def test_a_run_with_publish_section_publishes_with_the_secret_block_token(
     assert len(hub.state.commits) == 2
     second = set(_commit_files(hub.state.commits[1])) - {"README.md", "runs.json"}
     assert second and all(p.startswith(f"nightly/{names[1]}/") for p in second)
+    # the CLI reads the same Secret block; publishing the second run again sends nothing
+    args = ("--repo", REPO, "--prefix", str(tmp_path / "out"), "--path-in-repo", "nightly/{run}")
+    capsys.readouterr()
+    rc, out, err = _cli(capsys, *args, "--token-secret", "publish-test-token", "--run", names[1])
+    assert rc == 0 and out.startswith(f"run {names[1]}: nothing changed"), err
+    rc, out, err = _cli(capsys, *args, "--token-secret", "no-such-block")
+    assert rc == 2 and err == "--token-secret='no-such-block': no such Prefect Secret block\n"
+    assert len(hub.state.commits) == 2 and TOKEN not in out + err
     files = hub.repo(REPO).files
     assert any(p.endswith("/predictions.parquet") for p in files)
     assert any(p.endswith("/config.json") for p in files)

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 DEFAULT_PATH = "runs/{run}"
+_NETWORK_ERRORS = ("huggingface_hub", "httpx", "httpx2", "httpcore")
 
 
 def _fail(line: str, status: int = 2) -> int:
@@ -63,13 +64,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if not token:
         from tasks.publish import secret_token
 
-        token = secret_token(target.token_secret)
+        try:
+            token = secret_token(target.token_secret, field="--token-secret")
+        except ValidationError as e:
+            return _fail(str(e))
     from plantcad_flows.publish.hub import publish_run
 
     try:
         report = publish_run(bundle, target, token)
+    except ValidationError as e:  # the repo's run index is not one this version reads
+        return _fail(f"publish: {e}", 1)
     except Exception as e:  # the hub's refusal, in one line (no headers: the token is not in it)
-        if e.__class__.__module__.startswith("huggingface_hub") or isinstance(e, OSError):
+        if type(e).__module__.split(".")[0] in _NETWORK_ERRORS or isinstance(e, OSError):
             first = " ".join(str(e).split("\n")[0].split())
             return _fail(f"publish to {target.repo} failed: {type(e).__name__}: {first}", 1)
         raise
