@@ -11,7 +11,9 @@ The flow only wires tasks together:
    straight to their (cached) finalize step, and
    Ray is not started when no shard needs scoring;
 4. collect the results into files and UI artifacts; add them to the history under the prefix,
-   alert on regressions against earlier revisions, draw the trends (tasks/history.py).
+   alert on regressions against earlier revisions, draw the trends (tasks/history.py);
+5. when the config has a `publish:` section and no cell failed, publish the run to the Hugging
+   Face hub (tasks/publish.py).
 One failing cell does not stop the others; the run ends Failed and names the failed cells.
 """
 
@@ -36,6 +38,7 @@ from tasks.history import publish_reports, record_history, report_keys, trend_re
 from tasks.locks import lock_manager
 from tasks.policy import task_options
 from tasks.progress import Progress, outcome
+from tasks.publish import publish_results
 from tasks.scoring import scoring_pool
 from tasks.steps import finalize_cell, prepare_splits, record_failure
 
@@ -106,10 +109,14 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
         "trends_dir": trends.directory,
         "checkpoints": [line for d in resolution.discoveries for line in format_discovery(d, planned)],
     }
-    paths = collect_results(results, config.executor.prefix, run.name, plan, info)
+    paths = collect_results(
+        results, config.executor.prefix, run.name, plan, info, config.model_dump(mode="json")
+    )
     publish_artifacts(results, paths["summary"], scope)
     publish_reports(results, scope, trends)
     progress.finish()
     get_run_logger().info("results written to %s", paths["parquet"])
     ledger.raise_if_failed()
+    if config.publish is not None:  # only a run whose every cell finished is published
+        publish_results(config.executor.prefix, run.name, config.publish, scope)
     return [r.model_dump() for r in ledger.ordered()]

@@ -327,6 +327,128 @@ class ExecutorConfig(_Strict):
     )
 
 
+REPO_TYPES = ("dataset", "model")
+# ORG/NAME as the hub spells it: letters, digits, `-`, `_`, `.`; no `--` or `..`; at most 96
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+# what `path_in_repo` may name: the run, the config's plan hash, the run's one checkpoint step, and
+# the sampling seed and cap (`results/step-{step}/leaderboard-seed{seed}-n{max_size}`)
+PATH_PLACEHOLDERS = ("run", "plan", "step", "seed", "max_size")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+# keys that would put a token in the config: refused, and their value is never echoed
+_TOKEN_KEYS = ("token", "hf_token", "api_key", "password", "secret")
+
+
+def check_repo_id(field: str, value: object) -> str:
+    """`ORG/NAME`, as the hub accepts it.
+
+    Raises:
+        ValidationError: naming `field` and the value.
+    """
+    text = value if isinstance(value, str) else ""
+    if (
+        not _REPO_ID.fullmatch(text)
+        or "--" in text
+        or ".." in text
+        or len(text) > 96
+        or text.endswith((".git", ".", "-"))
+    ):
+        raise ValidationError(field, value, "expected ORG/NAME (letters, digits, -, _, .)")
+    return text
+
+
+def check_repo_type(field: str, value: object) -> str:
+    return str(_one_of(field, Literal["dataset", "model"], value))
+
+
+def check_path_template(field: str, value: object) -> str:
+    """A folder of the repo, relative, with only known `{placeholders}`.
+
+    Raises:
+        ValidationError: naming `field`, the template and what is wrong with it.
+    """
+    text = value if isinstance(value, str) else ""
+    unknown = sorted({p for p in _PLACEHOLDER.findall(text) if p not in PATH_PLACEHOLDERS})
+    if unknown:
+        raise UnknownNameError(f"{field} placeholder", "{" + unknown[0] + "}", PATH_PLACEHOLDERS)
+    filled = _PLACEHOLDER.sub("x", text)
+    if "{" in filled or "}" in filled:
+        raise ValidationError(field, value, "unbalanced { } in the template")
+    if filled.startswith("/") or any(p in ("", ".", "..") for p in filled.rstrip("/").split("/")):
+        raise ValidationError(field, value, "expected a relative folder such as results/step-{step}/{run}")
+    return text.rstrip("/")
+
+
+def check_block_name(field: str, value: str | None) -> str | None:
+    """The name of a Prefect Secret block, or None.
+
+    Raises:
+        ValidationError: naming `field`, never echoing the value (a pasted token is not a name).
+    """
+    if value is not None and not _BLOCK_NAME.fullmatch(value):
+        raise ValidationError(
+            field, "<redacted>", "expected the name of a Prefect Secret block (lower case letters, digits, -)"
+        )
+    return value
+
+
+class PublishConfig(_Strict):
+    """Where a finished run's results go on the Hugging Face hub (`plantcad-flows publish` and the
+    end of a run whose config has this section). Never part of a cell's identity, and never a
+    token: the token comes from `HF_TOKEN` or the Prefect Secret block `token_secret` names,
+    resolved by the publishing step at run time."""
+
+    # a token pasted into a wrong field must not come back in pydantic's own message either
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    repo: str = Field(description="ORG/NAME of the hub repository")
+    repo_type: Literal["dataset", "model"] = Field(default="dataset", description="dataset or model")
+    path_in_repo: str = Field(
+        default="runs/{run}",
+        description="The run's folder in the repo; placeholders {run}, {plan}, {step}, {seed}, {max_size}",
+    )
+    private: bool = Field(default=False, description="Create the repository private (if it does not exist)")
+    token_secret: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the hub token, read when HF_TOKEN is not set",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in data:
+                name = str(key).lower()
+                if name != "token_secret" and (name in _TOKEN_KEYS or "token" in name):
+                    raise ValidationError(
+                        f"publish.{key}",
+                        "<redacted>",
+                        "a config never holds a token (it is hashed, saved and shown in the UI)",
+                        "set HF_TOKEN, or name a Prefect Secret block in publish.token_secret",
+                    )
+        return data
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        return check_repo_id("publish.repo", v)
+
+    @field_validator("repo_type", mode="before")
+    @classmethod
+    def _type(cls, v: object) -> object:
+        return check_repo_type("publish.repo_type", v)
+
+    @field_validator("path_in_repo")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_path_template("publish.path_in_repo", v)
+
+    @field_validator("token_secret")
+    @classmethod
+    def _block(cls, v: str | None) -> str | None:
+        return check_block_name("publish.token_secret", v)
+
+
 RAY_ADDRESS_FIELD = "ray.address"
 
 
@@ -451,6 +573,10 @@ class EvalConfig(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     executor: ExecutorConfig = ExecutorConfig()
     ray: RayConfig = RayConfig()
+    publish: PublishConfig | None = Field(
+        default=None,
+        description="Publish the run's results to the Hugging Face hub when it finishes; not part of any cache key",
+    )
     force: bool = Field(default=False, description="Recompute every step, ignoring caches")
     only: str | None = Field(default=None, description="Regex; run only cells whose id matches")
 

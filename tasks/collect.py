@@ -8,7 +8,7 @@ import datetime as dt
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from plantcad_flows.layout.storage import to_path, write_bytes_atomic
+from plantcad_flows.layout.storage import to_path, write_bytes_atomic, write_json_atomic
 from plantcad_flows.results.pivot import pivot_markdown
 from plantcad_flows.results.report import artifact_key
 from plantcad_flows.results.summary import render_summary
@@ -18,12 +18,21 @@ from tasks.policy import RETRY_OPTIONS
 
 @task(name="collect-results", **RETRY_OPTIONS)
 def collect_results(
-    results: list[CellResult], prefix: str, run_name: str, config_hash: str, run_info: dict
+    results: list[CellResult],
+    prefix: str,
+    run_name: str,
+    config_hash: str,
+    run_info: dict,
+    config: dict | None = None,
 ) -> dict[str, str]:
-    """Write results under `runs/{run_name}` and `latest/{config_hash}`; publish artifacts."""
+    """Write results under `runs/{run_name}` and `latest/{config_hash}`; publish artifacts.
+    `config`, the run's config as JSON, is kept beside its results (`config.json`): what a
+    publish of the run uploads with them."""
     run_dir = str(to_path(prefix) / "runs" / run_name)
     latest_dir = str(to_path(prefix) / "latest" / config_hash)
     paths = write_results(run_dir, results)
+    if config is not None:
+        write_json_atomic(to_path(run_dir) / "config.json", config)
     latest = write_results(latest_dir, results)
     summary = render_summary(
         results,

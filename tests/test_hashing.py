@@ -130,6 +130,12 @@ MUST_NOT_CHANGE = [
     ("models.0.trust_remote_code", True),
     ("force", True),
     ("only", "tiny/"),
+    # where results are published is not what they are
+    (
+        "publish",
+        {"repo": "plantcad/results", "repo_type": "model", "path_in_repo": "r/{run}", "private": True},
+    ),
+    ("publish", {"repo": "plantcad/results", "token_secret": "hf-token"}),
 ]
 
 
@@ -143,6 +149,13 @@ def test_field_changes_cell_key(path, value, base):
 @pytest.mark.parametrize("path,value", MUST_NOT_CHANGE, ids=[f"{p}={v!r}" for p, v in MUST_NOT_CHANGE])
 def test_field_does_not_change_cell_key(path, value):
     assert _cell(_with(path, value)).key == _cell(BASE).key
+
+
+def test_publish_section_moves_no_plan_hash():
+    from plantcad_flows.layout.plan import plan_hash
+
+    published = _with("publish", {"repo": "plantcad/results", "path_in_repo": "results/step-{step}"})
+    assert plan_hash(EvalConfig.model_validate(BASE)) == plan_hash(EvalConfig.model_validate(published))
 
 
 def test_code_version_changes_every_key(monkeypatch):

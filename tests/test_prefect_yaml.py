@@ -55,6 +55,18 @@ def test_nightly_covers_every_split_on_a_schedule():
     assert sched["cron"] == "0 2 * * *" and sched["timezone"]
 
 
+def test_nightly_publishes_to_the_hub_with_a_secret_block_not_a_token():
+    from deployments.setup import HF_SECRET_BLOCK
+
+    nightly = EvalConfig.model_validate(DEPLOYMENTS["nightly"]["parameters"]["config"])
+    assert nightly.publish is not None and nightly.publish.token_secret == HF_SECRET_BLOCK
+    assert nightly.publish.repo_type == "dataset" and "{run}" in nightly.publish.path_in_repo
+    # the other deployments publish nothing
+    assert all(
+        "publish" not in d["parameters"].get("config", {}) for n, d in DEPLOYMENTS.items() if n != "nightly"
+    )
+
+
 def test_pull_steps_are_importable():
     for d in DEPLOYMENTS.values():
         for step in d["pull"]:
