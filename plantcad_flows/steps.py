@@ -217,7 +217,7 @@ def _batch_size(cell: Cell, loaded: Any, rows: Any) -> int:
     def try_batch(size: int) -> None:
         # a real batch of this cell's own examples, repeated to `size` rows
         probe = rows.iloc[[i % len(rows) for i in range(size)]]
-        score_frame(loaded, cell.model, cell.split, probe, size)
+        score_frame(loaded, cell.model, cell.split, probe, size, strand=cell.strand)
 
     identity = f"{cell.model.path}@{cell.model.revision}/{cell.model.subfolder}:{cell.compute.precision}"
     size, _ = auto_batch_size(try_batch, identity, cell.model.context_length, device_name(loaded.device))
@@ -249,7 +249,8 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
     read_s = time.perf_counter() - t0
     loaded = load_cached_model(cell)
     timings = StageTimings()
-    predictions = score_frame(loaded, cell.model, cell.split, rows, _batch_size(cell, loaded, rows), timings)
+    size = _batch_size(cell, loaded, rows)
+    predictions = score_frame(loaded, cell.model, cell.split, rows, size, timings, strand=cell.strand)
     write_parquet_with_sidecar(out, predictions)
     stats = {"read_examples_s": round(read_s, 4), **timings.as_dict()}
     log.info(
