@@ -117,6 +117,7 @@ def test_files_in_the_teams_shape_under_the_run_directory(tmp_path):
     views = build_views(_full(fwd, rc, model="org/m@step-5"), builtin_tasks())
     written = write_views(str(tmp_path), views, {"sampling": {"seed": 3}})
     d = tmp_path / "leaderboard" / "org--m@step-5" / "512"
+    assert (tmp_path / "leaderboard" / "provenance.json").exists()
     assert written["plantcad2"] == [
         str(tmp_path / "leaderboard" / "leaderboard.tsv"),
         *(str(d / n) for n in ("result.json", "leaderboard.tsv", "summary.md")),
@@ -143,6 +144,9 @@ def test_files_in_the_teams_shape_under_the_run_directory(tmp_path):
     tsv = (d / "leaderboard.tsv").read_text().splitlines()
     assert tsv[0].split("\t")[-2:] == ["left", "reverse_complement"]
     assert "composite" in (d / "summary.md").read_text()
+    # written again without provenance (the command), the flow's is kept
+    write_views(str(tmp_path), views)
+    assert json.loads((d / "result.json").read_text())["sampling"]["seed"] == 3
 
 
 def test_mlm_reverse_strand_masks_and_reads_the_mirrored_positions_of_the_reverse_complement():

@@ -17,7 +17,11 @@ shape, `model, task_id, value, context_bp, note`. Layout under the run directory
 
     leaderboard/leaderboard.tsv                          every model and context, plantcad2 board
     leaderboard/{model}/{context_bp}/result.json, leaderboard.tsv, summary.md
+    leaderboard/provenance.json                          what the run knew (sampling, condition)
     leaderboard-{board}/...                              the same for any other board
+
+The flow writes them with the run's provenance (its sampling and compute); `plantcad-flows
+leaderboard` rewrites them from results.json alone and keeps the provenance the flow recorded.
 """
 
 from __future__ import annotations
@@ -239,7 +243,7 @@ def result_rows(view: View) -> list[dict[str, Any]]:
 def result_document(view: View, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`result.json` of one view: model, condition, sampling, runtime, rows, and our additions
     (board, context_bp, group means, composite, missing tasks)."""
-    provenance = dict(provenance or {})
+    provenance = json.loads(json.dumps(dict(provenance or {})))  # a deep copy
     counts = {s.samples for s in view.scores if s.samples is not None}
     sampling = {
         "samples_per_task": counts.pop() if len(counts) == 1 else None,
@@ -333,22 +337,38 @@ def board_dir(run_dir: str, board: str):
     return to_path(run_dir) / name
 
 
+PROVENANCE = "provenance.json"
+
+
+def read_provenance(run_dir: str, board: str = DEFAULT_BOARD) -> dict[str, Any]:
+    """The provenance a run's flow recorded beside its views ({} when there is none)."""
+    path = board_dir(run_dir, board) / PROVENANCE
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def write_views(
     run_dir: str, views: list[View], provenance: Mapping[str, Any] | None = None
 ) -> dict[str, list[str]]:
     """Write every view's files under `run_dir` (layout in this module's docstring); returns the
-    combined tables' paths and every file written, by board."""
+    combined tables' paths and every file written, by board. Without `provenance`, the one
+    recorded beside the views (by the flow) is kept."""
     written: dict[str, list[str]] = {}
     for board in dict.fromkeys(v.board for v in views):
         mine = [v for v in views if v.board == board]
         root = board_dir(run_dir, board)
         paths = []
+        if provenance is not None:
+            write_bytes_atomic(root / PROVENANCE, (json.dumps(dict(provenance), indent=2) + "\n").encode())
+        known = dict(provenance) if provenance is not None else read_provenance(run_dir, board)
         combined = root / "leaderboard.tsv"
         write_bytes_atomic(combined, tsv(TABLE_COLUMNS, table_rows(mine)).encode())
         paths.append(str(combined))
         for v in mine:
             d = root / safe_name(v.model) / _ctx(v)
-            doc = result_document(v, provenance)
+            doc = result_document(v, known)
             write_bytes_atomic(d / "result.json", (json.dumps(doc, indent=2) + "\n").encode())
             write_bytes_atomic(d / "leaderboard.tsv", tsv(RESULT_COLUMNS, doc["rows"]).encode())
             write_bytes_atomic(d / "summary.md", summary_markdown(v).encode())
