@@ -377,3 +377,22 @@ def test_results_files_carry_a_schema_version_and_old_files_are_read(tmp_path):
     (tmp_path / "old" / "results.json").write_text(json.dumps({"schema_version": 99, "rows": []}))
     with pytest.raises(StorageError, match="schema_version 99 is newer"):
         read_results_rows(str(tmp_path / "old"))
+
+
+def test_trend_lines_are_split_by_strand_and_context():
+    """rc rows and a second context are lines of their own; a plain forward history keeps its
+    family names (so its trend plots are not redrawn)."""
+    import pandas as pd
+
+    from plantcad_flows.results.trends import axis_families
+
+    rows = pd.DataFrame(
+        {
+            "family": ["m", "m", "m", "m", "n"],
+            "strand": ["fwd", "rc", "fwd", "rc", "fwd"],
+            "context_bp": pd.array([512, 512, 8192, 8192, 512], dtype="Int64"),
+        }
+    )
+    assert axis_families(rows)["family"].tolist() == ["m 512bp", "m 512bp rc", "m 8192bp", "m 8192bp rc", "n"]
+    plain = rows[rows["family"] == "n"]
+    assert axis_families(plain)["family"].tolist() == ["n"]
