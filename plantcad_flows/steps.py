@@ -203,6 +203,13 @@ def _model_key(cell: Cell) -> str:
     return f"{cell.model.model_dump_json()}|{identity}|{cell.compute.device}|{cell.compute.precision}"
 
 
+def _axes_text(cell: Cell) -> str:
+    """` - 512 bp, rc` where the cell is one of several contexts or on the reverse strand."""
+    parts = [f"{cell.model.context_length} bp"] if cell.context_axis else []
+    parts += ["rc"] if cell.strand == "rc" else []
+    return f" - {', '.join(parts)}" if parts else ""
+
+
 def _batch_size(cell: Cell, loaded: Any, rows: Any) -> int:
     """The configured batch size, or for `auto` on a GPU the largest that fits (probed once
     per model, context length and GPU model, then remembered on the node)."""
@@ -366,7 +373,7 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
         pngs = curve_pngs(
             merged["label"].to_numpy(),
             merged["score"].to_numpy(),
-            f"{cell.model.label}\n{cell.split.task} - split {cell.split.split}",  # fits the figure's width
+            f"{cell.model.label}\n{cell.split.task} - split {cell.split.split}{_axes_text(cell)}",
             with_roc="roc" in family.curves,
         )
         for name, data in pngs.items():
