@@ -132,7 +132,7 @@ def test_history_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "6 result(s), 3 cell(s), from 1 run(s)" in out  # the cached re-run adds no row
     assert re.search(
-        r"m@step-200\s+200\s+conservation_within_andropogoneae\s+test\s+auroc\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]",
+        r"m@step-200\s+200\s+conservation_within_andropogoneae\s+test\s+fwd\s+auroc\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]",
         out,
     )
 
