@@ -505,7 +505,7 @@ class EvalConfig(_Strict):
     strands: tuple[Strand, ...] = Field(
         default=("fwd",),
         description="Strands each split is scored on: fwd (as given), rc (the reverse complement, "
-        "read at the mirrored positions); a split's own `strands` wins",
+        "read at the mirrored positions); a split's own `strands`, then its task's, win",
     )
     # `variants:` entries are read into `splits` (see `_variant_sets`); a dump holds them there
     compute: ComputeConfig = ComputeConfig()
@@ -523,8 +523,9 @@ class EvalConfig(_Strict):
         return checked_strands("strands", v)
 
     def strands_of(self, split: SplitConfig) -> tuple[str, ...]:
-        """The strands `split` is scored on: its own, else the config's."""
-        return split.strands or self.strands
+        """The strands `split` is scored on: the most specific that says: the split entry, its
+        task's definition, the config."""
+        return split.strands or split.definition.strands or self.strands
 
     @model_validator(mode="before")
     @classmethod

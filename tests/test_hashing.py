@@ -296,3 +296,16 @@ def test_bad_axes_name_the_field(edit, field):
 
     with pytest.raises((ValidationError, pydantic.ValidationError), match=field):
         EvalConfig.model_validate({**MLM, **edit})
+
+
+def test_a_task_definition_may_set_its_strands_and_a_split_entry_wins():
+    from plantcad_flows.families import builtin_tasks
+
+    definition = builtin_tasks()["conservation_within_andropogoneae"].model_dump() | {
+        "strands": ["fwd", "rc"]
+    }
+    split = {**MLM["splits"][0], "definition": definition}
+    cells = build_cells(EvalConfig.model_validate({**MLM, "splits": [split]}))
+    assert [c.strand for c in cells] == ["fwd", "rc"]
+    own = {**split, "strands": ["fwd"]}
+    assert [c.strand for c in build_cells(EvalConfig.model_validate({**MLM, "splits": [own]}))] == ["fwd"]

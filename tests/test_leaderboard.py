@@ -212,3 +212,51 @@ def test_cli_exit_codes_and_printed_view(tmp_path, capsys):
     write_results(str(prefix / "runs" / "second"), off)
     assert main(["leaderboard", "--prefix", str(prefix), "--run", "second"]) == 2
     assert "none of its results" in capsys.readouterr().err
+
+
+LETTUCE = """
+- name: lettuce_tis_recovery
+  family: motif_recovery
+  splits: [test]
+  mask_positions: [4094, 4095, 4096]
+  strands: [fwd, rc]
+  leaderboard:
+    test: {task_id: motif_lettuce_start_sites, group: masked_motif, metric: %s, board: lettuce}
+"""
+
+
+def test_a_users_task_joins_a_view_of_its_own(tmp_path):
+    from plantcad_flows.families import task_registry
+
+    path = tmp_path / "lettuce.yaml"
+    path.write_text(LETTUCE % "motif_accuracy")
+    tasks = task_registry([str(path)])
+    assert tasks["lettuce_tis_recovery"].strands == ("fwd", "rc")
+    rows = [
+        {
+            "model": "m",
+            "task": "lettuce_tis_recovery",
+            "split": "test",
+            "strand": s,
+            "context_bp": 512,
+            "motif_accuracy": v,
+        }
+        for s, v in (("fwd", 0.4), ("rc", 0.6))
+    ] + _full({"cons_andropogoneae": 0.5})
+    views = build_views(rows, tasks)
+    assert [(v.board, v.model) for v in views] == [("lettuce", "m"), ("plantcad2", "m")]
+    assert views[0].composite == 0.6 and views[0].missing == []
+    written = write_views(str(tmp_path / "run"), views)
+    assert written["lettuce"][0] == str(tmp_path / "run" / "leaderboard-lettuce" / "leaderboard.tsv")
+
+
+def test_a_bad_leaderboard_entry_is_one_line_naming_file_task_and_field(tmp_path):
+    from plantcad_flows.errors import ValidationError
+    from plantcad_flows.families import task_registry
+
+    path = tmp_path / "lettuce.yaml"
+    path.write_text(LETTUCE % "auroc")
+    with pytest.raises(ValidationError) as e:
+        task_registry([str(path)])
+    assert str(e.value).startswith(f"{path}: tasks[lettuce_tis_recovery].leaderboard[test].metric='auroc'")
+    assert "\n" not in str(e.value)

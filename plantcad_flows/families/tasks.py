@@ -120,6 +120,11 @@ class TaskDef(_Strict):
     motif_len: int | None = Field(default=None, ge=1)
     flanking: int | None = Field(default=None, ge=1)
     columns: TaskColumns = TaskColumns()
+    strands: tuple[str, ...] | None = Field(
+        default=None,
+        description="fwd, rc or both: the strands this task's splits are scored on, unless a split "
+        "says otherwise; default: the config's `strands`",
+    )
     leaderboard: dict[str, LeaderboardEntry] = Field(
         default_factory=dict,
         description="Per split: its leaderboard task id, group and metric (never hashed: it only "
@@ -135,6 +140,11 @@ class TaskDef(_Strict):
         if v not in FAMILIES:
             raise UnknownNameError("family", v, FAMILIES)
         return v
+
+    @pydantic.field_validator("strands")
+    @classmethod
+    def _strands(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if v is None else LeaderboardEntry._strands(v)
 
     @pydantic.model_validator(mode="after")
     def _settings(self) -> TaskDef:
