@@ -33,7 +33,7 @@ from plantcad_flows.layout.plan import format_discovery, format_plan, plan_cells
 from plantcad_flows.layout.storage import ensure_prefix
 from plantcad_flows.results.ledger import RunLedger
 from plantcad_flows.results.report import artifact_key, artifact_scope
-from tasks.collect import collect_results, publish_artifacts
+from tasks.collect import collect_results, publish_artifacts, publish_leaderboard
 from tasks.history import publish_reports, record_history, report_keys, trend_report
 from tasks.locks import lock_manager
 from tasks.policy import task_options
@@ -113,6 +113,7 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
         results, config.executor.prefix, run.name, plan, info, config.model_dump(mode="json")
     )
     publish_artifacts(results, paths["summary"], scope)
+    publish_leaderboard(results, config, paths["run_dir"], scope)
     publish_reports(results, scope, trends)
     progress.finish()
     get_run_logger().info("results written to %s", paths["parquet"])

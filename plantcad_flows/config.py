@@ -35,6 +35,7 @@ from plantcad_flows.families import (
 
 ModelType = Literal["mlm", "clm"]
 MotifMode = Literal["fwd_only", "rc_only", "fwd_rc_avg"]
+Strand = Literal["fwd", "rc"]
 DEFAULT_PREFIX = "outputs"
 
 
@@ -54,13 +55,18 @@ class _Strict(BaseModel):
 class _ScoringFields(_Strict):
     """What a model entry and a `checkpoints:` entry both declare about scoring, checked once:
     names suggest the closest valid one, an MLM is scored forward only, and the context is
-    centre-cropped, so its length must be even. `_WHERE` names the entry in messages."""
+    centre-cropped, so its length must be even. `context_length` may list several contexts: each
+    is a cell of its own (`contexts`, `at_context`). `_WHERE` names the entry in messages."""
 
     _WHERE: ClassVar[str] = "models[]"
 
     path: str = Field(description="Local directory or Hugging Face hub id")
     type: ModelType = Field(default="mlm", description="mlm (masked) or clm (causal)")
-    context_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
+    context_length: int | tuple[int, ...] = Field(
+        default=NATIVE_SEQ_LENGTH,
+        description="Bases the model sees (a centred crop); a list, e.g. [512, 8192], scores each context "
+        "as its own cell",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="Run modelling code the model repository ships (config.json auto_map); "
@@ -80,6 +86,30 @@ class _ScoringFields(_Strict):
     def _mode(cls, v: object) -> object:
         return _one_of(f"{cls._WHERE}.motif_inference_mode", MotifMode, v)
 
+    @field_validator("context_length", mode="before")
+    @classmethod
+    def _context(cls, v: object) -> object:
+        if isinstance(v, list | tuple):
+            if not v:
+                raise ValidationError(f"{cls._WHERE}.context_length", list(v), "list at least one context")
+            if len(v) == 1:
+                return v[0]
+            if len(set(v)) != len(v):
+                raise ValidationError(f"{cls._WHERE}.context_length", list(v), "contexts must be distinct")
+        return v
+
+    @property
+    def contexts(self) -> tuple[int, ...]:
+        """Every context this entry is scored at (one, unless `context_length` lists several)."""
+        c = self.context_length
+        return tuple(c) if isinstance(c, tuple) else (c,)
+
+    def at_context(self, context: int):
+        """This entry at one of its contexts (itself when it has only that one)."""
+        if self.context_length == context:
+            return self
+        return self.model_copy(update={"context_length": context})
+
     def _where(self) -> str:
         return self._WHERE
 
@@ -92,10 +122,13 @@ class _ScoringFields(_Strict):
                 self.motif_inference_mode,
                 "only fwd_only is supported for type mlm",
             )
-        if self.context_length % 2:
-            raise ValidationError(
-                f"{where}.context_length", self.context_length, "must be even to centre-crop"
-            )
+        for context in self.contexts:
+            if isinstance(context, bool) or context <= 0:
+                raise ValidationError(
+                    f"{where}.context_length", context, "must be a positive number of bases"
+                )
+            if context % 2:
+                raise ValidationError(f"{where}.context_length", context, "must be even to centre-crop")
         return self
 
 
@@ -174,6 +207,10 @@ class SplitConfig(_Strict):
     label_column: str = "label"
     seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
     overrides: SplitOverrides = SplitOverrides()
+    strands: tuple[Strand, ...] | None = Field(
+        default=None,
+        description="fwd, rc or both: the strands this split is scored on; default: the config's `strands`",
+    )
     variants: VariantSetConfig | None = Field(
         default=None,
         description="The variant set of a variant_effect task (from a `variants:` entry); you never write it",
@@ -201,6 +238,11 @@ class SplitConfig(_Strict):
         out.setdefault("label_column", definition.columns.label)
         out.setdefault("seq_length", definition.seq_length)
         return out
+
+    @field_validator("strands", mode="before")
+    @classmethod
+    def _strands(cls, v: object) -> object:
+        return None if v is None else checked_strands("splits[].strands", v)
 
     @field_validator("task")
     @classmethod
@@ -255,6 +297,22 @@ class SplitConfig(_Strict):
     @property
     def key(self) -> str:
         return f"{self.task}/{self.split}"
+
+
+def checked_strands(field: str, value: object) -> tuple[str, ...]:
+    """A strands list: fwd and/or rc, each once, at least one.
+
+    Raises:
+        ValidationError / UnknownNameError: naming `field`.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ValidationError(field, value, "a list of strands: [fwd], [rc] or [fwd, rc]")
+    for item in items:
+        _one_of(field, Strand, item)
+    if len(set(items)) != len(items):
+        raise ValidationError(field, list(items), "each strand may appear once")
+    return tuple(items)
 
 
 class ComputeConfig(_Strict):
@@ -566,6 +624,11 @@ class EvalConfig(_Strict):
         default_factory=list, description="Training runs whose checkpoints are discovered at plan time"
     )
     splits: list[SplitConfig] = Field(min_length=1)
+    strands: tuple[Strand, ...] = Field(
+        default=("fwd",),
+        description="Strands each split is scored on: fwd (as given), rc (the reverse complement, "
+        "read at the mirrored positions); a split's own `strands`, then its task's, win",
+    )
     # `variants:` entries are read into `splits` (see `_variant_sets`); a dump holds them there
     compute: ComputeConfig = ComputeConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -579,6 +642,16 @@ class EvalConfig(_Strict):
     )
     force: bool = Field(default=False, description="Recompute every step, ignoring caches")
     only: str | None = Field(default=None, description="Regex; run only cells whose id matches")
+
+    @field_validator("strands", mode="before")
+    @classmethod
+    def _strands(cls, v: object) -> object:
+        return checked_strands("strands", v)
+
+    def strands_of(self, split: SplitConfig) -> tuple[str, ...]:
+        """The strands `split` is scored on: the most specific that says: the split entry, its
+        task's definition, the config."""
+        return split.strands or split.definition.strands or self.strands
 
     @model_validator(mode="before")
     @classmethod
@@ -660,14 +733,17 @@ class EvalConfig(_Strict):
         entries = [(f"models[{m.label}]", m) for m in self.models]
         entries += [(f"checkpoints[{c.label}]", c) for c in self.checkpoints]
         for field, entry in entries:
-            for s in self.splits:
-                s.family.check_model(field, entry, s)
+            for context in entry.contexts:
+                for s in self.splits:
+                    s.family.check_model(field, entry.at_context(context), s)
         return self
 
 
-def unsupported_reason(model: ModelConfig, split: SplitConfig) -> str | None:
-    """Why the (model, split) cell cannot be scored, else None."""
-    return split.family.unsupported_reason(model.type)
+def unsupported_reason(model: ModelConfig, split: SplitConfig, strand: str = "fwd") -> str | None:
+    """Why the (model, split, strand) cell cannot be scored, else None."""
+    return split.family.unsupported_reason(model.type) or split.family.strand_unsupported_reason(
+        model.type, strand
+    )
 
 
 def load_config(path: str | Path, **overrides: object) -> EvalConfig:

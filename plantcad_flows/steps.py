@@ -203,6 +203,13 @@ def _model_key(cell: Cell) -> str:
     return f"{cell.model.model_dump_json()}|{identity}|{cell.compute.device}|{cell.compute.precision}"
 
 
+def _axes_text(cell: Cell) -> str:
+    """` - 512 bp, rc` where the cell is one of several contexts or on the reverse strand."""
+    parts = [f"{cell.model.context_length} bp"] if cell.context_axis else []
+    parts += ["rc"] if cell.strand == "rc" else []
+    return f" - {', '.join(parts)}" if parts else ""
+
+
 def _batch_size(cell: Cell, loaded: Any, rows: Any) -> int:
     """The configured batch size, or for `auto` on a GPU the largest that fits (probed once
     per model, context length and GPU model, then remembered on the node)."""
@@ -217,7 +224,7 @@ def _batch_size(cell: Cell, loaded: Any, rows: Any) -> int:
     def try_batch(size: int) -> None:
         # a real batch of this cell's own examples, repeated to `size` rows
         probe = rows.iloc[[i % len(rows) for i in range(size)]]
-        score_frame(loaded, cell.model, cell.split, probe, size)
+        score_frame(loaded, cell.model, cell.split, probe, size, strand=cell.strand)
 
     identity = f"{cell.model.path}@{cell.model.revision}/{cell.model.subfolder}:{cell.compute.precision}"
     size, _ = auto_batch_size(try_batch, identity, cell.model.context_length, device_name(loaded.device))
@@ -249,7 +256,8 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
     read_s = time.perf_counter() - t0
     loaded = load_cached_model(cell)
     timings = StageTimings()
-    predictions = score_frame(loaded, cell.model, cell.split, rows, _batch_size(cell, loaded, rows), timings)
+    size = _batch_size(cell, loaded, rows)
+    predictions = score_frame(loaded, cell.model, cell.split, rows, size, timings, strand=cell.strand)
     write_parquet_with_sidecar(out, predictions)
     stats = {"read_examples_s": round(read_s, 4), **timings.as_dict()}
     log.info(
@@ -365,7 +373,7 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
         pngs = curve_pngs(
             merged["label"].to_numpy(),
             merged["score"].to_numpy(),
-            f"{cell.model.label}\n{cell.split.task} - split {cell.split.split}",  # fits the figure's width
+            f"{cell.model.label}\n{cell.split.task} - split {cell.split.split}{_axes_text(cell)}",
             with_roc="roc" in family.curves,
         )
         for name, data in pngs.items():

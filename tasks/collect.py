@@ -1,5 +1,6 @@
 """The last step of a run: write the results files and show the run in the Prefect UI
-(results table, markdown summary with curves and cache status, final progress)."""
+(results table, markdown summary with curves and cache status, the leaderboard view, final
+progress)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import datetime as dt
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from plantcad_flows.config import EvalConfig
+from plantcad_flows.families import builtin_tasks
 from plantcad_flows.layout.storage import to_path, write_bytes_atomic, write_json_atomic
+from plantcad_flows.results.leaderboard import build_views, summary_markdown, write_views
 from plantcad_flows.results.pivot import pivot_markdown
 from plantcad_flows.results.report import artifact_key
 from plantcad_flows.results.summary import render_summary
@@ -67,3 +71,30 @@ def publish_artifacts(results: list[CellResult], summary: str, scope: str) -> No
         markdown=summary,
         description="Regressions, what ran, what came from cache, what was skipped and why",
     )
+
+
+def publish_leaderboard(results: list[CellResult], config: EvalConfig, run_dir: str, scope: str) -> list[str]:
+    """The leaderboard view of this run (`plantcad-flows leaderboard`): its files under
+    `{run_dir}/leaderboard*/` and one markdown artifact, when some result is a leaderboard task
+    (the task definitions are the config's own, so a user's task files count too). Returns the
+    files written (none when nothing is on a leaderboard)."""
+    tasks = dict(builtin_tasks()) | {s.definition.name: s.definition for s in config.splits}
+    views = build_views(rows(results), tasks)
+    if not views:
+        return []
+    revisions = {r.dataset_revision for r in results if r.dataset_revision}
+    provenance = {
+        "condition": f"{config.compute.device_type}/{config.compute.precision}",
+        "sampling": {
+            "seed": config.sampling.seed,
+            "method": f"shuffled with seed, rate={config.sampling.rate}, max_size={config.sampling.max_size}",
+            "dataset_revision": revisions.pop() if len(revisions) == 1 else None,
+        },
+    }
+    written = write_views(run_dir, views, provenance)
+    create_markdown_artifact(
+        key=artifact_key("board", scope),
+        markdown="\n".join(summary_markdown(v) for v in views),
+        description="Leaderboard view: best of forward / reverse complement per task, group means, composite",
+    )
+    return [p for paths in written.values() for p in paths]

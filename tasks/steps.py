@@ -38,7 +38,7 @@ def prepare_split(job: SplitJob, force: bool = False, locks: LockManager | None 
 
 @task(
     name="score-shard",
-    task_run_name="score {cell.model.label}/{cell.split.task}/{cell.split.split} shard {shard.index}",
+    task_run_name="score {cell.id} shard {shard.index}",
     **STEP_OPTIONS,
 )
 def score_shard(
@@ -55,7 +55,7 @@ def score_shard(
 
 @task(
     name="finalize-cell",
-    task_run_name="finalize {cell.model.label}/{cell.split.task}/{cell.split.split}",
+    task_run_name="finalize {cell.id}",
     **STEP_OPTIONS,
 )
 def finalize_cell(
@@ -77,7 +77,7 @@ def finalize_cell(
     name="record-failure",
     cache_policy=NO_CACHE,
     persist_result=False,
-    task_run_name="failed {cell.model.label}/{cell.split.task}/{cell.split.split}",
+    task_run_name="failed {cell.id}",
 )
 def record_failure(cell: Cell, reason: str) -> CellResult:
     return steps.record_failure(cell, reason)

@@ -192,3 +192,49 @@ def test_validation_errors_are_not_retried(prefect_server, small_models, synthet
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run])))
     assert [r.run_count for r in runs if r.name.startswith("prepare")] == [1]
+
+
+def test_strands_and_contexts_are_cells_and_the_run_has_its_leaderboard_view(
+    prefect_server, small_models, synthetic_dir, tmp_path
+):
+    """strands [fwd, rc] x contexts [256, 512]: one cell each (the rc cell of the
+    structural-variant task skipped with its reason), each row carries its strand and context,
+    a second run serves every cell from cache, and the run has its leaderboard files and artifact."""
+    prefix = tmp_path / "out"
+    cfg = eval_config(small_models, synthetic_dir, prefix, strands=["fwd", "rc"])
+    cfg["models"] = [{**cfg["models"][0], "context_length": [256, 512]}]
+    state, run1 = _run(cfg)
+    assert state.is_completed(), state.message
+    by_cell = {r["cell_id"]: r for r in state.result()}
+    assert len(by_cell) == 3 * 2 * 2
+    assert by_cell["mlm/tis_recovery/test_maize/ctx256/rc"]["status"] == "completed"
+    sv_rc = by_cell["mlm/structural_variant_effect_prediction/test/ctx512/rc"]
+    assert sv_rc["status"] == "skipped" and "forward strand only" in sv_rc["reason"]
+    run_dir = next((prefix / "runs").iterdir())
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    assert {(r["strand"], r["context_bp"]) for r in rows} == {
+        ("fwd", 256),
+        ("rc", 256),
+        ("fwd", 512),
+        ("rc", 512),
+    }
+    for ctx in (256, 512):
+        doc = json.loads((run_dir / "leaderboard" / "mlm" / str(ctx) / "result.json").read_text())
+        cons = next(r for r in doc["rows"] if r["key"] == "cons_andropogoneae")
+        assert cons["selected_value"] == max(cons["left"], cons["reverse_complement"])
+        assert len(doc["missing"]) == 20 - 3 and doc["composite"] is None
+    assert (run_dir / "leaderboard" / "leaderboard.tsv").exists()
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run1]))
+        )
+    assert any((a.key or "").startswith("zero-shot-board-") for a in arts)
+
+    state, run2 = _run(cfg)
+    assert state.is_completed()
+    scoring = {n: s for n, s in task_run_states(run2).items() if n.startswith(("score ", "finalize "))}
+    assert scoring and all(s == "Cached" for s in scoring.values()), scoring

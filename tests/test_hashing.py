@@ -243,3 +243,82 @@ def test_keys_are_stable_across_processes():
         )
         assert json.loads(out.stdout) == here
     assert len({k for k, _, _ in here}) == 4
+
+
+# --- strands and contexts as axes ------------------------------------------------------------
+
+MLM = _with("models.0.type", "mlm", _with("models.0.motif_inference_mode", "fwd_only"))
+
+
+def test_strand_and_context_axes_make_cells_whose_keys_move_and_fwd_keys_stay():
+    """`strands: [fwd, rc]` and `context_length: [a, b]` give one cell each; rc and each context
+    have keys of their own, and the forward cell at a listed context keeps the key it had as a
+    plain single-context, forward-only config (earlier caches are still served)."""
+    plain = _cell(MLM)
+    both = build_cells(EvalConfig.model_validate({**MLM, "strands": ["fwd", "rc"]}))
+    assert [c.strand for c in both] == ["fwd", "rc"]
+    assert both[0].key == plain.key and both[0].dir == plain.dir and both[0].id == plain.id
+    assert both[1].key != plain.key and both[1].dir.split("-rc-")[0] == plain.dir.rsplit("-", 1)[0]
+    assert both[1].id == plain.id + "/rc" and both[1].fields["strand"] == "rc"
+    assert "strand" not in both[0].fields
+
+    two = _with("models.0.context_length", [512, 4096], MLM)
+    cells = build_cells(EvalConfig.model_validate(two))
+    assert [c.model.context_length for c in cells] == [512, 4096]
+    assert cells[1].key == plain.key  # 4096 is BASE's context: the same cell as before
+    assert cells[0].key != plain.key and cells[0].id.endswith("/ctx512")
+    # a split's own strands win over the config's
+    own = _with("splits.0.strands", ["rc"], {**MLM, "strands": ["fwd", "rc"]})
+    assert [c.strand for c in build_cells(EvalConfig.model_validate(own))] == ["rc"]
+
+
+def test_plan_hash_of_a_config_without_the_axes_does_not_move():
+    from plantcad_flows.layout.plan import plan_hash
+
+    base = EvalConfig.model_validate(MLM)
+    assert plan_hash(base) == plan_hash(EvalConfig.model_validate({**MLM, "strands": ["fwd"]}))
+    assert plan_hash(base) != plan_hash(EvalConfig.model_validate({**MLM, "strands": ["fwd", "rc"]}))
+
+
+def test_rc_cells_of_clm_and_sv_are_unsupported_with_a_reason():
+    from plantcad_flows.layout.plan import CellStatus, plan_cells
+
+    clm = plan_cells(EvalConfig.model_validate({**BASE, "strands": ["fwd", "rc"]}))
+    assert [p.status for p in clm] == [CellStatus.TO_RUN, CellStatus.UNSUPPORTED]
+    assert "motif_inference_mode" in clm[1].reason
+    sv = _with("splits", SV["splits"], {**MLM, "strands": ["fwd", "rc"]})
+    planned = plan_cells(EvalConfig.model_validate(sv))
+    assert [p.status for p in planned] == [CellStatus.TO_RUN, CellStatus.UNSUPPORTED]
+    assert "forward strand only" in planned[1].reason
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        ({"strands": ["up"]}, "strands"),
+        ({"strands": []}, "strands"),
+        ({"strands": ["rc", "rc"]}, "strands"),
+        ({"models": [{**MLM["models"][0], "context_length": [512, 513]}]}, "context_length"),
+        ({"models": [{**MLM["models"][0], "context_length": [512, 512]}]}, "context_length"),
+    ],
+)
+def test_bad_axes_name_the_field(edit, field):
+    import pydantic
+
+    from plantcad_flows.errors import ValidationError
+
+    with pytest.raises((ValidationError, pydantic.ValidationError), match=field):
+        EvalConfig.model_validate({**MLM, **edit})
+
+
+def test_a_task_definition_may_set_its_strands_and_a_split_entry_wins():
+    from plantcad_flows.families import builtin_tasks
+
+    definition = builtin_tasks()["conservation_within_andropogoneae"].model_dump() | {
+        "strands": ["fwd", "rc"]
+    }
+    split = {**MLM["splits"][0], "definition": definition}
+    cells = build_cells(EvalConfig.model_validate({**MLM, "splits": [split]}))
+    assert [c.strand for c in cells] == ["fwd", "rc"]
+    own = {**split, "strands": ["fwd"]}
+    assert [c.strand for c in build_cells(EvalConfig.model_validate({**MLM, "splits": [own]}))] == ["fwd"]

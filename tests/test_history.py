@@ -132,7 +132,7 @@ def test_history_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "6 result(s), 3 cell(s), from 1 run(s)" in out  # the cached re-run adds no row
     assert re.search(
-        r"m@step-200\s+200\s+conservation_within_andropogoneae\s+test\s+auroc\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]",
+        r"m@step-200\s+200\s+conservation_within_andropogoneae\s+test\s+fwd\s+auroc\s+0\.\d{4}\s+\[0\.\d{4}, 0\.\d{4}\]",
         out,
     )
 
@@ -326,12 +326,17 @@ def test_history_files_carry_a_schema_version_and_old_files_are_read(tmp_path):
     b = _cell(tmp_path, "m@step-200", _scores(2.0), step=200)
     path = write_history(prefix, "new", history_rows([a], "r-new", "new", T0))
     assert pq.read_schema(path).metadata[b"schema_version"] == str(schema.SCHEMA_VERSION).encode()
-    assert schema.read_parquet(path)[1] == schema.SCHEMA_VERSION == 2
+    assert schema.read_parquet(path)[1] == schema.SCHEMA_VERSION == 3
     old = history_rows([b], "r-old", "old", T0 - dt.timedelta(days=1))
     old.to_parquet(tmp_path / "out" / "history" / "old.parquet", index=False)  # version 1: no key
     assert schema.read_parquet(tmp_path / "out" / "history" / "old.parquet")[1] == 1
     both = read_history(prefix)
     assert sorted(set(both["run_name"])) == ["new", "old"] and len(both) == 4
+    # version 3 added the strand and the context; an older file's rows were all forward
+    v2 = history_rows([b], "r-v2", "v2", T0).drop(columns=["strand", "context_bp"])
+    v2.to_parquet(tmp_path / "out" / "history" / "old.parquet", index=False)
+    again = read_history(prefix)
+    assert again["strand"].tolist() == ["fwd"] * 4 and again["context_bp"].isna().all()
 
 
 def test_results_files_carry_a_schema_version_and_old_files_are_read(tmp_path):
@@ -360,7 +365,34 @@ def test_results_files_carry_a_schema_version_and_old_files_are_read(tmp_path):
     assert read_results_rows(str(tmp_path / "old")) == (rows([a]), 1)
     assert read_results(str(tmp_path / "old"))[1] == 1
 
+    # version 2 rows had no strand nor context: read as forward, context unknown
+    v2 = [{k: v for k, v in row.items() if k not in ("strand", "context_bp")} for row in rows([a])]
+    (tmp_path / "old" / "results.json").write_text(json.dumps({"schema_version": 2, "rows": v2}))
+    pd.DataFrame(v2).to_parquet(tmp_path / "old" / "results.parquet", index=False)
+    got, version = read_results_rows(str(tmp_path / "old"))
+    assert version == 2 and [(r["strand"], r["context_bp"]) for r in got] == [("fwd", None)]
+    assert read_results(str(tmp_path / "old"))[0]["strand"].tolist() == ["fwd"]
+
     # a newer version than this code knows is refused by name, not misread
     (tmp_path / "old" / "results.json").write_text(json.dumps({"schema_version": 99, "rows": []}))
     with pytest.raises(StorageError, match="schema_version 99 is newer"):
         read_results_rows(str(tmp_path / "old"))
+
+
+def test_trend_lines_are_split_by_strand_and_context():
+    """rc rows and a second context are lines of their own; a plain forward history keeps its
+    family names (so its trend plots are not redrawn)."""
+    import pandas as pd
+
+    from plantcad_flows.results.trends import axis_families
+
+    rows = pd.DataFrame(
+        {
+            "family": ["m", "m", "m", "m", "n"],
+            "strand": ["fwd", "rc", "fwd", "rc", "fwd"],
+            "context_bp": pd.array([512, 512, 8192, 8192, 512], dtype="Int64"),
+        }
+    )
+    assert axis_families(rows)["family"].tolist() == ["m 512bp", "m 512bp rc", "m 8192bp", "m 8192bp rc", "n"]
+    plain = rows[rows["family"] == "n"]
+    assert axis_families(plain)["family"].tolist() == ["n"]

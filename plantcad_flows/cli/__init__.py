@@ -1,7 +1,7 @@
 """`plantcad-flows` command line: one module per subcommand.
 
-`eval` / `demo` (run.py), `sweep-demo`, `vep-demo`, `tasks`, `generate-data` (data.py), `server`, `history`, `grid`
-(experiment grids), `sync` and `publish` (a run to the Hugging Face hub) are built here;
+`eval` / `demo` (run.py), `sweep-demo`, `vep-demo`, `tasks`, `generate-data` (data.py), `server`, `history`,
+`leaderboard`, `grid` (experiment grids), `sync` and `publish` (a run to the Hugging Face hub) are built here;
 `setup`, `preview-job` and `env` own their flags and are delegated whole to their modules.
 Only the modules that start runs or talk to a server (run.py, grid.py, prefect_server.py) import Prefect,
 and only when a run really starts: parsing, validation and the dry run stay light.
@@ -13,7 +13,19 @@ import argparse
 import importlib
 import sys
 
-from plantcad_flows.cli import data, grid, history, publish, run, server, sweep_demo, sync, tasks, vep_demo
+from plantcad_flows.cli import (
+    data,
+    grid,
+    history,
+    leaderboard,
+    publish,
+    run,
+    server,
+    sweep_demo,
+    sync,
+    tasks,
+    vep_demo,
+)
 
 DELEGATED = {
     "setup": "deployments.setup",
@@ -33,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate DNA language models on the PlantCAD2 zero-shot benchmark with Prefect",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (run, sweep_demo, vep_demo, tasks, data, server, history, grid, sync, publish):
+    for module in (run, sweep_demo, vep_demo, tasks, data, server, history, leaderboard, grid, sync, publish):
         module.register(sub)
     for name, text in _DELEGATED_HELP.items():
         sub.add_parser(name, help=text, add_help=False)

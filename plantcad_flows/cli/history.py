@@ -12,7 +12,21 @@ import re
 import sys
 
 DEFAULT_PREFIX = "outputs/demo"
-SHOWN = ("model", "step", "task", "split", "metric", "value", "95% CI", "n", "revision", "recorded", "run")
+SHOWN = (
+    "model",
+    "step",
+    "task",
+    "split",
+    "strand",
+    "ctx",
+    "metric",
+    "value",
+    "95% CI",
+    "n",
+    "revision",
+    "recorded",
+    "run",
+)
 
 
 def _prefix(args: argparse.Namespace) -> str:
@@ -42,6 +56,8 @@ def _text_rows(frame) -> list[list[str]]:
                 "" if pd.isna(r["step"]) else str(int(r["step"])),
                 str(r["task"]),
                 str(r["split"]),
+                str(r["strand"]) if isinstance(r["strand"], str) else "fwd",
+                "" if pd.isna(r["context_bp"]) else str(int(r["context_bp"])),
                 str(r["metric"]),
                 "" if pd.isna(r["value"]) else f"{r['value']:.4f}",
                 ci,

@@ -37,7 +37,11 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
     from plantcad_flows.scoring.preflight import check_model
 
     scores_here = not cfg.ray.enabled or parse_address(cfg.ray.address).kind == "local"
-    models = {c.model.label: c.model for c in cells}
+    models = {}  # per model, its longest context: the one a position limit can refuse
+    for c in cells:
+        seen = models.get(c.model.label)
+        if seen is None or c.model.context_length > seen.context_length:
+            models[c.model.label] = c.model
     for label, model in models.items():
         lengths = [c.split.seq_length for c in cells if c.model.label == label]
         check_model(model, cfg.compute, scores_here, lengths)

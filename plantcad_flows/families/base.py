@@ -126,6 +126,13 @@ class TaskFamily:
         """Why a model of this type cannot be scored on this family's tasks, else None."""
         return None
 
+    def strand_unsupported_reason(self, model_type: str, strand: str) -> str | None:
+        """Why a model of this type cannot be scored on `strand` (fwd or rc) of this family's
+        tasks, else None. Only the forward strand by default."""
+        if strand == "fwd":
+            return None
+        return f"{self.name} is scored on the forward strand only"
+
     def check_model(self, where: str, model: ModelLike, split: SplitLike) -> None:
         """A model's settings (its context length) can score `split`. Raises ValidationError."""
 
@@ -145,9 +152,10 @@ class TaskFamily:
 
     # --- scoring --------------------------------------------------------------------------
     def score(
-        self, model: ModelLike, split: SplitLike, frame: pd.DataFrame, run: Runner
+        self, model: ModelLike, split: SplitLike, frame: pd.DataFrame, run: Runner, strand: str = "fwd"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(probs (n, P, 4), bases (n, P), score (n,)) of every example of `frame`."""
+        """(probs (n, P, 4), bases (n, P), score (n,)) of every example of `frame`, on `strand`
+        (one the family supports, `strand_unsupported_reason`)."""
         raise NotImplementedError
 
     # --- metrics --------------------------------------------------------------------------

@@ -8,6 +8,14 @@ L-1-i (from logits at L-2-i), and flips back by swapping A<->T, C<->G (probabili
 in the original position order, which is the "reverse the positions" step); `fwd_rc_avg` is the
 mean of the two. Sequences longer than the model's context are centre-cropped and positions
 shifted by the trim.
+
+Strands (`strands: [fwd, rc]`, one cell each): the rc strand of an MLM is the PlantCAD2
+leaderboard's `right_reverse_complement` placement. The cropped window is reverse-complemented
+(the centre crop is symmetric, so cropping first or last gives the same window), the mask token
+goes to the mirrored positions L-1-i, the probabilities are read there and complemented back, in
+the forward positions' order; true bases stay the forward sequence's. Per example this equals
+reading the reverse complement's own motif, so every metric is the leaderboard's. Causal LMs
+choose their reading with `motif_inference_mode` and have no rc cell.
 """
 
 from __future__ import annotations
@@ -97,10 +105,16 @@ class MaskedFamily(TaskFamily):
         out["sequence"] = checked_sequences(rows, split.seq_column, split, keep)
         return out
 
+    def strand_unsupported_reason(self, model_type: str, strand: str) -> str | None:
+        if strand == "rc" and model_type == "clm":
+            return "causal LMs read the reverse complement through motif_inference_mode (rc_only, fwd_rc_avg)"
+        return None
+
     def probabilities(
-        self, model: ModelLike, split: SplitLike, seqs, run: Runner
+        self, model: ModelLike, split: SplitLike, seqs, run: Runner, strand: str = "fwd"
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(probs (n, P, 4), bases (n, P)) at the masked positions, per the model's type and mode."""
+        """(probs (n, P, 4), bases (n, P)) at the masked positions, per the model's type and mode
+        and the strand (fwd, or rc: MLMs only, the mirrored positions of the reverse complement)."""
         plan = crop_plan(split.seq_length, model.context_length)
         length = plan.out_length
         masks = plan.shift(split.mask_positions)
@@ -119,7 +133,14 @@ class MaskedFamily(TaskFamily):
             return run(inp)
 
         if model.type == "mlm":
+            if strand == "rc":
+                mirrored = length - 1 - masks
+                return one(mirrored, everywhere[0], True, mirrored)
             return one(masks, everywhere[0], False, masks)
+        if strand != "fwd":
+            raise ValidationError(
+                f"models[{model.label}].type", model.type, self.strand_unsupported_reason(model.type, strand)
+            )
         mode = model.motif_inference_mode
         results = []
         if mode in ("fwd_only", "fwd_rc_avg"):
@@ -134,8 +155,8 @@ class MaskedFamily(TaskFamily):
             avg = np.nanmean(stacked, axis=0) if np.isnan(stacked).any() else stacked.mean(axis=0)
         return avg.astype(np.float32), results[0][1]
 
-    def score(self, model, split, frame, run):
-        probs, bases = self.probabilities(model, split, frame["sequence"].tolist(), run)
+    def score(self, model, split, frame, run, strand="fwd"):
+        probs, bases = self.probabilities(model, split, frame["sequence"].tolist(), run, strand)
         return probs, bases, self.example_scores(probs, bases)
 
     def example_scores(self, probs: np.ndarray, bases: np.ndarray) -> np.ndarray:

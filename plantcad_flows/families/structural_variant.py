@@ -111,7 +111,7 @@ class StructuralVariant(TaskFamily):
             )
         return out
 
-    def score(self, model, split, frame, run):
+    def score(self, model, split, frame, run, strand="fwd"):
         f, length = split.flanking, split.seq_length
         plan = crop_plan(length, model.context_length)
         mut_pos = np.arange(length // 2 - f, length // 2 + f, dtype=np.int64)[None, :]

@@ -78,6 +78,35 @@ class TaskColumns(_Strict):
     right: str = "right"
 
 
+STRANDS = ("fwd", "rc")
+
+
+class LeaderboardEntry(_Strict):
+    """Where one split of a task sits on a leaderboard view (`plantcad-flows leaderboard`): the
+    leaderboard's task id, its group (group means and the composite are taken over groups), the
+    metric reported, and the strands whose better value is selected."""
+
+    task_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    group: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    metric: str
+    strands: tuple[str, ...] = Field(default=STRANDS, description="fwd, rc: the better one is selected")
+    board: str = Field(
+        default="plantcad2",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="The view it belongs to; a task of your own can join a view of its own",
+    )
+
+    @pydantic.field_validator("strands")
+    @classmethod
+    def _strands(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for strand in v:
+            if strand not in STRANDS:
+                raise UnknownNameError("strands", strand, STRANDS)
+        if not v or len(set(v)) != len(v):
+            raise ValidationError("strands", list(v), "fwd and/or rc, each once")
+        return v
+
+
 class TaskDef(_Strict):
     """One task: its family, where its data lives, its splits and the family's settings."""
 
@@ -91,6 +120,16 @@ class TaskDef(_Strict):
     motif_len: int | None = Field(default=None, ge=1)
     flanking: int | None = Field(default=None, ge=1)
     columns: TaskColumns = TaskColumns()
+    strands: tuple[str, ...] | None = Field(
+        default=None,
+        description="fwd, rc or both: the strands this task's splits are scored on, unless a split "
+        "says otherwise; default: the config's `strands`",
+    )
+    leaderboard: dict[str, LeaderboardEntry] = Field(
+        default_factory=dict,
+        description="Per split: its leaderboard task id, group and metric (never hashed: it only "
+        "decides how results are shown)",
+    )
     source: str = Field(default="", description="The file it was read from (never hashed)")
 
     @pydantic.field_validator("family")
@@ -102,11 +141,22 @@ class TaskDef(_Strict):
             raise UnknownNameError("family", v, FAMILIES)
         return v
 
+    @pydantic.field_validator("strands")
+    @classmethod
+    def _strands(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if v is None else LeaderboardEntry._strands(v)
+
     @pydantic.model_validator(mode="after")
     def _settings(self) -> TaskDef:
         if self.seq_length % 2:
             raise ValidationError("seq_length", self.seq_length, "must be even to centre-crop")
         self.family_object.check_task(f"tasks[{self.name}]", self)
+        for split, entry in self.leaderboard.items():
+            where = f"tasks[{self.name}].leaderboard[{split}]"
+            if split not in self.splits:
+                raise UnknownNameError(where, split, self.splits)
+            if entry.metric not in self.family_object.metrics:
+                raise UnknownNameError(f"{where}.metric", entry.metric, self.family_object.metrics)
         return self
 
     @property

@@ -70,10 +70,13 @@ def cell_fields(
     compute: ComputeConfig,
     model_identity: Identity,
     data_identity: Identity,
+    strand: str = "fwd",
 ) -> dict[str, Any]:
-    """What determines the scores of one (model, split) cell. The model's revision enters as the
-    commit it resolved to (in `model_identity`), never as the branch name the config gives."""
-    return {
+    """What determines the scores of one (model, split, strand) cell at one context. The model's
+    revision enters as the commit it resolved to (in `model_identity`), never as the branch name
+    the config gives. The strand enters only when it is rc, so that every forward cell keeps the
+    key it had before strands were an axis; the context was always there (`context_length`)."""
+    fields = {
         "step": "score_cell",
         "code_version": CODE_VERSION,
         "model": {
@@ -89,3 +92,6 @@ def cell_fields(
         "flanking": split.flanking,
         "compute": precision_fields(compute),
     }
+    if strand != "fwd":
+        fields["strand"] = strand
+    return fields

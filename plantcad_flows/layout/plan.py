@@ -1,4 +1,6 @@
-"""The evaluation plan: one cell per (model, split), its content-addressed home and its status.
+"""The evaluation plan: one cell per (model, context, split, strand), its content-addressed home
+and its status. A model entry listing several contexts and a split scored on both strands give
+one cell per combination; each is cached, resumed and reported like any other.
 
 `plan_cells` is cheap (no model, no data download): it takes the config's resolution (every
 model and split with its identity, `plantcad_flows.identity.resolve`, done once per run), builds
@@ -22,6 +24,7 @@ from plantcad_flows.config import (
     ModelConfig,
     SamplingConfig,
     SplitConfig,
+    Strand,
     unsupported_reason,
 )
 from plantcad_flows.identity.checkpoints import Discovery
@@ -75,25 +78,38 @@ class SplitJob(BaseModel):
 
 
 class Cell(BaseModel):
-    """One (model, split) cell: everything a worker needs to score it."""
+    """One (model, context, split, strand) cell: everything a worker needs to score it."""
 
     model_config = ConfigDict(frozen=True)
-    model: ModelConfig  # hub revisions pinned to the commit they resolved to
+    model: ModelConfig  # hub revisions pinned to the commit they resolved to; one context
     split: SplitConfig
     sampling: SamplingConfig
     compute: ComputeConfig
     prefix: str
     model_identity: Identity  # resolved once, at plan time
     data_identity: Identity
+    strand: Strand = "fwd"
+    context_axis: bool = False  # the model entry lists several contexts: name the context in `id`
 
     @property
     def id(self) -> str:
-        return f"{self.model.label}/{self.split.task}/{self.split.split}"
+        """`model/task/split`, then `/ctx{N}` when the model lists several contexts and `/rc`
+        on the reverse strand (the forward cell of a single-context model keeps its old id)."""
+        out = f"{self.model.label}/{self.split.task}/{self.split.split}"
+        if self.context_axis:
+            out += f"/ctx{self.model.context_length}"
+        return out + ("/rc" if self.strand == "rc" else "")
 
     @property
     def fields(self) -> dict:
         return cell_fields(
-            self.model, self.split, self.sampling, self.compute, self.model_identity, self.data_identity
+            self.model,
+            self.split,
+            self.sampling,
+            self.compute,
+            self.model_identity,
+            self.data_identity,
+            self.strand,
         )
 
     @property
@@ -105,7 +121,7 @@ class Cell(BaseModel):
         # named after the model's path, not its display name: renaming a model must not move
         # its outputs (the name is not part of the content hash either)
         model = (self.model.subfolder or self.model.path).rstrip("/").rsplit("/", 1)[-1]
-        label = f"{model}-{self.split.task}-{self.split.split}"
+        label = f"{model}-{self.split.task}-{self.split.split}" + ("-rc" if self.strand == "rc" else "")
         return str(step_dir(self.prefix, "score_cell", label, self.fields))
 
     @property
@@ -123,8 +139,9 @@ class PlannedCell:
 
 
 def build_cells(config: EvalConfig, resolution: Resolution | None = None) -> list[Cell]:
-    """Every (model, split) cell of the config, filtered by `only`, in config order (explicit
-    models, then discovered checkpoints). Resolves the config unless `resolution` is given.
+    """Every (model, context, split, strand) cell of the config, filtered by `only`, in config
+    order (explicit models, then discovered checkpoints; each model's contexts as listed; each
+    split's strands). Resolves the config unless `resolution` is given.
 
     Raises:
         ValidationError: a model, checkpoint run or split that cannot be resolved.
@@ -132,16 +149,20 @@ def build_cells(config: EvalConfig, resolution: Resolution | None = None) -> lis
     resolution = resolution if resolution is not None else resolve(config)
     cells = [
         Cell(
-            model=m.model,
+            model=m.model.at_context(context),
             split=s.split,
             sampling=config.sampling,
             compute=config.compute,
             prefix=config.executor.prefix,
             model_identity=m.identity,
             data_identity=s.identity,
+            strand=strand,
+            context_axis=len(m.model.contexts) > 1,
         )
         for m in resolution.models
+        for context in m.model.contexts
         for s in resolution.splits
+        for strand in config.strands_of(s.split)
     ]
     if config.only:
         pattern = re.compile(config.only)
@@ -187,7 +208,7 @@ def plan_cells(config: EvalConfig, resolution: Resolution | None = None) -> list
     the config unless `resolution` is given (pass it to resolve only once per run)."""
     planned = []
     for cell in build_cells(config, resolution):
-        reason = unsupported_reason(cell.model, cell.split)
+        reason = unsupported_reason(cell.model, cell.split, cell.strand)
         if reason:
             planned.append(PlannedCell(cell, CellStatus.UNSUPPORTED, reason))
             continue
@@ -220,7 +241,11 @@ def plan_hash(config: EvalConfig) -> str:
             "code_version": CODE_VERSION,
             "models": [m.model_dump(exclude={"name", "trust_remote_code"}) for m in config.models],
             "checkpoints": [c.model_dump(exclude={"trust_remote_code"}) for c in config.checkpoints],
-            "splits": [s.model_dump() for s in config.splits],
+            # the axes enter only where set, so a config without them keeps its home
+            "splits": [
+                s.model_dump(exclude={"strands"} if s.strands is None else None) for s in config.splits
+            ],
+            **({"strands": list(config.strands)} if config.strands != ("fwd",) else {}),
             "sampling": config.sampling.model_dump(),
             "compute": precision_fields(config.compute),
             "only": config.only,

@@ -37,6 +37,8 @@ COLUMNS = (
     "task",
     "task_family",
     "split",
+    "strand",
+    "context_bp",
     "metric",
     "value",
     "ci_low",
@@ -99,6 +101,8 @@ def history_rows(
                     "task": r.task,
                     "task_family": r.family,
                     "split": r.split,
+                    "strand": r.strand,
+                    "context_bp": r.context_bp,
                     "metric": metric,
                     "value": None if value is None else float(value),
                     "ci_low": low,
@@ -120,7 +124,7 @@ def history_rows(
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.astype({"step": "Int64", "n": "Int64"})
+    frame = frame.astype({"step": "Int64", "n": "Int64", "context_bp": "Int64"})
     for c in ("value", "ci_low", "ci_high", "se"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
@@ -146,9 +150,9 @@ def read_history(prefix: str) -> pd.DataFrame:
     frames = []
     for f in files:
         with f.open("rb") as fh:
-            frame, _ = schema.read_parquet(fh, str(f))
+            frame, version = schema.read_parquet(fh, str(f))
         if len(frame):
-            frames.append(frame)
+            frames.append(schema.upgrade_frame(frame, version))
     if not frames:
         return _typed(pd.DataFrame(columns=list(COLUMNS)))
     frame = pd.concat(frames, ignore_index=True)

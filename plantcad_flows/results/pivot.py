@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plantcad_flows.families import FAMILIES, TaskFamily
-from plantcad_flows.results.table import CellResult
+from plantcad_flows.results.table import CellResult, axis_labels
 
 
 def value_text(r: CellResult, metric: str, with_reason: bool = True) -> str:
@@ -35,6 +35,7 @@ class PivotBlock:
 def pivot_blocks(results: list[CellResult], with_reasons: bool = True) -> list[PivotBlock]:
     """One block per family present, in registry family order; rows in result order."""
     blocks = []
+    labels = axis_labels(results)  # strands and contexts are rows of their own
     by_family: dict[str, list[CellResult]] = {}
     for r in results:
         by_family.setdefault(r.family, []).append(r)
@@ -44,8 +45,8 @@ def pivot_blocks(results: list[CellResult], with_reasons: bool = True) -> list[P
             continue
         metric = family.main_metric
         tasks = list(dict.fromkeys(r.task for r in mine))
-        keys = list(dict.fromkeys((r.model, r.split) for r in mine))
-        by = {(r.model, r.split, r.task): r for r in mine}
+        keys = list(dict.fromkeys((labels[r.cell_id], r.split) for r in mine))
+        by = {(labels[r.cell_id], r.split, r.task): r for r in mine}
         rows, notes = [], []
         for model, split in keys:
             texts = []

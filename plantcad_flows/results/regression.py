@@ -158,6 +158,8 @@ def compare_cell(
         (first["family"] == family_of(result.model))
         & (first["task"] == result.task)
         & (first["split"] == result.split)
+        & (first["strand"] == result.strand)
+        & (first["context_bp"].isna() | (first["context_bp"] == result.context_bp))
         & (first["metric"] == metric)
         & (first["cell_key"] != result.cell_key)
         & first["value"].notna()

@@ -10,6 +10,9 @@ Versions:
   1. the files written before versions existed: results.json a bare list of rows; parquet files
      without the key.
   2. the same rows and columns, with `schema_version`.
+  3. result and history rows gain `strand` (fwd or rc: the reverse complement) and `context_bp`
+     (the model's context in bases). Older rows are read as `strand: fwd` (everything was scored
+     forward then) and `context_bp: null` (the context was not recorded).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pyarrow.parquet as pq
 
 from plantcad_flows.errors import StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KEY = "schema_version"
 _META = KEY.encode()
 
@@ -59,6 +62,32 @@ def read_parquet(source: Any, where: str = "parquet file") -> tuple[pd.DataFrame
     raw = (table.schema.metadata or {}).get(_META)
     version = _checked(int(raw) if raw else 1, where)
     return table.to_pandas(), version
+
+
+# Fields added by a version, with the value an older row is read with.
+ADDED_FIELDS: dict[int, dict[str, Any]] = {3: {"strand": "fwd", "context_bp": None}}
+
+
+def _defaults(version: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for added_in, fields in sorted(ADDED_FIELDS.items()):
+        if version < added_in:
+            out.update(fields)
+    return out
+
+
+def upgrade_rows(rows: list[dict[str, Any]], version: int) -> list[dict[str, Any]]:
+    """Rows of a file of `version` with every field a later version added (at its default)."""
+    defaults = _defaults(version)
+    return [{**defaults, **row} for row in rows] if defaults else rows
+
+
+def upgrade_frame(frame: pd.DataFrame, version: int) -> pd.DataFrame:
+    """A table of a file of `version` with every column a later version added (at its default)."""
+    for column, value in _defaults(version).items():
+        if column not in frame.columns:
+            frame[column] = value
+    return frame
 
 
 def results_json(rows: list[dict[str, Any]]) -> dict[str, Any]:

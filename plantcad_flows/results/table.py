@@ -37,6 +37,8 @@ class CellResult(BaseModel):
     model: str
     task: str
     split: str
+    strand: str = "fwd"  # fwd, or rc: the reverse complement (results schema 3)
+    context_bp: int | None = None  # the model's context in bases; None in results before schema 3
     dataset: str
     family: str
     status: str  # completed | cached | failed | skipped
@@ -57,6 +59,7 @@ class CellResult(BaseModel):
 
     def row(self) -> dict[str, Any]:
         base = {"dataset": self.dataset, "model": self.model, "task": self.task, "split": self.split}
+        base |= {"strand": self.strand, "context_bp": self.context_bp}
         # what was scored, as resolved at plan time: every row carries its provenance
         base |= {
             "model_revision": self.model_revision,
@@ -83,6 +86,8 @@ def cell_result(
         model=cell.model.label,
         task=cell.split.task,
         split=cell.split.split,
+        strand=cell.strand,
+        context_bp=cell.model.context_length,
         dataset=cell.split.path or cell.split.repo_id,
         family=cell.split.family.name,
         status=status,
@@ -95,6 +100,21 @@ def cell_result(
         dataset_revision=cell.data_identity.value,
         step=cell.model.step,
     )
+
+
+def axis_labels(results: list[CellResult]) -> dict[str, str]:
+    """A display name per cell id: the model, plus its context when the results hold several
+    contexts of that model, plus `rc` on the reverse strand (`m`, `m 512bp`, `m 512bp rc`)."""
+    contexts: dict[str, set] = {}
+    for r in results:
+        contexts.setdefault(r.model, set()).add(r.context_bp)
+    out = {}
+    for r in results:
+        label = r.model
+        if len(contexts[r.model]) > 1 and r.context_bp is not None:
+            label += f" {r.context_bp}bp"
+        out[r.cell_id] = label + (" rc" if r.strand == "rc" else "")
+    return out
 
 
 def _clean(v: Any) -> Any:
@@ -114,8 +134,10 @@ def _round(v: Any) -> float | None:
 
 
 def long_table(results: list[CellResult]) -> list[dict[str, Any]]:
-    """The fixed display table: model | task | split | metric | value | ci_low | ci_high | se | n."""
+    """The fixed display table: model | task | split | strand | context_bp | metric | value |
+    ci_low | ci_high | se | n (`model` names the strand and context where they vary: `axis_labels`)."""
     out = []
+    labels = axis_labels(results)
     for r in results:
         n = r.metrics.get("num_examples")
         for name in METRIC_ORDER:
@@ -123,9 +145,11 @@ def long_table(results: list[CellResult]) -> list[dict[str, Any]]:
                 low, high = r.intervals.get(name, [None, None])
                 out.append(
                     {
-                        "model": r.model,
+                        "model": labels[r.cell_id],
                         "task": r.task,
                         "split": r.split,
+                        "strand": r.strand,
+                        "context_bp": r.context_bp,
                         "metric": name,
                         "value": _round(r.metrics[name]),
                         "ci_low": _round(low),
@@ -169,13 +193,17 @@ def write_results(directory: str, results: list[CellResult]) -> dict[str, str]:
 
 
 def read_results(directory: str) -> tuple[pd.DataFrame, int]:
-    """The results.parquet under `directory` (any schema version) and its version."""
+    """The results.parquet under `directory` (any schema version, brought to the current
+    columns: `schema.upgrade_frame`) and its version."""
     path = to_path(directory) / "results.parquet"
     with path.open("rb") as fh:
-        return schema.read_parquet(fh, str(path))
+        frame, version = schema.read_parquet(fh, str(path))
+    return schema.upgrade_frame(frame, version), version
 
 
 def read_results_rows(directory: str) -> tuple[list[dict[str, Any]], int]:
-    """The rows of the results.json under `directory` (any schema version) and its version."""
+    """The rows of the results.json under `directory` (any schema version, brought to the
+    current fields: `schema.upgrade_rows`) and its version."""
     path = to_path(directory) / "results.json"
-    return schema.read_results_json(path.read_text(), str(path))
+    rows_, version = schema.read_results_json(path.read_text(), str(path))
+    return schema.upgrade_rows(rows_, version), version

@@ -47,7 +47,23 @@ def trend_rows(
     first = deduplicated(history if plan is None else history[history["plan"] == plan])
     in_pairs = np.array([(t, s) in pairs for t, s in zip(first["task"], first["split"])], dtype=bool)
     keep = first["family"].isin(families).to_numpy() & in_pairs
-    return first[keep & first["value"].notna().to_numpy()]
+    return axis_families(first[keep & first["value"].notna().to_numpy()])
+
+
+def axis_families(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose `family` also names the strand (` rc`) and, where a family was scored at
+    several contexts, the context (` 512bp`): each is a line of its own, never one line zigzagging
+    between strands. Forward rows of a single context keep the plain family name."""
+    if rows.empty or "strand" not in rows:
+        return rows
+    contexts = rows.groupby("family")["context_bp"].nunique(dropna=True)
+    names = []
+    for family, strand, ctx in zip(rows["family"], rows["strand"], rows["context_bp"]):
+        name = family
+        if contexts.get(family, 0) > 1 and not pd.isna(ctx):
+            name += f" {int(ctx)}bp"
+        names.append(name + (" rc" if strand == "rc" else ""))
+    return rows.assign(family=names)
 
 
 def _x(rows: pd.DataFrame) -> tuple[str, pd.Series]:

@@ -36,11 +36,13 @@ def score_frame(
     frame: pd.DataFrame,
     batch_size: int,
     timings: StageTimings | None = None,
+    strand: str = "fwd",
 ) -> pd.DataFrame:
     """Score every example of `frame` (from `data.prepare_split`) with `loaded`.
 
     Args:
         timings: optional collector; per-stage seconds of this call are added to it.
+        strand: fwd, or rc (the reverse complement, where the split's family supports it).
 
     Returns:
         One row per input row, same order: row_index, label, probs (list of P*4 float32),
@@ -49,14 +51,14 @@ def score_frame(
     Raises:
         ValidationError: an unsupported (model, split) cell, or a crop that moves the masks.
     """
-    reason = unsupported_reason(model, split)
+    reason = unsupported_reason(model, split, strand)
     if reason:
         raise ValidationError(f"models[{model.label}].type", model.type, f"{split.key}: {reason}")
 
     def run(inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray]:
         return run_inputs(loaded, inputs, batch_size, timings)
 
-    probs, bases, score = split.family.score(model, split, frame, run)
+    probs, bases, score = split.family.score(model, split, frame, run, strand=strand)
     n = len(frame)
     return pd.DataFrame(
         {
