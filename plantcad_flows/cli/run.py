@@ -282,7 +282,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         "--server-port",
         type=int,
         default=DEFAULT_SERVER_PORT,
-        help="without PREFECT_API_URL: use the Prefect server on 127.0.0.1 at this port, or start one there",
+        help="without PREFECT_API_URL: share the Prefect server on 127.0.0.1 at this port if it outlives its "
+        "users (make server), else start this run's own (there if the port is free)",
     )
 
 
