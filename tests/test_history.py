@@ -364,3 +364,28 @@ def test_results_files_carry_a_schema_version_and_old_files_are_read(tmp_path):
     (tmp_path / "old" / "results.json").write_text(json.dumps({"schema_version": 99, "rows": []}))
     with pytest.raises(StorageError, match="schema_version 99 is newer"):
         read_results_rows(str(tmp_path / "old"))
+
+
+def test_history_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`plantcad-flows history | head -1`: head leaves after one line; no BrokenPipe traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prefix = str(tmp_path / "out")
+    one = _cell(tmp_path, "m", _scores(1.0))
+    cells = [one.model_copy(update={"model": f"m{i}"}) for i in range(400)]  # more than a pipe holds
+    write_history(prefix, "run-a", history_rows(cells, "a", "run-a", T0))
+    cli = f"{sys.executable} -c 'import sys; from plantcad_flows.cli import main; sys.exit(main())'"
+    proc = subprocess.run(
+        f"{cli} history --prefix {prefix} | head -1; echo status=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=120,
+    )
+    assert proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[1] in ("status=0", "status=141"), lines
