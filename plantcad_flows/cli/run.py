@@ -51,7 +51,8 @@ def apply_overrides(cfg, args: argparse.Namespace):
     if getattr(args, "no_ray", False):
         data["ray"]["enabled"] = False
     if getattr(args, "prefix", None):
-        data["executor"]["prefix"] = args.prefix
+        # typed in the shell: relative to the current directory, as a shell path is
+        data["executor"]["prefix"] = args.prefix if "://" in args.prefix else os.path.abspath(args.prefix)
     return EvalConfig.model_validate(data)
 
 
@@ -253,7 +254,9 @@ def demo_config(data_dir: str = DEMO_DATA_DIR, prefix: str = DEMO_PREFIX):
     ensure_benchmark(data_dir)
     path = Path(prefix) / "demo-config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_demo_config(path, data_dir, prefix)
+    # the file's relative paths would be read against its own directory: write absolute ones
+    local = "://" not in prefix
+    write_demo_config(path, os.path.abspath(data_dir), os.path.abspath(prefix) if local else prefix)
     return load_config(path)
 
 
