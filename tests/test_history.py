@@ -389,3 +389,27 @@ def test_history_into_a_closed_pipe_ends_quietly(tmp_path):
     assert proc.stderr == "", proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and lines[1] in ("status=0", "status=141"), lines
+
+
+def test_a_user_tasks_results_are_not_titled_plantcad2(tmp_path):
+    from plantcad_flows.results.report import results_title
+
+    builtin = _cell(tmp_path, "m", _scores(1.0))
+    assert results_title([builtin]) == "PlantCAD2 zero-shot results"
+    own = builtin.model_copy(update={"task": "lettuce_tis_recovery"})
+    assert results_title([own]) == "Zero-shot results (lettuce_tis_recovery)"
+    assert results_title([own, builtin]) == "Zero-shot results (lettuce_tis_recovery and PlantCAD2 tasks)"
+
+
+def test_a_one_point_trend_spans_a_day_not_years():
+    from plantcad_flows.results.trends import draw_trend, x_range
+
+    when = pd.Series(pd.to_datetime(["2026-12-07 04:00"]))
+    lo, hi = x_range(when)
+    assert hi - lo == pd.Timedelta(days=1) and lo < when[0] < hi
+    assert x_range(pd.Series([4000])) == (3999, 4001)
+    assert x_range(pd.Series([1000, 2000])) is None
+    one = pd.DataFrame(
+        {"family": ["m"], "value": [0.7], "ci_low": [0.6], "ci_high": [0.8], "step": [None], "time": [T0]}
+    )
+    assert draw_trend(one, "tis_recovery", "test_maize", "motif_accuracy").startswith(b"\x89PNG")
