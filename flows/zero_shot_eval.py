@@ -105,7 +105,7 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
     info |= {
         "regressions": history.lines,
         "nothing_new_since": history.nothing_new_since,
-        "artifacts": report_keys(results, scope),
+        "artifacts": report_keys(results, scope, trends),
         "trends_dir": trends.directory,
         "checkpoints": [line for d in resolution.discoveries for line in format_discovery(d, planned)],
     }

@@ -413,3 +413,14 @@ def test_a_one_point_trend_spans_a_day_not_years():
         {"family": ["m"], "value": [0.7], "ci_low": [0.6], "ci_high": [0.8], "step": [None], "time": [T0]}
     )
     assert draw_trend(one, "tis_recovery", "test_maize", "motif_accuracy").startswith(b"\x89PNG")
+
+
+def test_the_summary_lists_only_the_artifacts_the_run_publishes(tmp_path):
+    """A cached run scores nothing and, without trend plots or leaderboard rows, publishes none:
+    its summary must not point at them."""
+    from tasks.history import TrendReport, report_keys
+
+    cached = _cell(tmp_path, "m", _scores(1.0), status="cached")
+    assert report_keys([cached], "s", TrendReport(directory=str(tmp_path))) == {"curves": {}}
+    drawn = TrendReport(directory=str(tmp_path), plots=[{"task": "t"}], leaderboard=[{"model": "m"}])
+    assert set(report_keys([cached], "s", drawn)) == {"curves", "trends", "leaderboard"}
