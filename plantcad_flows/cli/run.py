@@ -223,6 +223,8 @@ def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None, log_p
             f"{len(results)} cells: {count['completed']} scored, {count['cached']} from cache, "
             f"{count['skipped']} skipped, {count['failed']} failed"
         )
+        for line in variant_score_files(results):
+            print(line)
         trends = trends_dir(cfg, results)
         if trends:
             print(f"trend plots: {trends}")
@@ -235,6 +237,20 @@ def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None, log_p
         print(f"results JSON: {results_json}")
     print(f"Prefect UI: {ui_url}/runs/flow-run/{flow_run_id}")
     return results if raw else None
+
+
+def variant_score_files(results) -> list[str]:
+    """One line per variant set that has scores: where its `variant_scores.parquet` is."""
+    from plantcad_flows.layout.storage import to_path
+    from plantcad_flows.variants.outputs import SCORES_PARQUET
+
+    lines = []
+    for r in results:
+        if r.status in ("completed", "cached") and r.output_dir:
+            path = to_path(r.output_dir) / SCORES_PARQUET
+            if path.exists():
+                lines.append(f"variant scores of {r.cell_id}: {path}")
+    return lines
 
 
 def _first_line(text: str, limit: int = 400) -> str:
