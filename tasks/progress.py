@@ -35,6 +35,7 @@ class Progress:
         self.min_interval_s = min_interval_s
         self._last = 0.0
         self._lock = threading.Lock()
+        self._warned = False
         self.id = create_progress_artifact(
             progress=self.counts.percent,
             key=key,
@@ -51,8 +52,10 @@ class Progress:
         try:  # a callback must never break the run
             self.counts.shard_done(cell_id, size, ok=future.state.is_completed())
             self.update()
-        except Exception:
-            log.debug("progress callback failed", exc_info=True)
+        except Exception:  # said once, where warnings go (the console and the run's log file)
+            if not self._warned:
+                self._warned = True
+                logging.getLogger(__name__).warning("progress not updated", exc_info=True)
 
     def cell_done(self, cell_id: str) -> None:
         result = self.ledger.results.get(cell_id)

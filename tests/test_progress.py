@@ -1,0 +1,62 @@
+"""A run's progress: counted per shard (examples), cached and failed cells apart, and the UI
+artifact moved by each shard's callback, before its cell has an outcome."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from plantcad_flows.results.progress import RunProgress
+
+
+def test_progress_moves_per_shard_and_counts_cached_cells_apart():
+    p = RunProgress(cells_planned=4, started=0.0)
+    p.cell_done("a", "cached")
+    p.shards_submitted("b", [50, 50])
+    p._first_shard_at = 0.0
+    assert p.percent == 25.0
+    p.shard_done("b", 50)
+    assert 25.0 < p.percent < 50.0  # one big cell moves before it ends
+    p.shard_done("b", 50)
+    p.cell_done("b", "completed")
+    assert p.percent == 50.0
+    line = p.line(now=10.0)
+    assert (
+        line
+        == " 50% | cells 2/4 (1 cached) | shards 2/2 | 100/100 examples | 10/s | finishing | 0:10 elapsed"
+    )
+
+
+class _Future:
+    """A shard future: holds its done callbacks until the test finishes it."""
+
+    def __init__(self):
+        self.callbacks, self.state = [], SimpleNamespace(is_completed=lambda: True)
+
+    def add_done_callback(self, fn):
+        self.callbacks.append(fn)
+
+    def finish(self):
+        for fn in self.callbacks:
+            fn(self)
+
+
+def test_the_ui_artifact_moves_with_each_shard(monkeypatch):
+    import tasks.progress as progress_module
+
+    sent: list[float] = []
+    monkeypatch.setattr(progress_module, "create_progress_artifact", lambda progress, **kw: "artifact-id")
+    monkeypatch.setattr(
+        progress_module, "update_progress_artifact", lambda _id, progress: sent.append(progress)
+    )
+    ledger = SimpleNamespace(planned=[object()], results={})  # one big cell
+    progress = progress_module.Progress(ledger, min_interval_s=0.0)
+    futures = [_Future() for _ in range(4)]
+    progress.track_shards("big", futures, [25, 25, 25, 25])
+    for f in futures[:3]:
+        f.finish()
+    assert sent == [22.5, 45.0, 67.5]  # 90 % of the cell is its scoring, in proportion to examples
+    ledger.results["big"] = SimpleNamespace(status="completed")
+    futures[3].finish()
+    progress.cell_done("big")
+    progress.finish()
+    assert sent[-2:] == [100.0, 100.0] and progress.counts.outcomes == {"completed": 1}
