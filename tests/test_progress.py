@@ -60,3 +60,30 @@ def test_the_ui_artifact_moves_with_each_shard(monkeypatch):
     progress.cell_done("big")
     progress.finish()
     assert sent[-2:] == [100.0, 100.0] and progress.counts.outcomes == {"completed": 1}
+
+
+def test_the_run_log_on_a_full_disk_stops_quietly(capsys):
+    """The log file lives under the prefix, the disk a failing run may have filled: no traceback
+    per record on the console, and the report says the log is incomplete."""
+    import logging
+    import os
+    from pathlib import Path
+
+    from plantcad_flows.cli.console import RunLogFile
+
+    if not os.path.exists("/dev/full"):
+        import pytest
+
+        pytest.skip("no /dev/full here")
+    handler = RunLogFile(Path("/dev/full"))
+    logger = logging.getLogger("plantcad.test.full-disk")
+    logger.addHandler(handler)
+    try:
+        for i in range(3):
+            logger.warning("record %d", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert capsys.readouterr().err == ""
+    assert handler.problem and "No space left on device" in handler.problem
+    assert handler.describe().startswith("/dev/full (incomplete: OSError: [Errno 28]")

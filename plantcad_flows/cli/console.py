@@ -88,6 +88,33 @@ class LiveLine(logging.Handler):
         self.stream.flush()
 
 
+class RunLogFile(logging.FileHandler):
+    """The run's log file. It may live on the disk that filled up and failed the run: then it
+    stops writing, quietly (logging's own error report would print a traceback per record, and
+    Prefect's print-to-log turns that into a recursion), and says so in `problem`."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+        self.problem: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.problem is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        error = sys.exc_info()[1]
+        self.problem = f"incomplete: {type(error).__name__}: {error}" if error else "incomplete"
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as e:
+            self.problem = self.problem or f"incomplete: {e}"
+
+    def describe(self) -> str:
+        return f"{self.baseFilename}" + (f" ({self.problem})" if self.problem else "")
+
+
 def run_log_path(prefix: str, started: float | None = None) -> Path:
     """The run's log file: `{prefix}/logs/eval-YYYYmmdd-HHMMSS-PID.log` for a local prefix,
     `outputs/logs/...` beside the command for a remote one."""
@@ -99,13 +126,16 @@ def run_log_path(prefix: str, started: float | None = None) -> Path:
 
 
 @contextmanager
-def run_console(log_path: Path, verbose: bool = False) -> Iterator[None]:
+def run_console(log_path: Path, verbose: bool = False) -> Iterator[RunLogFile]:
     """Quiet the console, show the live progress line, and log everything to `log_path`."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = RunLogFile(log_path)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        to_file.problem = f"not written: {e}"
     root = logging.getLogger()
-    to_file = logging.FileHandler(log_path, encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root.addHandler(to_file)
     consoles = [h for h in root.handlers if isinstance(h, PrefectConsoleHandler)]
@@ -123,7 +153,7 @@ def run_console(log_path: Path, verbose: bool = False) -> Iterator[None]:
     progress.setLevel(logging.INFO)
     progress.propagate = False
     try:
-        yield
+        yield to_file
     finally:
         live.close_line()
         progress.removeHandler(live)

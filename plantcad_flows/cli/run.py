@@ -116,10 +116,11 @@ def run(cfg, args: argparse.Namespace) -> int:
                 print(f"full log: {log_path}{'' if args.verbose else ' (-v shows it here)'}", flush=True)
                 quiet_driver_console(not args.verbose)
                 # the run uses what was planned above, not a second resolve
-                with run_console(log_path, args.verbose):
+                with run_console(log_path, args.verbose) as log_file:
                     state = zero_shot_eval(cfg, resolution, return_state=True)
                 flow_run_id = state.state_details.flow_run_id
-                results = report(state, cfg, server.ui_url, flow_run_id, args.results_json, log_path)
+                log = log_file.describe()
+                results = report(state, cfg, server.ui_url, flow_run_id, args.results_json, log)
         finally:
             watchdog.stop()  # before the server this run started is stopped on purpose
             stop_reaper(reaper)
