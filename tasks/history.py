@@ -31,6 +31,7 @@ from plantcad_flows.results.history import (
     read_history,
     write_history,
 )
+from plantcad_flows.results.progress import CONSOLE
 from plantcad_flows.results.regression import EVENT, find_regressions
 from plantcad_flows.results.report import (
     artifact_key,
@@ -77,11 +78,11 @@ def record_history(
     if not any(r.status == "completed" for r in results):
         newest = newest_result_time(history, [r.cell_key for r in results if r.cell_key])
         since = newest.strftime("%Y-%m-%d %H:%M UTC") if newest is not None else "never"
-        logger.info("nothing new since %s: every cell came from cache", since)
+        logger.info("nothing new since %s: every cell came from cache", since, extra={CONSOLE: True})
     found = find_regressions(results, history, metrics.bootstrap, metrics.seed, alerts.min_drop)
     payloads = [r.payload(metrics.bootstrap, metrics.seed) for r in found]
     for reg, payload in zip(found, payloads):
-        logger.warning("regression: %s", reg.line())
+        logger.warning("regression: %s", reg.line(), extra={CONSOLE: True})  # shown even when quiet
         emit_event(
             event=EVENT,
             resource={

@@ -87,3 +87,31 @@ def test_the_run_log_on_a_full_disk_stops_quietly(capsys):
     assert capsys.readouterr().err == ""
     assert handler.problem and "No space left on device" in handler.problem
     assert handler.describe().startswith("/dev/full (incomplete: OSError: [Errno 28]")
+
+
+def test_the_quiet_console_keeps_alerts_and_one_line_per_problem():
+    import logging
+
+    from plantcad_flows.cli.console import OneLine, Quiet
+    from plantcad_flows.results.progress import CONSOLE
+
+    def record(name, level, msg, **extra):
+        r = logging.LogRecord(name, level, __file__, 1, msg, (), None)
+        r.__dict__.update(extra)
+        return r
+
+    quiet = Quiet()
+    assert not quiet.filter(record("prefect.task_runs", logging.INFO, "Finished in state Completed()"))
+    assert not quiet.filter(record("prefect.task_runs", logging.ERROR, "Task run failed with exception"))
+    assert not quiet.filter(record("prefect.client", logging.WARNING, "retrying"))
+    assert quiet.filter(record("prefect.flow_runs", logging.WARNING, "regression: m", **{CONSOLE: True}))
+    assert quiet.filter(record("plantcad_flows.scoring", logging.WARNING, "batch size lowered"))
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError:
+        import sys
+
+        failed = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "write failed\nline 2", (), sys.exc_info()
+        )
+    assert OneLine("%(message)s").format(failed) == "write failed"  # no traceback, first line only

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from plantcad_flows.results.progress import PROGRESS_LOGGER
+from plantcad_flows.results.progress import CONSOLE, PROGRESS_LOGGER
 from plantcad_flows.scoring.console import transformers_to_file
 
 EVERY_S = 15.0
@@ -43,9 +43,12 @@ class OneLine(logging.Formatter):
 
 
 class Quiet(logging.Filter):
-    """Drops Prefect's per-run records and its records below ERROR."""
+    """Drops Prefect's per-run records and its records below ERROR, except those the flow marks
+    for the console (`extra={CONSOLE: True}`: a regression alert, "nothing new since")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, CONSOLE, False):
+            return True
         if record.name.startswith(_RUN_LOGGERS):
             return False
         return not (record.name.startswith("prefect") and record.levelno < logging.ERROR)

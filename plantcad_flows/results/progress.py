@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 SCORED_SHARE = 0.9
 # the logger the flow writes the line to, and the CLI shows live (cli/console.py)
 PROGRESS_LOGGER = "plantcad.progress"
+# a run-log record's `extra` key that keeps it on the quiet console (a regression alert)
+CONSOLE = "plantcad_console"
 
 
 @dataclass
