@@ -75,7 +75,8 @@ def record_history(
     history = read_history(prefix)
     logger = get_run_logger()
     since = None
-    if not any(r.status == "completed" for r in results):
+    # every cell served from cache (none scored, none failed): say since when nothing is new
+    if any(r.status == "cached" for r in results) and all(r.status in ("cached", "skipped") for r in results):
         newest = newest_result_time(history, [r.cell_key for r in results if r.cell_key])
         since = newest.strftime("%Y-%m-%d %H:%M UTC") if newest is not None else "never"
         logger.info("nothing new since %s: every cell came from cache", since, extra={CONSOLE: True})
