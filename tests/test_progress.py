@@ -115,3 +115,26 @@ def test_the_quiet_console_keeps_alerts_and_one_line_per_problem():
             "x", logging.ERROR, __file__, 1, "write failed\nline 2", (), sys.exc_info()
         )
     assert OneLine("%(message)s").format(failed) == "write failed"  # no traceback, first line only
+
+
+def test_the_live_line_in_a_file_prints_at_intervals_the_last_state_and_never_twice():
+    import io
+    import logging
+
+    from plantcad_flows.cli.console import LiveLine
+
+    out = io.StringIO()
+    live = LiveLine(out, every_s=3600)
+
+    def emit(text, **extra):
+        r = logging.LogRecord("plantcad.progress", logging.INFO, __file__, 1, text, (), None)
+        r.__dict__.update(extra)
+        live.emit(r)
+
+    emit("10%")  # the first state is printed
+    emit("20%")  # within the interval: held
+    emit("30%")
+    emit("30%", final=True)  # the last state, once
+    emit("30%", final=True)
+    live.close_line()
+    assert out.getvalue() == "10%\n30%\n"

@@ -61,8 +61,10 @@ class LiveLine(logging.Handler):
         super().__init__()
         self.stream, self.every_s = stream, every_s
         self.tty = stream.isatty()
-        self._last, self._open = 0.0, False
+        self._last: float | None = None  # when a line was last written (a file or pipe)
+        self._open = False
         self._pending: str | None = None
+        self._printed: str | None = None  # the last line written (a file or pipe: never twice)
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
@@ -70,9 +72,15 @@ class LiveLine(logging.Handler):
             if self.tty:
                 self.stream.write("\r\x1b[2K" + text)
                 self._open = True
-            elif time.monotonic() - self._last >= self.every_s or getattr(record, "final", False):
+            elif text == self._printed:
+                return
+            elif (
+                self._last is None
+                or time.monotonic() - self._last >= self.every_s
+                or getattr(record, "final", False)
+            ):
                 self.stream.write(text + "\n")
-                self._last, self._pending = time.monotonic(), None
+                self._last, self._pending, self._printed = time.monotonic(), None, text
                 return
             else:
                 self._pending = text
