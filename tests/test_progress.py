@@ -138,3 +138,22 @@ def test_the_live_line_in_a_file_prints_at_intervals_the_last_state_and_never_tw
     emit("30%", final=True)
     live.close_line()
     assert out.getvalue() == "10%\n30%\n"
+
+
+def test_on_a_terminal_a_warning_wipes_the_live_line_first():
+    import io
+    import logging
+
+    from plantcad_flows.cli.console import ClearsLiveLine, LiveLine
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    live = LiveLine(out)
+    live.emit(logging.LogRecord("plantcad.progress", logging.INFO, __file__, 1, " 50% | cells 1/2", (), None))
+    console = logging.StreamHandler(out)
+    console.addFilter(ClearsLiveLine(live))
+    console.handle(logging.LogRecord("x", logging.WARNING, __file__, 1, "batch size lowered", (), None))
+    assert out.getvalue() == "\r\x1b[2K 50% | cells 1/2\r\x1b[2Kbatch size lowered\n"

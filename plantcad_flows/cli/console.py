@@ -42,6 +42,18 @@ class OneLine(logging.Formatter):
         return super().format(plain)
 
 
+class ClearsLiveLine(logging.Filter):
+    """On a console handler: wipes the live progress line before the handler writes."""
+
+    def __init__(self, live: LiveLine):
+        super().__init__()
+        self.live = live
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.live.clear()
+        return True
+
+
 class Quiet(logging.Filter):
     """Drops Prefect's per-run records and its records below ERROR, except those the flow marks
     for the console (`extra={CONSOLE: True}`: a regression alert, "nothing new since")."""
@@ -87,6 +99,14 @@ class LiveLine(logging.Handler):
             self.stream.flush()
         except Exception:
             self.handleError(record)
+
+    def clear(self) -> None:
+        """Wipe the live line before another line is written to the terminal (it is redrawn
+        with the next update), so that a warning never lands at the end of it."""
+        if self._open:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._open = False
 
     def close_line(self) -> None:
         """End the live line (a terminal), or print the last state not yet printed."""
@@ -160,6 +180,9 @@ def run_console(log_path: Path, verbose: bool = False) -> Iterator[RunLogFile]:
     progress = logging.getLogger(PROGRESS_LOGGER)
     live = LiveLine(sys.stderr)
     progress.addHandler(live)
+    clears = ClearsLiveLine(live)
+    for h in consoles:
+        h.addFilter(clears)
     previous = (progress.level, progress.propagate)
     progress.setLevel(logging.INFO)
     progress.propagate = False
@@ -171,6 +194,7 @@ def run_console(log_path: Path, verbose: bool = False) -> Iterator[RunLogFile]:
         progress.setLevel(previous[0])
         progress.propagate = previous[1]
         for h in consoles:
+            h.removeFilter(clears)
             h.removeFilter(quiet)
             h.setFormatter(formatters[h])
         if quiet_transformers is not None:
