@@ -68,11 +68,14 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
         if cell.split_job.key in prep_errors:
             ledger.record(cell, error=f"prepare failed: {prep_errors[cell.split_job.key]}")
             record_failure.submit(cell, ledger.results[cell.id].reason).wait()
+            progress.cell_done(cell.id)
     to_score = [c for c in ledger.to_score if c.split_job.key in prepared]
     environment, suggested = run_environment()
 
     with scoring_pool(config, opts, needed=bool(to_score), suggested_workers=suggested, locks=locks) as pool:
         shards = {c.id: pool.submit_shards(c, prepared[c.split_job.key]) for c in to_score}
+        for cell_id, futures in shards.items():
+            progress.track_shards(cell_id, futures, pool.shard_sizes[cell_id])
         metrics = {
             c.id: finalize_cell.with_options(**opts).submit(
                 c,
@@ -88,7 +91,7 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
         for cell in ledger.runnable:
             if cell.id in metrics:
                 ledger.record(cell, **outcome(metrics[cell.id]))
-                progress.update()
+                progress.cell_done(cell.id)
 
     info = {
         "prefix": config.executor.prefix,
@@ -105,7 +108,7 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
     info |= {
         "regressions": history.lines,
         "nothing_new_since": history.nothing_new_since,
-        "artifacts": report_keys(results, scope),
+        "artifacts": report_keys(results, scope, trends),
         "trends_dir": trends.directory,
         "checkpoints": [line for d in resolution.discoveries for line in format_discovery(d, planned)],
     }

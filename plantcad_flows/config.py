@@ -747,7 +747,8 @@ def unsupported_reason(model: ModelConfig, split: SplitConfig, strand: str = "fw
 
 
 def load_config(path: str | Path, **overrides: object) -> EvalConfig:
-    """Read a YAML config (PlantCAD pipeline format) and validate it.
+    """Read a YAML config (PlantCAD pipeline format) and validate it; its relative paths are
+    relative to the file.
 
     Raises:
         ValidationError / pydantic.ValidationError: naming the bad field.
@@ -757,11 +758,7 @@ def load_config(path: str | Path, **overrides: object) -> EvalConfig:
     if not isinstance(data, dict):
         raise ValidationError("config", str(path), "top level must be a mapping")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    if isinstance(data.get("task_files"), list):
-        # relative task files are found beside the config, as a user reading it would expect
-        here = Path(path).resolve().parent
-        data["task_files"] = [
-            str(here / f) if isinstance(f, str) and "://" not in f and not Path(f).is_absolute() else f
-            for f in data["task_files"]
-        ]
-    return EvalConfig.model_validate(data)
+    from plantcad_flows.config_paths import anchor_paths
+
+    # every relative path in the file is relative to the file (`config_paths.py`)
+    return EvalConfig.model_validate(anchor_paths(data, path))

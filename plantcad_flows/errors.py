@@ -78,22 +78,82 @@ def problems(exc: Any, prefix: str = "") -> list[tuple[str, ValidationError]]:
             field = field_path([*parts, original.key]) if original.key else where
             out.append((where, ValidationError(field, original.value, original.problem, original.hint)))
         elif err["type"] == "extra_forbidden":
-            out.append((where, ValidationError(where, _short(err.get("input")), "unknown key")))
+            valid = _known_keys(_model_named(getattr(exc, "title", "")), err["loc"][:-1])
+            hint = _did_you_mean(str(err["loc"][-1]), valid, cutoff=0.6) if valid else None
+            out.append((where, ValidationError(where, _short(err.get("input")), "unknown key", hint)))
         else:
             reason = err["msg"].removeprefix("Value error, ")
             out.append((where, ValidationError(where, _short(err.get("input")), reason)))
     return out
 
 
+def _did_you_mean(value: str, valid: Iterable[str], cutoff: float = 0.4) -> str:
+    """`did you mean 'x'? valid: a, b, x` (without the question when nothing is close)."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(value), valid, n=1, cutoff=cutoff)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return hint + "valid: " + ", ".join(valid)
+
+
+def _model_named(title: str) -> type | None:
+    """This project's pydantic model called `title` (the name a pydantic error carries)."""
+    import pydantic
+
+    seen: set[type] = set()
+    stack: list[type] = [pydantic.BaseModel]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub in seen:
+                continue
+            seen.add(sub)
+            stack.append(sub)
+            if sub.__name__ == title and sub.__module__.startswith(("plantcad_flows", "flows")):
+                return sub
+    return None
+
+
+def _models_in(annotation: Any) -> list[Any]:
+    """The models, lists and dicts an annotation may hold (through Optional, unions, Annotated)."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, dict):
+        return [annotation]
+    if origin is not None:  # Union, Optional, Annotated, Literal: look inside
+        return [m for a in typing.get_args(annotation) for m in _models_in(a)]
+    return [annotation] if isinstance(annotation, type) and hasattr(annotation, "model_fields") else []
+
+
+def _known_keys(model: type | None, loc: Iterable[object]) -> list[str]:
+    """The keys the model at pydantic location `loc` (below `model`) accepts; [] if unknown."""
+    import typing
+
+    here: list[Any] = [model] if model is not None else []
+    for part in loc:
+        nxt: list[Any] = []
+        for t in here:
+            origin = typing.get_origin(t)
+            if origin in (list, tuple) and isinstance(part, int):
+                nxt += [m for a in typing.get_args(t)[:1] for m in _models_in(a)]
+            elif origin is dict and isinstance(part, str):
+                nxt += [m for m in _models_in(typing.get_args(t)[-1])]
+            elif hasattr(t, "model_fields") and part in t.model_fields:
+                nxt += _models_in(t.model_fields[part].annotation)
+        here = nxt
+    keys = {
+        k if f.alias is None else f.alias
+        for t in here
+        if hasattr(t, "model_fields")
+        for k, f in t.model_fields.items()
+    }
+    return sorted(keys)
+
+
 class UnknownNameError(ValidationError):
     """A name (task, model type, mode) that is not in its registry; suggests the closest."""
 
     def __init__(self, field: str, value: str, valid: Iterable[str]):
-        valid = sorted(valid)
-        close = difflib.get_close_matches(str(value), valid, n=1, cutoff=0.4)
-        hint = f"did you mean {close[0]!r}?" if close else None
-        hint = (hint + " " if hint else "") + "valid: " + ", ".join(valid)
-        super().__init__(field, value, "unknown name", hint)
+        super().__init__(field, value, "unknown name", _did_you_mean(value, valid))
 
 
 class DeviceError(ValidationError):

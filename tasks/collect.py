@@ -14,7 +14,7 @@ from plantcad_flows.families import builtin_tasks
 from plantcad_flows.layout.storage import to_path, write_bytes_atomic, write_json_atomic
 from plantcad_flows.results.leaderboard import build_views, summary_markdown, write_views
 from plantcad_flows.results.pivot import pivot_markdown
-from plantcad_flows.results.report import artifact_key
+from plantcad_flows.results.report import artifact_key, results_title
 from plantcad_flows.results.summary import render_summary
 from plantcad_flows.results.table import CellResult, long_table, rows, write_results
 from tasks.policy import RETRY_OPTIONS
@@ -59,7 +59,7 @@ def publish_artifacts(results: list[CellResult], summary: str, scope: str) -> No
         create_table_artifact(
             key=artifact_key("results", scope),
             table=long_table(results),
-            description=f"PlantCAD2 zero-shot results ({len(rows(results))} cells), 95% bootstrap CI",
+            description=f"{results_title(results)}: {len(rows(results))} rows, 95% bootstrap CI",
         )
         create_markdown_artifact(
             key=artifact_key("pivot", scope),

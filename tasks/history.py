@@ -31,6 +31,7 @@ from plantcad_flows.results.history import (
     read_history,
     write_history,
 )
+from plantcad_flows.results.progress import CONSOLE
 from plantcad_flows.results.regression import EVENT, find_regressions
 from plantcad_flows.results.report import (
     artifact_key,
@@ -74,14 +75,15 @@ def record_history(
     history = read_history(prefix)
     logger = get_run_logger()
     since = None
-    if not any(r.status == "completed" for r in results):
+    # every cell served from cache (none scored, none failed): say since when nothing is new
+    if any(r.status == "cached" for r in results) and all(r.status in ("cached", "skipped") for r in results):
         newest = newest_result_time(history, [r.cell_key for r in results if r.cell_key])
         since = newest.strftime("%Y-%m-%d %H:%M UTC") if newest is not None else "never"
-        logger.info("nothing new since %s: every cell came from cache", since)
+        logger.info("nothing new since %s: every cell came from cache", since, extra={CONSOLE: True})
     found = find_regressions(results, history, metrics.bootstrap, metrics.seed, alerts.min_drop)
     payloads = [r.payload(metrics.bootstrap, metrics.seed) for r in found]
     for reg, payload in zip(found, payloads):
-        logger.warning("regression: %s", reg.line())
+        logger.warning("regression: %s", reg.line(), extra={CONSOLE: True})  # shown even when quiet
         emit_event(
             event=EVENT,
             resource={
@@ -109,21 +111,24 @@ def trend_report(results: list[CellResult], prefix: str, scope: str, plan: str) 
     return TrendReport(directory=directory, plots=[asdict(p) for p in plots], leaderboard=leaderboard(rows))
 
 
-def report_keys(results: list[CellResult], scope: str) -> dict[str, Any]:
-    """The artifact keys this run publishes to (curves only for tasks with a cell scored now)."""
+def report_keys(results: list[CellResult], scope: str, trends: TrendReport) -> dict[str, Any]:
+    """The artifact keys this run publishes to, and only those: curves for tasks with a cell
+    scored now, the trend index when there are plots, the leaderboard when it has rows (a
+    summary that named the others would point at artifacts that do not exist)."""
     scored = {r.task for r in results if r.status == "completed" and r.plots}
-    return {
-        "curves": {t: artifact_key("curves", scope, t) for t in sorted(scored)},
-        "trends": artifact_key("trends", scope),
-        "leaderboard": artifact_key("leaderboard", scope),
-    }
+    keys: dict[str, Any] = {"curves": {t: artifact_key("curves", scope, t) for t in sorted(scored)}}
+    if trends.plots:
+        keys["trends"] = artifact_key("trends", scope)
+    if trends.leaderboard:
+        keys["leaderboard"] = artifact_key("leaderboard", scope)
+    return keys
 
 
 def publish_reports(results: list[CellResult], scope: str, trends: TrendReport) -> None:
     """Curves (per task scored in this run), trends (per task with a redrawn plot: all of that
     task's plots), the trend index and the leaderboard; embedded PNGs, so the UI shows them
     without the files."""
-    keys = report_keys(results, scope)
+    keys = report_keys(results, scope, trends)
     for task_name, key in keys["curves"].items():
         cells = [r for r in results if r.task == task_name and r.plots]
         create_markdown_artifact(
@@ -136,13 +141,13 @@ def publish_reports(results: list[CellResult], scope: str, trends: TrendReport) 
             markdown=trend_markdown(task_name, [p for p in plots if p.task == task_name]),
             description=f"trends of {task_name}",
         )
-    if plots:
+    if "trends" in keys:
         create_markdown_artifact(
             key=keys["trends"],
             markdown=trends_index_markdown(plots, scope, trends.directory),
             description="trend plots of this evaluation",
         )
-    if trends.leaderboard:
+    if "leaderboard" in keys:
         create_table_artifact(
             key=keys["leaderboard"],
             table=trends.leaderboard,

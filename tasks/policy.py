@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from pathlib import Path
@@ -21,7 +22,13 @@ from typing import Any, TypeVar
 from prefect.filesystems import RemoteFileSystem, WritableFileSystem
 from prefect.states import Completed, State
 
-from plantcad_flows.errors import CellFailedError, IncompleteShardsError, StorageError, ValidationError
+from plantcad_flows.errors import (
+    CellFailedError,
+    DiskFullError,
+    IncompleteShardsError,
+    StorageError,
+    ValidationError,
+)
 from plantcad_flows.identity.retry import task_retry_waits
 from plantcad_flows.layout.hashing import short_hash
 from plantcad_flows.layout.storage import is_local, storage_options
@@ -32,8 +39,26 @@ PERMANENT = (ValidationError, IncompleteShardsError, CellFailedError, StorageErr
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Whether a failure is worth retrying: anything but bad input or a programming error."""
-    return exc is not None and not isinstance(exc, PERMANENT)
+    """Whether a failure is worth retrying: anything but bad input, a programming error or a
+    full disk (waiting does not free space; found along the exception's cause chain, since
+    pyarrow, torch and Prefect's result writer wrap the `OSError`)."""
+    return exc is not None and not isinstance(exc, PERMANENT) and not disk_full(exc)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """`exc`, or an exception it was raised from, is ENOSPC / EDQUOT."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, DiskFullError) or (
+            isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT)
+        ):
+            return True
+        if "No space left on device" in str(cur) or "Disk quota exceeded" in str(cur):
+            return True  # pyarrow's OSError carries the text, not the errno
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

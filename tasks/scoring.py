@@ -32,15 +32,18 @@ class ScoringPool:
     kind: str = "none"  # ray | threads | none (nothing to score)
     workers: int = 0
     remote: dict[str, Any] = field(default_factory=dict)
+    shard_sizes: dict[str, list[int]] = field(default_factory=dict)  # cell id -> examples per shard
 
     def submit_shards(self, cell: Cell, prepared: PreparedSplit) -> list[PrefectFuture]:
         """One score-shard task per shard of `cell`, on this pool's runner."""
         n = completed_shard_count(cell) or self.config.ray.num_shards or self.workers
         task = score_shard.with_options(**self.options)
         locks, force = self.locks, self.config.force
+        specs = plan_shards(prepared.num_examples, n)
+        self.shard_sizes[cell.id] = [s.size for s in specs]
         return [
             self._submit(task, dict(cell=cell, shard=s, prepared=prepared, force=force, locks=locks))
-            for s in plan_shards(prepared.num_examples, n)
+            for s in specs
         ]
 
     def _submit(self, task, parameters: dict[str, Any]) -> PrefectFuture:

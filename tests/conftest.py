@@ -55,6 +55,8 @@ PART_FIXTURES: dict[str, tuple[str, ...]] = {
 PART_MODULES: dict[str, tuple[str, ...]] = {
     "test_cli": ("prefect",),
     "test_faults": ("faults", "prefect"),
+    "test_shared_host": ("prefect",),
+    "test_console": ("prefect",),
     "test_grid_flow": ("prefect",),
     "test_grid_lifecycle": ("prefect",),
     "test_ray_flow": ("ray", "prefect"),

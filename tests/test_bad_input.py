@@ -152,6 +152,23 @@ def _no_tokenizer(cfg, tmp_path, small_models, **_):
     return cfg
 
 
+def _no_weights(cfg, tmp_path, small_models, **_):
+    d = _model_copy(tmp_path, small_models, "no-weights")
+    (d / "model.safetensors").unlink()
+    cfg["models"][0].update(path=str(d), name="bare")
+    return cfg
+
+
+def _truncated_weights(cfg, tmp_path, small_models, **_):
+    d = _model_copy(tmp_path, small_models, "cut-short")
+    weights = d / "model.safetensors"
+    import os
+
+    os.truncate(weights, weights.stat().st_size - 100)
+    cfg["models"][0].update(path=str(d), name="cut")
+    return cfg
+
+
 def _kmer_tokenizer(cfg, tmp_path, small_models, **_):
     d = _model_copy(tmp_path, small_models, "two-mer")
     _two_mer_tokenizer(d)
@@ -273,6 +290,12 @@ CASES = [
         ["models[bare].path=", "no-tokenizer", "no tokenizer in the model directory"],
     ),
     ("kmer-tokenizer", _kmer_tokenizer, ["models[kmer].path=", "not one token per base"]),
+    ("no-weights", _no_weights, ["models[bare].path=", "no weights in ", "no-weights (no model.safetensors"]),
+    (
+        "truncated-weights",
+        _truncated_weights,
+        ["models[cut].path=", "cut-short/model.safetensors is truncated: its tensors need"],
+    ),
     ("cuda-on-cpu-host", _set("compute.device", "cuda"), ["compute.device='cuda'", "CUDA is not available"]),
     ("task-retry-waits", _retry_waits, ["PLANTCAD_TASK_RETRY_WAITS='2,soon'", "comma-separated seconds"]),
 ]

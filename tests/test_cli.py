@@ -125,6 +125,17 @@ def test_only_filters_cells(plantcad_config, tmp_path):
     assert proc.stdout.splitlines()[-1] == "0 cached, 6 to run, 0 failed before, 0 skipped (unsupported)"
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_only_matching_nothing_exits_2_listing_the_plan(plantcad_config, tmp_path, dry_run):
+    args = ["--dry-run"] if dry_run else ["--server-port", "1"]  # a run would fail on port 1
+    proc = run_cli("eval", plantcad_config, *args, "--only", "PlantCAD3", cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error: only='PlantCAD3': matches no cell"), lines
+    assert "the plan's cells: PlantCAD2-Small/conservation_within_andropogoneae/test, " in lines[0]
+    assert "Prefect" not in proc.stdout and not (tmp_path / "evals").exists()
+
+
 def _config_with(tmp_path: Path, edit) -> Path:
     data = yaml.safe_load(PLANTCAD_YAML.format(prefix=tmp_path / "evals"))
     edit(data)
@@ -164,7 +175,8 @@ def _errors(proc) -> list[str]:
 )
 def test_unknown_keys_are_rejected(tmp_path, edit, expected):
     lines = _errors(run_cli("eval", _config_with(tmp_path, edit), "--dry-run", cwd=tmp_path))
-    assert lines == expected
+    assert [line.split(" (")[0] for line in lines] == expected  # then the keys that are valid there
+    assert all(" (valid: " in line or " (did you mean " in line for line in lines), lines
 
 
 @pytest.mark.parametrize(

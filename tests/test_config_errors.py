@@ -173,3 +173,42 @@ def test_crop_that_removes_masks_is_rejected_in_config():
             models=[{"path": "m", "context_length": 2}],
             splits=[{"task": "tis_recovery", "split": "test_maize", "seq_length": 64}],
         )
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (
+            {"sampling": {"seeed": 1}},
+            "sampling.seeed=1: unknown key (did you mean 'seed'? valid: max_size, rate, seed)",
+        ),
+        ({"compute": {"batchsize": 8}}, "compute.batchsize=8: unknown key (did you mean 'batch_size'?"),
+        (
+            {"models": [{"path": "m", "type": "mlm", "context_lenght": 9}]},
+            "models[0].context_lenght=9: unknown key (did you mean 'context_length'?",
+        ),
+        (
+            {"splits": [{"task": "tis_recovery", "split": "test_maize", "overides": {}}]},
+            "splits[0].overides={}: unknown key (did you mean 'overrides'?",
+        ),
+        (
+            {"splits": [{"task": "tis_recovery", "split": "test_maize", "overrides": {"motif_lenn": 3}}]},
+            "splits[0].overrides.motif_lenn=3: unknown key (did you mean 'motif_len'?",
+        ),
+        ({"executor": {"retries": 2}}, "executor.retries=2: unknown key (valid: "),
+        ({"gpus": 8}, "gpus=8: unknown key (valid: "),
+    ],
+    ids=["sampling", "compute", "models[0]", "splits[0]", "overrides", "no-close-key", "top-level"],
+)
+def test_unknown_keys_anywhere_get_did_you_mean(edit, expected):
+    from plantcad_flows.cli.config_errors import config_error_lines
+
+    data = {
+        "models": [{"path": "m", "type": "mlm"}],
+        "splits": [{"task": "tis_recovery", "split": "test_maize"}],
+    }
+    data.update(edit)
+    with pytest.raises(PydanticValidationError) as e:
+        EvalConfig.model_validate(data)
+    lines = config_error_lines(e.value)
+    assert len(lines) == 1 and lines[0].startswith(f"config error: {expected}"), lines

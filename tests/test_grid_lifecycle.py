@@ -475,3 +475,25 @@ def test_eval_cells_become_zero_shot_eval_runs_with_their_own_gpus(tmp_path):
         config = EvalConfig.model_validate(params["config"])
         assert config.models[0].path == f"/data/ckpt/{step}" and config.models[0].name == f"step-{step}"
         assert config.executor.prefix == cell.output_uri == f"s3://bucket/evals/grids/ckpts/{cell.name}"
+
+
+def test_pickup_keeps_an_eval_tables_dataset_as_data_source(tmp_path):
+    """An eval cell's table says where each split's data came from in `dataset`: that is not the
+    grid's dataset, and it keeps a name of its own rather than `dataset.result`."""
+    [cell] = cells_of(spec(models={"m": {"command": "x"}}, datasets={"synthetic": {}}))
+    cell = cell.model_copy(update={"kind": "eval", "command": None, "eval_config": {}})
+    latest = tmp_path / cell.name / "latest" / "abc"
+    latest.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "model": ["m"],
+            "dataset": ["/data/tis/test_maize.parquet"],
+            "task": ["tis_recovery"],
+            "value": [0.6],
+        }
+    ).to_parquet(latest / "results.parquet")
+    table, missing = combine([cell], tmp_path)
+    assert missing == []
+    assert table["dataset"].tolist() == ["synthetic"] and "dataset.result" not in table.columns
+    assert table["data_source"].tolist() == ["/data/tis/test_maize.parquet"]
+    assert "model.result" not in table.columns  # the same model: dropped

@@ -476,3 +476,11 @@ def test_example_grid_has_twelve_cells_whose_commands_write_metrics(tmp_path):
     )
     metrics = json.loads((tmp_path / "outputs" / "metrics.json").read_text())
     assert metrics["n"] == 20 and metrics["seed"] == 2 and isinstance(metrics["estimate"], float)
+
+
+def test_grid_logs_lines_counts_lines_not_records():
+    from plantcad_flows.cli.grid import last_lines
+
+    records = ["started", "epoch 1\nepoch 2\nepoch 3", "a\nb\nc\nd\ne\nf\ng\nh\ni"]
+    assert last_lines(records, 8) == ["epoch 3", "b", "c", "d", "e", "f", "g", "h", "i"][-8:]
+    assert len(last_lines(records, 8)) == 8 and last_lines(records, 0) == []

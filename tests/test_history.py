@@ -396,3 +396,63 @@ def test_trend_lines_are_split_by_strand_and_context():
     assert axis_families(rows)["family"].tolist() == ["m 512bp", "m 512bp rc", "m 8192bp", "m 8192bp rc", "n"]
     plain = rows[rows["family"] == "n"]
     assert axis_families(plain)["family"].tolist() == ["n"]
+
+
+def test_history_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`plantcad-flows history | head -1`: head leaves after one line; no BrokenPipe traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prefix = str(tmp_path / "out")
+    one = _cell(tmp_path, "m", _scores(1.0))
+    cells = [one.model_copy(update={"model": f"m{i}"}) for i in range(400)]  # more than a pipe holds
+    write_history(prefix, "run-a", history_rows(cells, "a", "run-a", T0))
+    cli = f"{sys.executable} -c 'import sys; from plantcad_flows.cli import main; sys.exit(main())'"
+    proc = subprocess.run(
+        f"{cli} history --prefix {prefix} | head -1; echo status=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=120,
+    )
+    assert proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[1] in ("status=0", "status=141"), lines
+
+
+def test_a_user_tasks_results_are_not_titled_plantcad2(tmp_path):
+    from plantcad_flows.results.report import results_title
+
+    builtin = _cell(tmp_path, "m", _scores(1.0))
+    assert results_title([builtin]) == "PlantCAD2 zero-shot results"
+    own = builtin.model_copy(update={"task": "lettuce_tis_recovery"})
+    assert results_title([own]) == "Zero-shot results (lettuce_tis_recovery)"
+    assert results_title([own, builtin]) == "Zero-shot results (lettuce_tis_recovery and PlantCAD2 tasks)"
+
+
+def test_a_one_point_trend_spans_a_day_not_years():
+    from plantcad_flows.results.trends import draw_trend, x_range
+
+    when = pd.Series(pd.to_datetime(["2026-12-07 04:00"]))
+    lo, hi = x_range(when)
+    assert hi - lo == pd.Timedelta(days=1) and lo < when[0] < hi
+    assert x_range(pd.Series([4000])) == (3999, 4001)
+    assert x_range(pd.Series([1000, 2000])) is None
+    one = pd.DataFrame(
+        {"family": ["m"], "value": [0.7], "ci_low": [0.6], "ci_high": [0.8], "step": [None], "time": [T0]}
+    )
+    assert draw_trend(one, "tis_recovery", "test_maize", "motif_accuracy").startswith(b"\x89PNG")
+
+
+def test_the_summary_lists_only_the_artifacts_the_run_publishes(tmp_path):
+    """A cached run scores nothing and, without trend plots or leaderboard rows, publishes none:
+    its summary must not point at them."""
+    from tasks.history import TrendReport, report_keys
+
+    cached = _cell(tmp_path, "m", _scores(1.0), status="cached")
+    assert report_keys([cached], "s", TrendReport(directory=str(tmp_path))) == {"curves": {}}
+    drawn = TrendReport(directory=str(tmp_path), plots=[{"task": "t"}], leaderboard=[{"model": "m"}])
+    assert set(report_keys([cached], "s", drawn)) == {"curves", "trends", "leaderboard"}

@@ -471,3 +471,28 @@ def test_bad_task_retry_waits_name_the_variable(raw, monkeypatch):
     monkeypatch.setenv("PLANTCAD_TASK_RETRY_WAITS", raw)
     with pytest.raises(ValidationError, match=f"PLANTCAD_TASK_RETRY_WAITS={raw!r}"):
         task_retry_waits()
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "no-network"])
+def test_an_unreachable_hub_is_named_not_the_revision(offline, monkeypatch):
+    """A hub id with no revision and no hub to ask: the line says the hub could not be reached
+    and names the model's path, not `revision=None`."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from plantcad_flows.identity import retry
+    from plantcad_flows.identity.revisions import hub_sha
+
+    def unreachable(self, repo_id, **kw):
+        if offline:
+            raise OfflineModeIsEnabled("offline mode is enabled")
+        raise ConnectionError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    monkeypatch.setattr(retry, "_sleep", lambda s: None)
+    with pytest.raises(ValidationError) as e:
+        hub_sha("org/model", None, "model", "models[m].revision")
+    msg = str(e.value)
+    assert msg.startswith("models[m].path='org/model': "), msg
+    assert ("HF_HUB_OFFLINE is set" if offline else "could not be reached (ConnectionError") in msg, msg
+    assert "revision=None" not in msg

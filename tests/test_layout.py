@@ -115,3 +115,27 @@ def test_force_run_failed_round_trips_through_yaml(tmp_path):
         )
     )
     assert load_config(path).executor.force_run_failed is False
+
+
+def test_a_full_disk_is_not_retried():
+    """Waiting does not free space: ENOSPC is permanent, however it is wrapped."""
+    import errno
+
+    from plantcad_flows.errors import DiskFullError
+    from tasks.policy import is_transient
+
+    def wrapped(inner: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                raise RuntimeError("writing shard-00001 failed") from e
+        except RuntimeError as outer:
+            return outer
+
+    assert not is_transient(OSError(errno.ENOSPC, "No space left on device"))
+    assert not is_transient(wrapped(OSError(errno.EDQUOT, "Disk quota exceeded")))
+    assert not is_transient(wrapped(OSError("IOError: No space left on device")))  # pyarrow's
+    assert not is_transient(DiskFullError("no space left on device: cannot write x"))
+    assert is_transient(wrapped(OSError(errno.ECONNRESET, "Connection reset by peer")))
+    assert is_transient(ConnectionError("refused"))

@@ -34,8 +34,13 @@ def test_four_deployments_on_three_pools():
 
 
 def test_local_demo_is_configs_demo_yaml_but_small():
-    demo = load_config(REPO / "configs" / "demo.yaml")
-    local = EvalConfig.model_validate(DEPLOYMENTS["local"]["parameters"]["config"])
+    from plantcad_flows.config_paths import anchor_paths
+
+    demo = load_config(REPO / "configs" / "demo.yaml")  # its paths are relative to configs/
+    # the deployment runs in the repository root (its pull step's directory), beside prefect.yaml
+    local = EvalConfig.model_validate(
+        anchor_paths(DEPLOYMENTS["local"]["parameters"]["config"], REPO / "prefect.yaml")
+    )
     assert local.models == demo.models
     assert local.splits == demo.splits
     assert local.sampling.max_size == 32 and local.compute.device == "cpu"

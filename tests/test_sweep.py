@@ -121,3 +121,20 @@ def test_sweep_scores_only_new_checkpoints(prefect_server, synthetic_dir, tmp_pa
     logs = flow_run_logs(prefect_server, str(run3))
     assert "nothing new since" in logs and "step-5000" in logs
     assert len(deduplicated(read_history(str(prefix)))) == 4 * per_cell
+
+
+def test_sweep_demo_checkpoints_differ_to_the_last_step(tmp_path):
+    """A sweep to step 5000 ends at the shipped model; step-4000 is a blend, not its copy, and
+    rewriting a checkpoint an earlier sweep (to 4000) left gives it this sweep's weights."""
+    from plantcad_flows.cli.sweep_demo import write_demo_checkpoints
+
+    run = tmp_path / "run"
+    write_demo_checkpoints(run, (1000, 4000))
+    shipped = (run / "step-4000" / "model.safetensors").read_bytes()
+    write_demo_checkpoints(run, (1000, 4000, 5000))
+    weights = {s: (run / f"step-{s}" / "model.safetensors").read_bytes() for s in (1000, 4000, 5000)}
+    assert len(set(weights.values())) == 3
+    assert weights[5000] == shipped  # the last step is the shipped model
+    before = weights[1000]
+    write_demo_checkpoints(run, (1000, 4000, 5000))
+    assert (run / "step-1000" / "model.safetensors").read_bytes() == before  # deterministic

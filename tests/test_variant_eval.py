@@ -7,6 +7,7 @@ as every benchmark split, with the same LLRs and metrics as the direct in-proces
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -185,6 +186,9 @@ def test_eval_scores_a_variant_set_beside_a_benchmark_split_then_serves_it_from_
     assert snvs["num_scored"] > 0 and snvs["num_skipped_indel"] >= 1 and 0 <= snvs["auroc"] <= 1
     assert snvs["auroc_ci_low"] <= snvs["auroc"] <= snvs["auroc_ci_high"]  # the pipeline's bootstrap
     assert "variant_effect - auroc" in proc.stdout
+    where = re.search(r"variant scores of (\S+): (\S+)", proc.stdout)
+    assert where and where.group(1).endswith("/snvs/variants"), proc.stdout
+    assert Path(where.group(2)).name == "variant_scores.parquet" and Path(where.group(2)).is_file()
 
     proc = run_cli("eval", path, "--results-json", out, cwd=tmp_path, api_url=prefect_server, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -274,9 +274,10 @@ def test_finalize_writes_scores_in_vcf_order_and_metrics(inputs, tmp_path):
         prepared, _fake_shards(prepared, tmp_path, llr), tmp_path / "out", 200, 0, ("CSQ",)
     )
     scores = pd.read_parquet(tmp_path / "out" / "variant_scores.parquet")
-    assert list(scores.columns) == ["chrom", "pos", "ref", "alt", "llr", "label", "target", "CSQ"]
+    assert list(scores.columns) == ["chrom", "pos", "id", "ref", "alt", "llr", "label", "target", "CSQ"]
+    assert scores["id"].isna().all()  # every ID in this VCF is "."
     want = _expected_frame(expected)
-    pd.testing.assert_frame_equal(scores.drop(columns="llr").astype({"label": "int64"}), want)
+    pd.testing.assert_frame_equal(scores.drop(columns=["llr", "id"]).astype({"label": "int64"}), want)
     np.testing.assert_allclose(scores["llr"], llr)
     # the bgzipped TSV: BGZF, tabix-indexed (the VCF is in position order), same rows
     tsv = tmp_path / "out" / "variant_scores.tsv.gz"
@@ -368,3 +369,17 @@ def test_an_unreadable_record_names_the_file(inputs, tmp_path):
     vcf = write_vcf(tmp_path / "broken.vcf", [*records(seqs)[0][:2], "chr1\tnotapos\t.\tA\tG\t.\tPASS\t."])
     with pytest.raises(ValidationError, match=r"variants\[t\]\.vcf=.*broken.vcf.*unreadable record"):
         prepare_variant_set(_cfg(vcf, fasta), tmp_path / "out")
+
+
+def test_the_vcf_id_is_kept(inputs, tmp_path):
+    _, fasta, vcf, _ = inputs
+    lines = vcf.read_text().splitlines()
+    body = [ln for ln in lines if not ln.startswith("#")]
+    named = [ln.split("\t") for ln in body[:3]]
+    named[0][2], named[2][2] = "rs1", "rs3;alias"
+    with_ids = write_vcf(tmp_path / "ids.vcf", ["\t".join(f) for f in named])
+    prepared = prepare_variant_set(_cfg(with_ids, fasta), tmp_path / "out")
+    llr = np.zeros(prepared.num_variants)
+    finalize_variant_set(prepared, _fake_shards(prepared, tmp_path, llr), tmp_path / "out", 10, 0, ("CSQ",))
+    scores = pd.read_parquet(tmp_path / "out" / "variant_scores.parquet")
+    assert [None if pd.isna(v) else v for v in scores["id"]] == ["rs1", None, "rs3;alias"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from plantcad_flows.cli import (
@@ -62,10 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     from plantcad_flows.errors import ValidationError
 
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught, not at exit
+        return code
     except ValidationError as e:  # bad input a command did not check first (a setting read on import)
         print(*config_error_lines(e), sep="\n", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+def closed_pipe() -> int:
+    """The reader of stdout went away (`history ... | head`): end quietly, as `cat` does.
+
+    Python would report the unflushed output at exit, so stdout is pointed at /dev/null first.
+    Returns 141, the status of a process ended by SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13
 
 
 if __name__ == "__main__":

@@ -239,9 +239,15 @@ def cmd_logs(args) -> int:
             print(f"{cell.name}: never ran")
             return 1
         print(f"{cell.name}: {run.state_name} (flow run {run.name}, {run.id})")
-        for _, message in run_logs(run.id, tail=args.lines):
-            print(message)
+        for line in last_lines([m for _, m in run_logs(run.id, tail=args.lines)], args.lines):
+            print(line)
     return 0
+
+
+def last_lines(messages: list[str], n: int) -> list[str]:
+    """The last `n` lines of `messages`: a log record (a command's output) may hold many."""
+    lines = [line for message in messages for line in message.splitlines()]
+    return lines[-n:] if n > 0 else []
 
 
 def cmd_errors(args) -> int:

@@ -51,7 +51,8 @@ def apply_overrides(cfg, args: argparse.Namespace):
     if getattr(args, "no_ray", False):
         data["ray"]["enabled"] = False
     if getattr(args, "prefix", None):
-        data["executor"]["prefix"] = args.prefix
+        # typed in the shell: relative to the current directory, as a shell path is
+        data["executor"]["prefix"] = args.prefix if "://" in args.prefix else os.path.abspath(args.prefix)
     return EvalConfig.model_validate(data)
 
 
@@ -108,11 +109,18 @@ def run(cfg, args: argparse.Namespace) -> int:
         try:
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
                 from flows.zero_shot_eval import zero_shot_eval
+                from plantcad_flows.cli.console import run_console, run_log_path
+                from plantcad_flows.cluster.ray_client import quiet_driver_console
 
+                log_path = run_log_path(cfg.executor.prefix)
+                print(f"full log: {log_path}{'' if args.verbose else ' (-v shows it here)'}", flush=True)
+                quiet_driver_console(not args.verbose)
                 # the run uses what was planned above, not a second resolve
-                state = zero_shot_eval(cfg, resolution, return_state=True)
+                with run_console(log_path, args.verbose) as log_file:
+                    state = zero_shot_eval(cfg, resolution, return_state=True)
                 flow_run_id = state.state_details.flow_run_id
-                results = report(state, cfg, server.ui_url, flow_run_id, args.results_json)
+                log = log_file.describe()
+                results = report(state, cfg, server.ui_url, flow_run_id, args.results_json, log)
         finally:
             watchdog.stop()  # before the server this run started is stopped on purpose
             stop_reaper(reaper)
@@ -190,15 +198,22 @@ def server_log() -> str:
     return str(Path("outputs") / "prefect-server.log")
 
 
-def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None):
-    """Print the pivoted results, where the outputs and trend plots are, and the UI link last."""
+def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None, log_path=None):
+    """Print the pivoted results, one line per failed cell, where the outputs, trend plots and
+    log are, and the UI link last."""
     from plantcad_flows.results.pivot import pivot_text
     from plantcad_flows.results.table import CellResult, rows
 
     try:
         raw = state.result()
     except Exception as e:
-        print(f"run failed: {e}", file=sys.stderr)
+        failed = getattr(e, "results", None)
+        if failed:  # cells failed: one line each, with its cause and file
+            print(f"run failed: {len(failed)} cell(s) failed (tracebacks: {log_path})", file=sys.stderr)
+            for cell_id, reason in failed:
+                print(f"  failed {cell_id}: {_first_line(reason)}", file=sys.stderr)
+        else:
+            print(f"run failed: {_first_line(str(e))} (tracebacks: {log_path})", file=sys.stderr)
         raw = None
     results = [CellResult.model_validate(r) for r in raw] if raw else []
     prefix = cfg.executor.prefix
@@ -209,6 +224,8 @@ def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None):
             f"{len(results)} cells: {count['completed']} scored, {count['cached']} from cache, "
             f"{count['skipped']} skipped, {count['failed']} failed"
         )
+        for line in variant_score_files(results):
+            print(line)
         trends = trends_dir(cfg, results)
         if trends:
             print(f"trend plots: {trends}")
@@ -221,6 +238,26 @@ def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None):
         print(f"results JSON: {results_json}")
     print(f"Prefect UI: {ui_url}/runs/flow-run/{flow_run_id}")
     return results if raw else None
+
+
+def variant_score_files(results) -> list[str]:
+    """One line per variant set that has scores: where its `variant_scores.parquet` is."""
+    from plantcad_flows.layout.storage import to_path
+    from plantcad_flows.variants.outputs import SCORES_PARQUET
+
+    lines = []
+    for r in results:
+        if r.status in ("completed", "cached") and r.output_dir:
+            path = to_path(r.output_dir) / SCORES_PARQUET
+            if path.exists():
+                lines.append(f"variant scores of {r.cell_id}: {path}")
+    return lines
+
+
+def _first_line(text: str, limit: int = 400) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def trends_dir(cfg, results) -> str | None:
@@ -253,7 +290,9 @@ def demo_config(data_dir: str = DEMO_DATA_DIR, prefix: str = DEMO_PREFIX):
     ensure_benchmark(data_dir)
     path = Path(prefix) / "demo-config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_demo_config(path, data_dir, prefix)
+    # the file's relative paths would be read against its own directory: write absolute ones
+    local = "://" not in prefix
+    write_demo_config(path, os.path.abspath(data_dir), os.path.abspath(prefix) if local else prefix)
     return load_config(path)
 
 
@@ -279,10 +318,18 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="override executor.prefix (local dir, s3://..., hf://datasets/...)")
     p.add_argument("--keep-server", action="store_true", help="leave the local Prefect server running")
     p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show Prefect's task-run lines, tracebacks and Ray's worker output on the console "
+        "(they are always in the run's log file and the Prefect UI)",
+    )
+    p.add_argument(
         "--server-port",
         type=int,
         default=DEFAULT_SERVER_PORT,
-        help="without PREFECT_API_URL: use the Prefect server on 127.0.0.1 at this port, or start one there",
+        help="without PREFECT_API_URL: share the Prefect server on 127.0.0.1 at this port if it outlives its "
+        "users (make server), else start this run's own (there if the port is free)",
     )
 
 

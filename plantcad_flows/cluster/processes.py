@@ -98,3 +98,63 @@ def port_free(port: int, host: str = LOOPBACK) -> bool:
             return True
         except OSError:
             return False
+
+
+def start_token(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22), which
+    tells a live process from a later one given the same pid; None when it is gone. Elsewhere than
+    Linux: "alive" for a live process, since the pid is all there is to go on."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except OSError:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return "alive"
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on TCP `port` (IPv4 and IPv6), from /proc/net; None without /proc."""
+    found: set[str] = set()
+    tables = [p for p in ("/proc/net/tcp", "/proc/net/tcp6") if os.path.exists(p)]
+    if not tables:
+        return None
+    for table in tables:
+        with open(table) as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                # local address "HEX_IP:HEX_PORT", state 0A is LISTEN, inode is field 9
+                if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(fields[9])
+    return found
+
+
+def listens_on(port: int, pids: Iterable[int]) -> bool | None:
+    """Whether one of `pids` holds the listening socket on `port`: that a server answering there is
+    the process we started, not another one that took the port first. None where /proc cannot
+    tell (not Linux)."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    return True
+            except OSError:
+                continue
+    return False

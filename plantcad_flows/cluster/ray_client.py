@@ -220,6 +220,7 @@ def connect(
     if addr.kind == "local":
         # "local" forces a new instance even when RAY_ADDRESS points at a cluster.
         kwargs.update(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+        kwargs.update(DRIVER_CONSOLE)
         ray.init(**kwargs)
         return True
 
@@ -232,6 +233,17 @@ def connect(
         ray.shutdown()
         raise
     return True
+
+
+# How much of Ray reaches this process's console: the CLI sets it per run (cli/console.py). Quiet,
+# the workers' output stays in Ray's session logs and the tasks' logs reach the Prefect UI.
+DRIVER_CONSOLE: dict[str, Any] = {}
+
+
+def quiet_driver_console(quiet: bool) -> None:
+    DRIVER_CONSOLE.clear()
+    if quiet:
+        DRIVER_CONSOLE.update(log_to_driver=False, logging_level=logging.ERROR)
 
 
 def _one_line(exc: BaseException) -> str:

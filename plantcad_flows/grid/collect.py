@@ -15,7 +15,8 @@ Each row is prefixed with where it came from and the cell's coordinates: `cell`,
 `dataset`, `file`, then one column per hyper-parameter, named without the hiding `_` (hidden
 hyper-parameters are still hyper-parameters). A results column with the name of one of those
 columns is dropped when it holds the same value (a script that echoes its seed, an eval table's
-`model`), and otherwise kept as `{name}.result`, so nothing is silently overwritten.
+`model`), and otherwise kept as `{name}.result`, so nothing is silently overwritten. An eval
+table's own `dataset` (the data's path or repo) is `data_source`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ ID_COLUMNS = ("cell", "model", "dataset", "file")
 
 
 EVAL_RESULTS = "latest/*/results.parquet"
+# An eval table's `dataset` is where the split's data came from (a path or a dataset repo), not
+# the grid's dataset: it keeps its meaning under a name of its own instead of `dataset.result`.
+EVAL_COLUMNS = {"dataset": "data_source"}
 
 
 def download_filters(cell: GridCell) -> list[str]:
@@ -107,6 +111,8 @@ def cell_frame(cell: GridCell, cell_dir: Path) -> pd.DataFrame:
     hparams = {canonical(k): v for k, v in cell.hparams.items()}
     for path in results_files(cell, cell_dir):
         frame = read_results_file(path)
+        if cell.kind == "eval":
+            frame = frame.rename(columns=EVAL_COLUMNS)
         ident = {"cell": cell.name, "model": cell.model, "dataset": cell.dataset}
         ident["file"] = path.relative_to(cell_dir).as_posix()
         known, renames = {**ident, **hparams}, {}

@@ -49,6 +49,34 @@ def hub_error(exc: BaseException, repo_id: str, revision: str | None) -> str:
     return f"cannot resolve {where}: {type(exc).__name__}: {text}"
 
 
+def hub_unreachable(exc: BaseException) -> bool:
+    """The hub was not asked (offline mode) or did not answer (refused, reset, timed out, DNS)."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from plantcad_flows.identity.retry import _chain, _is_transport_error, _status
+
+    chain = list(_chain(exc))
+    if any(_status(e) is not None for e in chain):
+        return False  # the hub answered, with an HTTP status
+    return any(isinstance(e, OfflineModeIsEnabled) or _is_transport_error(e) for e in chain)
+
+
+def unreachable_message(exc: BaseException, repo_id: str) -> str:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from plantcad_flows.identity.retry import _chain
+
+    way_out = "pin a 40-hex revision of a model in the hub cache, or use a local directory"
+    if any(isinstance(e, OfflineModeIsEnabled) for e in _chain(exc)):
+        return f"HF_HUB_OFFLINE is set, so the Hugging Face hub is not asked for {repo_id} ({way_out})"
+    text = " ".join(str(exc).split())[:160]
+    return (
+        f"the Hugging Face hub at {constants.ENDPOINT} could not be reached ({type(exc).__name__}: "
+        f"{text}); check the network, or {way_out}"
+    )
+
+
 def hub_sha(repo_id: str, revision: str | None, repo_type: RepoType, field: str) -> str:
     """The commit sha `revision` (None = the default branch) of a hub repo points at now.
 
@@ -64,6 +92,12 @@ def hub_sha(repo_id: str, revision: str | None, repo_type: RepoType, field: str)
     try:
         sha = with_retries(lambda: info(repo_id, revision=revision).sha, f"resolve {repo_id}@{revision}")
     except Exception as e:
+        if hub_unreachable(e):
+            # say the hub was never reached; with no revision given, it is not the field at fault
+            if revision is None:
+                field = field.rsplit(".", 1)[0] + (".path" if repo_type == "model" else ".repo_id")
+                raise ValidationError(field, repo_id, unreachable_message(e, repo_id)) from None
+            raise ValidationError(field, revision, unreachable_message(e, repo_id)) from None
         raise ValidationError(field, revision, hub_error(e, repo_id, revision)) from None
     if not sha:
         raise ValidationError(field, revision, f"the hub reported no commit for {repo_id}")

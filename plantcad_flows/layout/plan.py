@@ -27,6 +27,7 @@ from plantcad_flows.config import (
     Strand,
     unsupported_reason,
 )
+from plantcad_flows.errors import ValidationError
 from plantcad_flows.identity.checkpoints import Discovery
 from plantcad_flows.identity.records import Identity
 from plantcad_flows.identity.resolve import Resolution, resolve
@@ -144,7 +145,8 @@ def build_cells(config: EvalConfig, resolution: Resolution | None = None) -> lis
     split's strands). Resolves the config unless `resolution` is given.
 
     Raises:
-        ValidationError: a model, checkpoint run or split that cannot be resolved.
+        ValidationError: a model, checkpoint run or split that cannot be resolved; `only`
+            matching no cell (naming the plan's cells).
     """
     resolution = resolution if resolution is not None else resolve(config)
     cells = [
@@ -166,7 +168,14 @@ def build_cells(config: EvalConfig, resolution: Resolution | None = None) -> lis
     ]
     if config.only:
         pattern = re.compile(config.only)
-        cells = [c for c in cells if pattern.search(c.id)]
+        matched = [c for c in cells if pattern.search(c.id)]
+        if not matched:
+            # an empty run would exit 0 having done nothing: say what the plan holds instead
+            listed = ", ".join(c.id for c in cells[:12]) + (
+                f" and {len(cells) - 12} more" if len(cells) > 12 else ""
+            )
+            raise ValidationError("only", config.only, "matches no cell", f"the plan's cells: {listed}")
+        cells = matched
     return cells
 
 

@@ -15,7 +15,12 @@ from plantcad_flows.results.table import CellResult, cell_result
 
 
 class EvalFailed(PlantCADError):
-    """Some cells failed; the others completed and their results were written."""
+    """Some cells failed; the others completed and their results were written. `results` holds
+    (cell id, reason) per failed cell, for the CLI's one line per cell."""
+
+    def __init__(self, message: str, results: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.results = results or []
 
 
 @dataclass
@@ -97,5 +102,6 @@ class RunLedger:
         failed = [r for r in self.ordered() if r.status == "failed"]
         if failed:
             raise EvalFailed(
-                f"{len(failed)} cell(s) failed: " + "; ".join(f"{r.cell_id} ({r.reason})" for r in failed)
+                f"{len(failed)} cell(s) failed: " + "; ".join(f"{r.cell_id} ({r.reason})" for r in failed),
+                [(r.cell_id, r.reason or "") for r in failed],
             )

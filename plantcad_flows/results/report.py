@@ -89,3 +89,16 @@ def trends_index_markdown(plots: list[TrendPlot], scope: str, directory: str) ->
         key = artifact_key("trend", scope, p.task)
         lines.append(f"| {p.task} | {p.split} | {p.metric} | `{key}` | `{p.path}` |")
     return "\n".join(lines) + "\n"
+
+
+def results_title(results: list[CellResult]) -> str:
+    """What the results artifact is titled: "PlantCAD2 zero-shot results" only when every task
+    is one of the built-in PlantCAD2 tasks; a run of the user's own tasks names them."""
+    from plantcad_flows.families import builtin_tasks
+
+    builtin = set(builtin_tasks())
+    own = sorted({r.task for r in results} - builtin)
+    if not own:
+        return "PlantCAD2 zero-shot results"
+    named = ", ".join(own[:3]) + (f" and {len(own) - 3} more" if len(own) > 3 else "")
+    return f"Zero-shot results ({named}{' and PlantCAD2 tasks' if len(own) < len({r.task for r in results}) else ''})"

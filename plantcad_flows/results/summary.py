@@ -53,8 +53,9 @@ def render_summary(results: list[CellResult], info: dict[str, Any]) -> str:
             "",
             "## Trends",
             "",
-            f"Index `{artifacts['trends']}`, leaderboard `{artifacts.get('leaderboard', '')}`; "
-            f"PNG files under `{info.get('trends_dir', '')}`.",
+            f"Index `{artifacts['trends']}`"
+            + (f", leaderboard `{artifacts['leaderboard']}`" if artifacts.get("leaderboard") else "")
+            + f"; PNG files under `{info.get('trends_dir', '')}`.",
         ]
     return "\n".join(lines) + "\n"
 

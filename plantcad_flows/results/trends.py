@@ -72,6 +72,20 @@ def _x(rows: pd.DataFrame) -> tuple[str, pd.Series]:
     return "date first recorded (UTC)", rows["time"].dt.tz_convert("UTC").dt.tz_localize(None)
 
 
+def x_range(x: pd.Series) -> tuple | None:
+    """Limits for an x axis with one distinct value, which matplotlib would otherwise spread over
+    years (a single date) or an arbitrary span: a day around a date, one step either side of a
+    step. None when there are several values (matplotlib's own limits are right then)."""
+    values = x.dropna().unique()
+    if len(values) != 1:
+        return None
+    point = values[0]
+    if isinstance(point, int | np.integer):
+        return point - 1, point + 1
+    point = pd.Timestamp(point)
+    return point - pd.Timedelta(hours=12), point + pd.Timedelta(hours=12)
+
+
 def draw_trend(rows: pd.DataFrame, task: str, split: str, metric: str) -> bytes:
     """PNG bytes of one (task, split, metric) trend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -92,6 +106,9 @@ def draw_trend(rows: pd.DataFrame, task: str, split: str, metric: str) -> bytes:
                 color=line.get_color(),
                 alpha=0.2,
             )
+    limits = x_range(x)
+    if limits is not None:
+        ax.set_xlim(*limits)
     ax.set_xlabel(label)
     ax.set_ylabel(f"{metric} (95% CI band)")
     ax.set_title(f"{task}\nsplit {split} - {metric}", fontsize=10)

@@ -10,6 +10,7 @@ that backbone+head equals the full forward on a probe before trusting it (else i
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,7 +167,8 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
         ValidationError: before loading anything, when the model ships modelling code and
             `trust_remote_code` is false.
         DeviceError: before loading anything, when the device is unavailable.
-        ValidationError: a tokenizer that is not one token per base, or lacks a mask token (MLM).
+        ValidationError: a tokenizer that is not one token per base, or lacks a mask token (MLM);
+            weights that do not load (naming the directory and the cause; never retried).
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig
 
@@ -189,7 +191,21 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
     device, dtype = resolve_device(compute)
     tokenizer = with_retries(lambda: AutoTokenizer.from_pretrained(path, **kwargs), what)
     auto = AutoModelForMaskedLM if model.type == "mlm" else AutoModelForCausalLM
-    module = with_retries(lambda: auto.from_pretrained(path, dtype=dtype, **kwargs), what).to(device).eval()
+    try:
+        module = with_retries(lambda: auto.from_pretrained(path, dtype=dtype, **kwargs), what)
+    except Exception as e:  # weights that cannot load will not load on a retry: one line, the files
+        where = (
+            os.path.abspath(os.path.join(path, subfolder))
+            if os.path.isdir(path)
+            else f"{path}@{model.revision}"
+        )
+        cause = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")[:300]
+        raise ValidationError(
+            f"models[{model.label}].path",
+            model.path,
+            f"cannot load the weights in {where}: {type(e).__name__}: {cause}",
+        ) from e
+    module = module.to(device).eval()
     table = TokenTable(tokenizer)
     mask_id = tokenizer.mask_token_id
     if model.type == "mlm" and mask_id is None:

@@ -12,7 +12,8 @@ files, never its weights, are fetched at the commit the plan resolved):
 * transformers knows the architecture (`model_type`) and has the head the `type` needs (a
   masked-LM or causal-LM class), or the model ships its code (`auto_map`) and is trusted;
 * the tokenizer has one token per base, every nucleotide in its vocabulary, and a mask token
-  for a masked LM.
+  for a masked LM;
+* a local directory's weight files are there and whole, from their headers (`weights.py`).
 A model on `s3://` is checked when a worker has copied it (loading runs the same checks).
 """
 
@@ -27,6 +28,7 @@ from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code
 from plantcad_flows.errors import DeviceError, ValidationError
 from plantcad_flows.identity.remote import hf_token, is_local
 from plantcad_flows.identity.retry import with_retries
+from plantcad_flows.scoring.weights import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -270,3 +272,5 @@ def check_model(
         return
     check_declared(model, read_declared(model, directory), longest_input(model, list(seq_lengths)))
     check_tokenizer(model, directory)
+    if os.path.isdir(model.path):  # a hub model's weights are not fetched before the run
+        check_weights(model.label, model.path, directory)

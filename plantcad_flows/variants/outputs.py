@@ -2,8 +2,8 @@
 
 In the set's directory:
 
-* `variant_scores.parquet`: chrom, pos, ref, alt, llr, then label / target / subset columns,
-  one row per scored variant, in VCF order;
+* `variant_scores.parquet`: chrom, pos, id (a VCF's ID; null for "."), ref, alt, llr, then
+  label / target / subset columns, one row per scored variant, in VCF order;
 * `variant_scores.tsv.gz`: the same table as BGZF-compressed TSV with a `#chrom` header line,
   plus a tabix index (`.tbi`) when the rows are sorted by position within each chromosome (a
   VCF in genome order is), so genome browsers and `tabix` can query it by region;
@@ -46,8 +46,9 @@ def scores_frame(
     """
     llr = merge_shards(shard_paths, np.arange(prepared.num_variants, dtype=np.int64))
     variants = read_parquet(prepared.path)
-    extra = [c for c in prepared.columns if c not in ("row_index", "chrom", "pos", "ref", "alt")]
-    frame = variants[["chrom", "pos", "ref", "alt"]].copy()
+    first = ["chrom", "pos", *(["id"] if "id" in variants.columns else []), "ref", "alt"]
+    extra = [c for c in prepared.columns if c not in ("row_index", *first)]
+    frame = variants[first].copy()
     frame["llr"] = llr["llr"].to_numpy(np.float64)
     for c in extra:
         frame[c] = variants[c]

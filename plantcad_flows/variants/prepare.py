@@ -77,6 +77,8 @@ def _schema(cfg: VariantSetConfig) -> pa.Schema:
         pa.field("ref", pa.string()),
         pa.field("alt", pa.string()),
     ]
+    if cfg.vcf is not None:
+        fields.append(pa.field("id", pa.string()))  # the VCF's ID column (null for ".")
     if cfg.label:
         fields.append(pa.field("label", pa.int8()))
     if cfg.target:

@@ -92,6 +92,8 @@ def _frame(cols: dict[str, list], fields, values: dict[str, list]) -> pd.DataFra
             "alt": pd.Series(cols["alt"], dtype=object).str.upper(),
         }
     )
+    if "id" in cols:
+        frame["id"] = pd.array(cols["id"], dtype=object)
     for out, _, field in fields:
         if out == "label":
             frame[out] = binary_labels(values[out], field).to_numpy()
@@ -123,12 +125,13 @@ def iter_vcf(vf, cfg: VariantSetConfig, chunk_rows: int = CHUNK_ROWS) -> Iterato
     """Chunks of normalised rows from an open `pysam.VariantFile`, in file order."""
     fields = _fields(cfg)
     meta = {out: (key, vf.header.info[key].number, vf.header.info[key].type) for out, key, _ in fields}
-    cols: dict[str, list] = {k: [] for k in REQUIRED}
+    cols: dict[str, list] = {k: [] for k in (*REQUIRED, "id")}
     values: dict[str, list] = {out: [] for out in meta}
     chrom_l, pos_l, ref_l, alt_l = cols["chrom"], cols["pos"], cols["ref"], cols["alt"]
     for rec in vf:
         alts = rec.alts or (None,)
         n = len(alts)
+        cols["id"].extend([rec.id] * n)  # None for "."
         chrom_l.extend([rec.chrom] * n)
         pos_l.extend([rec.pos] * n)
         ref_l.extend([rec.ref] * n)
