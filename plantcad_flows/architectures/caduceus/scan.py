@@ -2,10 +2,13 @@
 
 Mamba v1's selective scan keeps a state of (channels, d_state) per sequence,
 `h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * x_t`, `y_t = <C_t, h_t> + D * x_t`. Its decay
-differs per channel and state, so no matmul form exists; `selective_scan` cuts the sequence into
-chunks, runs a log-depth (doubling) scan inside each chunk and carries the state between chunks.
-Only one chunk's (batch, chunk, channels, d_state) tensor is ever alive: an 8 kb window never
-materialises its whole (batch, channels, length, state) tensor.
+differs per channel and state, so no matmul form exists, and the work is memory-bound: the fewer
+passes over (length, channels, d_state) the better. `selective_scan` takes the channels a block
+at a time (so an 8 kb window never materialises its whole (batch, channels, length, state)
+tensor), cuts the sequence into chunks, steps through the positions of all chunks at once, then
+carries each chunk's final state into the next: `chunk + length / chunk` Python steps, not
+`length`, and about eight passes over the block. Every step multiplies by decays <= 1, so it is
+stable whatever dt and A are (nothing is divided by a cumulative product).
 
 Mamba v2's decay is one scalar per head, so the scan within a chunk is a masked matmul (the
 "state space dual" form of Dao and Gu, 2024) and only the state crosses chunk borders;
@@ -22,18 +25,7 @@ import torch
 import torch.nn.functional as F
 
 V1_CHUNK = 64
-
-
-def _doubling_scan(decay: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inclusive scan of `h_t = decay_t * h_{t-1} + inputs_t` along dim 1 from h = 0, in
-    log2(T) steps; also the running product of the decays (what multiplies a carried-in state)."""
-    h, a = inputs, decay
-    step, length = 1, inputs.shape[1]
-    while step < length:
-        h = torch.cat([h[:, :step], torch.addcmul(h[:, step:], a[:, step:], h[:, :-step])], dim=1)
-        a = torch.cat([a[:, :step], a[:, step:] * a[:, :-step]], dim=1)
-        step *= 2
-    return h, a
+V1_BLOCK = 256  # channels per pass: bounds the live (batch, length, channels, d_state) slab
 
 
 def selective_scan(
@@ -44,8 +36,9 @@ def selective_scan(
     C: torch.Tensor,
     D: torch.Tensor,
     chunk: int = V1_CHUNK,
+    block: int = V1_BLOCK,
 ) -> torch.Tensor:
-    """Mamba v1's scan, chunked.
+    """Mamba v1's scan, a block of channels at a time, chunked along the sequence.
 
     Args:
         x: (batch, length, channels) the conv output.
@@ -57,22 +50,34 @@ def selective_scan(
     Returns:
         y: (batch, length, channels), float32, before the gate.
     """
-    x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
+    x, dt, A, B, C = x.float(), dt.float(), A.float(), B.float(), C.float()
     batch, length, channels = x.shape
-    state = x.new_zeros(batch, channels, A.shape[1])
-    A = A.float()
+    n = A.shape[1]
+    chunk = min(chunk, length)
+    pad = (-length) % chunk
+    if pad:  # steps with dt = 0 change no state; cut off below
+        x, dt, B, C = (F.pad(t, (0, 0, 0, pad)) for t in (x, dt, B, C))
+    chunks = (length + pad) // chunk
+    Bc = B.reshape(batch, chunks, chunk, 1, n)
+    Cc = C.reshape(batch, chunks, chunk, n)
     out = []
-    for start in range(0, length, chunk):
-        sl = slice(start, start + chunk)
-        dt_c = dt[:, sl]
-        decay = torch.exp(dt_c.unsqueeze(-1) * A)  # (b, t, d, n)
-        inputs = (dt_c * x[:, sl]).unsqueeze(-1) * B[:, sl].unsqueeze(2)
-        h, carry = _doubling_scan(decay, inputs)
-        h = torch.addcmul(h, carry, state.unsqueeze(1))
-        out.append(torch.einsum("btdn,btn->btd", h, C[:, sl]))
-        state = h[:, -1]
-    y = torch.cat(out, dim=1)
-    return y + x * D.float()
+    for start in range(0, channels, block):
+        sl = slice(start, start + block)
+        dtb = dt[..., sl].reshape(batch, chunks, chunk, -1)
+        decay = torch.exp(dtb.unsqueeze(-1) * A[sl])  # (b, chunks, t, d, n)
+        h = (dtb * x[..., sl].reshape(batch, chunks, chunk, -1)).unsqueeze(-1) * Bc
+        for t in range(1, chunk):  # every chunk at once, each from a zero state
+            h[:, :, t].addcmul_(decay[:, :, t], h[:, :, t - 1])
+        # the decay from each chunk's start to each position: exp(A * running sum of dt)
+        decay = torch.exp(torch.cumsum(dtb, dim=2).unsqueeze(-1) * A[sl], out=decay)
+        carry, carried = h.new_zeros(batch, h.shape[3], n), []
+        for c in range(chunks):  # the state entering each chunk
+            carried.append(carry)
+            carry = torch.addcmul(h[:, c, -1], decay[:, c, -1], carry)
+        h.addcmul_(decay, torch.stack(carried, dim=1).unsqueeze(2))
+        out.append(torch.einsum("bctdn,bctn->bctd", h, Cc).reshape(batch, chunks * chunk, -1))
+    y = torch.cat(out, dim=-1)[:, :length]
+    return y + x[:, :length] * D.float()
 
 
 def selective_scan_reference(x, dt, A, B, C, D) -> torch.Tensor:
