@@ -106,6 +106,7 @@ def test_chunked_scans_equal_the_sequential_references():
     A, D = -3 * torch.rand(d, n, generator=gen), torch.randn(d, generator=gen)
     B, C = torch.randn(b, length, n, generator=gen), torch.randn(b, length, n, generator=gen)
     expected = selective_scan_reference(x, dt, A, B, C, D)
+    torch.testing.assert_close(selective_scan(x, dt, A, B, C, D, block=3), expected, rtol=6e-4, atol=2e-4)
     for chunk in (1, 16, 64, 256):
         torch.testing.assert_close(
             selective_scan(x, dt, A, B, C, D, chunk=chunk), expected, rtol=6e-4, atol=2e-4

@@ -21,11 +21,18 @@ the tests compare against; nothing else runs them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-V1_CHUNK = 64
-V1_BLOCK = 256  # channels per pass: bounds the live (batch, length, channels, d_state) slab
+# elements of the (batch, length, channels, d_state) slab one pass of the v1 scan holds (128 MiB)
+V1_SLAB = 1 << 25
+
+
+def _v1_chunk(length: int) -> int:
+    """About sqrt(length), a power of two: the chunk steps and the carry steps balance."""
+    return 2 ** max(0, round(math.log2(math.sqrt(max(length, 1)))))
 
 
 def selective_scan(
@@ -35,8 +42,8 @@ def selective_scan(
     B: torch.Tensor,
     C: torch.Tensor,
     D: torch.Tensor,
-    chunk: int = V1_CHUNK,
-    block: int = V1_BLOCK,
+    chunk: int | None = None,
+    block: int | None = None,
 ) -> torch.Tensor:
     """Mamba v1's scan, a block of channels at a time, chunked along the sequence.
 
@@ -47,13 +54,17 @@ def selective_scan(
         B, C: (batch, length, d_state).
         D: (channels,) skip.
 
+        chunk: positions per chunk (default about sqrt(length)).
+        block: channels per pass (default: as many as fit `V1_SLAB`).
+
     Returns:
         y: (batch, length, channels), float32, before the gate.
     """
     x, dt, A, B, C = x.float(), dt.float(), A.float(), B.float(), C.float()
     batch, length, channels = x.shape
     n = A.shape[1]
-    chunk = min(chunk, length)
+    chunk = min(chunk or _v1_chunk(length), length)
+    block = block or max(1, min(channels, V1_SLAB // (batch * length * n)))
     pad = (-length) % chunk
     if pad:  # steps with dt = 0 change no state; cut off below
         x, dt, B, C = (F.pad(t, (0, 0, 0, pad)) for t in (x, dt, B, C))
@@ -100,7 +111,8 @@ def ssd_scan(
     D: torch.Tensor,
     chunk: int,
 ) -> torch.Tensor:
-    """Mamba v2's scan in SSD form, chunk by chunk.
+    """Mamba v2's scan in SSD form, chunk by chunk (heads leading, so every product is a
+    batched matmul; C.B is computed once per group, not per head).
 
     Args:
         x: (batch, length, heads, headdim).
@@ -114,27 +126,39 @@ def ssd_scan(
     """
     x, dt, A, B, C = x.float(), dt.float(), A.float(), B.float(), C.float()
     batch, length, heads, headdim = x.shape
-    group_of = torch.arange(heads, device=x.device) // (heads // B.shape[2])
-    state = x.new_zeros(batch, heads, headdim, B.shape[-1])
+    groups, n = B.shape[2], B.shape[3]
+    per = heads // groups
+    xdt_all = (x * dt.unsqueeze(-1)).permute(0, 2, 1, 3)  # (b, h, l, p)
+    log_decay = (dt * A).permute(0, 2, 1)  # (b, h, l)
+    Bg, Cg = B.permute(0, 2, 1, 3), C.permute(0, 2, 1, 3)  # (b, g, l, n)
+    state = x.new_zeros(batch, groups, per * headdim, n)  # heads of a group side by side
     out = []
     for start in range(0, length, chunk):
         sl = slice(start, start + chunk)
-        t = x[:, sl].shape[1]
-        cum = torch.cumsum(dt[:, sl] * A, dim=1)  # (b, t, h): log of the decay since the chunk start
-        seg = cum.unsqueeze(2) - cum.unsqueeze(1)  # (b, t_out, t_in, h)
+        t = log_decay[..., sl].shape[-1]
+        cum = torch.cumsum(log_decay[..., sl], dim=-1)  # (b, h, t): log decay since the chunk start
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        decay = torch.exp(seg.masked_fill(~causal[None, :, :, None], float("-inf")))
-        Bh, Ch = B[:, sl][:, :, group_of], C[:, sl][:, :, group_of]  # (b, t, h, n)
-        xdt = x[:, sl] * dt[:, sl].unsqueeze(-1)
-        scores = torch.einsum("bthn,bshn->btsh", Ch, Bh) * decay
-        y = torch.einsum("btsh,bshp->bthp", scores, xdt)
-        y = y + torch.einsum("bthn,bhpn->bthp", Ch, state) * torch.exp(cum).unsqueeze(-1)
-        to_end = torch.exp(cum[:, -1:] - cum)  # (b, t, h)
-        state = state * torch.exp(cum[:, -1]).unsqueeze(-1).unsqueeze(-1) + torch.einsum(
-            "bth,bthn,bthp->bhpn", to_end, Bh, xdt
+        decay = torch.exp((cum.unsqueeze(-1) - cum.unsqueeze(-2)).masked_fill(~causal, float("-inf")))
+        scores = (Cg[:, :, sl] @ Bg[:, :, sl].transpose(-1, -2)).unsqueeze(2)  # (b, g, 1, t, s)
+        scores = (decay.view(batch, groups, per, t, t) * scores).view(batch, heads, t, t)
+        xdt = xdt_all[:, :, sl]  # (b, h, t, p)
+        y = scores @ xdt
+        # what the state entering the chunk adds, decayed to each position
+        carried = (Cg[:, :, sl] @ state.transpose(-1, -2)).view(batch, groups, t, per, headdim)
+        y = y + carried.permute(0, 1, 3, 2, 4).reshape(batch, heads, t, headdim) * torch.exp(cum).unsqueeze(
+            -1
         )
+        to_end = torch.exp(cum[..., -1:] - cum).unsqueeze(-1) * xdt  # (b, h, t, p)
+        to_end = (
+            to_end.view(batch, groups, per, t, headdim)
+            .permute(0, 1, 2, 4, 3)
+            .reshape(batch, groups, per * headdim, t)
+        )
+        end_decay = torch.exp(cum[..., -1]).view(batch, groups, per, 1).repeat_interleave(headdim, dim=2)
+        state = state * end_decay.view(batch, groups, per * headdim, 1) + to_end @ Bg[:, :, sl]
         out.append(y)
-    return torch.cat(out, dim=1) + x * D.float().view(1, 1, -1, 1)
+    y = torch.cat(out, dim=2).permute(0, 2, 1, 3)
+    return y + x * D.float().view(1, 1, -1, 1)
 
 
 def ssd_scan_reference(x, dt, A, B, C, D) -> torch.Tensor:
