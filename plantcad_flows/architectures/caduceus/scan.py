@@ -65,6 +65,7 @@ def selective_scan(
     n = A.shape[1]
     chunk = min(chunk or _v1_chunk(length), length)
     block = block or max(1, min(channels, V1_SLAB // (batch * length * n)))
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C))
     pad = (-length) % chunk
     if pad:  # steps with dt = 0 change no state; cut off below
         x, dt, B, C = (F.pad(t, (0, 0, 0, pad)) for t in (x, dt, B, C))
@@ -77,15 +78,22 @@ def selective_scan(
         dtb = dt[..., sl].reshape(batch, chunks, chunk, -1)
         decay = torch.exp(dtb.unsqueeze(-1) * A[sl])  # (b, chunks, t, d, n)
         h = (dtb * x[..., sl].reshape(batch, chunks, chunk, -1)).unsqueeze(-1) * Bc
-        for t in range(1, chunk):  # every chunk at once, each from a zero state
-            h[:, :, t].addcmul_(decay[:, :, t], h[:, :, t - 1])
         # the decay from each chunk's start to each position: exp(A * running sum of dt)
-        decay = torch.exp(torch.cumsum(dtb, dim=2).unsqueeze(-1) * A[sl], out=decay)
+        since_start = torch.cumsum(dtb, dim=2).unsqueeze(-1) * A[sl]
+        if training:  # autograd keeps every step's state: out of place
+            states = [h[:, :, 0]]
+            for t in range(1, chunk):
+                states.append(torch.addcmul(h[:, :, t], decay[:, :, t], states[-1]))
+            h, decay = torch.stack(states, dim=2), torch.exp(since_start)
+        else:
+            for t in range(1, chunk):  # every chunk at once, each from a zero state
+                h[:, :, t].addcmul_(decay[:, :, t], h[:, :, t - 1])
+            decay = torch.exp(since_start, out=decay)
         carry, carried = h.new_zeros(batch, h.shape[3], n), []
         for c in range(chunks):  # the state entering each chunk
             carried.append(carry)
             carry = torch.addcmul(h[:, c, -1], decay[:, c, -1], carry)
-        h.addcmul_(decay, torch.stack(carried, dim=1).unsqueeze(2))
+        h = torch.addcmul(h, decay, torch.stack(carried, dim=1).unsqueeze(2), out=None if training else h)
         out.append(torch.einsum("bctdn,bctn->bctd", h, Cc).reshape(batch, chunks * chunk, -1))
     y = torch.cat(out, dim=-1)[:, :length]
     return y + x[:, :length] * D.float()

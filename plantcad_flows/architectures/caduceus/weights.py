@@ -129,3 +129,18 @@ def load_caduceus(
     model = model.to(dtype)
     model.tie_weights()
     return model.eval()
+
+
+def save_checkpoint(model: CaduceusForMaskedLM, config: dict, directory: str | Path) -> Path:
+    """Write config.json and model.safetensors as transformers would: each shared tensor once,
+    under its source name (the aliases in `tied_names` left out)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    for alias, _ in model.tied_names():
+        state.pop(alias, None)
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
