@@ -165,5 +165,7 @@ class RCPSWrapper(nn.Module):
         self.submodule = submodule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        return torch.cat([self.submodule(x[..., :half]), rc(self.submodule(rc(x[..., half:])))], dim=-1)
+        half, batch = x.shape[-1] // 2, x.shape[0]
+        # both strands through the one submodule as one batch (half the calls, same function)
+        out = self.submodule(torch.cat([x[..., :half], rc(x[..., half:])], dim=0))
+        return torch.cat([out[:batch], rc(out[batch:])], dim=-1)
