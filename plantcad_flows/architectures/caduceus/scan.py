@@ -22,12 +22,28 @@ the tests compare against; nothing else runs them.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
 
 # elements of the (batch, length, channels, d_state) slab one pass of the v1 scan holds (128 MiB)
 V1_SLAB = 1 << 25
+
+
+_SCRATCH = threading.local()
+
+
+def _workspace(slab: tuple[int, ...], carry: tuple[int, ...], device: torch.device):
+    """Two float32 slabs and a carry buffer of these shapes, reused by this thread from call to
+    call (grown when too small): a fresh large tensor is paged in on first touch, which costs
+    as much as a pass over it."""
+    size = math.prod(slab) * 2 + math.prod(carry)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.numel() < size or buf.device != device:
+        buf = _SCRATCH.buf = torch.empty(size, dtype=torch.float32, device=device)
+    k, m = math.prod(slab), math.prod(carry)
+    return buf[:k].view(slab), buf[k : 2 * k].view(slab), buf[2 * k : 2 * k + m].view(carry)
 
 
 def _v1_chunk(length: int) -> int:
@@ -53,7 +69,6 @@ def selective_scan(
         A: (channels, d_state), negative.
         B, C: (batch, length, d_state).
         D: (channels,) skip.
-
         chunk: positions per chunk (default about sqrt(length)).
         block: channels per pass (default: as many as fit `V1_SLAB`).
 
@@ -75,26 +90,34 @@ def selective_scan(
     out = []
     for start in range(0, channels, block):
         sl = slice(start, start + block)
-        dtb = dt[..., sl].reshape(batch, chunks, chunk, -1)
-        decay = torch.exp(dtb.unsqueeze(-1) * A[sl])  # (b, chunks, t, d, n)
-        h = (dtb * x[..., sl].reshape(batch, chunks, chunk, -1)).unsqueeze(-1) * Bc
+        width = min(channels, start + block) - start
+        dtb = dt[..., sl].reshape(batch, chunks, chunk, width)
+        dtx = (dtb * x[..., sl].reshape(batch, chunks, chunk, width)).unsqueeze(-1)
         # the decay from each chunk's start to each position: exp(A * running sum of dt)
-        since_start = torch.cumsum(dtb, dim=2).unsqueeze(-1) * A[sl]
+        since_start = torch.cumsum(dtb, dim=2).unsqueeze(-1)
+        shape = (batch, chunks, chunk, width, n)
         if training:  # autograd keeps every step's state: out of place
-            states = [h[:, :, 0]]
+            decay = torch.exp(dtb.unsqueeze(-1) * A[sl])
+            states = [dtx[:, :, 0] * Bc[:, :, 0]]
             for t in range(1, chunk):
-                states.append(torch.addcmul(h[:, :, t], decay[:, :, t], states[-1]))
-            h, decay = torch.stack(states, dim=2), torch.exp(since_start)
-        else:
+                states.append(torch.addcmul(dtx[:, :, t] * Bc[:, :, t], decay[:, :, t], states[-1]))
+            h, decay = torch.stack(states, dim=2), torch.exp(since_start * A[sl])
+            carried = [h.new_zeros(batch, width, n)]
+            for c in range(1, chunks):
+                carried.append(torch.addcmul(h[:, c - 1, -1], decay[:, c - 1, -1], carried[-1]))
+            h = torch.addcmul(h, decay, torch.stack(carried, dim=1).unsqueeze(2))
+        else:  # in place, in this thread's reused buffers (fresh large tensors cost page faults)
+            decay, h, carried = _workspace(shape, (batch, chunks, width, n), x.device)
+            torch.mul(dtb.unsqueeze(-1), A[sl], out=decay).exp_()
+            torch.mul(dtx, Bc, out=h)
             for t in range(1, chunk):  # every chunk at once, each from a zero state
                 h[:, :, t].addcmul_(decay[:, :, t], h[:, :, t - 1])
-            decay = torch.exp(since_start, out=decay)
-        carry, carried = h.new_zeros(batch, h.shape[3], n), []
-        for c in range(chunks):  # the state entering each chunk
-            carried.append(carry)
-            carry = torch.addcmul(h[:, c, -1], decay[:, c, -1], carry)
-        h = torch.addcmul(h, decay, torch.stack(carried, dim=1).unsqueeze(2), out=None if training else h)
-        out.append(torch.einsum("bctdn,bctn->bctd", h, Cc).reshape(batch, chunks * chunk, -1))
+            torch.mul(since_start, A[sl], out=decay).exp_()
+            carried[:, 0].zero_()
+            for c in range(1, chunks):  # the state entering each chunk
+                torch.addcmul(h[:, c - 1, -1], decay[:, c - 1, -1], carried[:, c - 1], out=carried[:, c])
+            h.addcmul_(decay, carried.unsqueeze(2))
+        out.append(torch.einsum("bctdn,bctn->bctd", h, Cc).reshape(batch, chunks * chunk, width))
     y = torch.cat(out, dim=-1)[:, :length]
     return y + x[:, :length] * D.float()
 
