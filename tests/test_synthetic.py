@@ -172,7 +172,7 @@ def test_ensure_benchmark_generates_once_and_redoes_an_incomplete_dir(tmp_path):
 def test_demo_config_loads_and_the_committed_one_is_current(tmp_path):
     path = write_demo_config(tmp_path / "demo.yaml", tmp_path / "data", str(tmp_path / "out"))
     cfg = load_config(path)
-    assert len(cfg.splits) == 20 and [m.type for m in cfg.models] == ["mlm", "clm"]
+    assert len(cfg.splits) == 20 and [m.type for m in cfg.models] == ["mlm", "clm", "mlm"]
     assert all(m.context_length == 512 for m in cfg.models)
     assert all(Path(s.path).parent.parent == tmp_path / "data" for s in cfg.splits)
     committed = REPO / "configs" / "demo.yaml"
