@@ -135,6 +135,17 @@ def test_rcps_model_is_reverse_complement_equivariant(version, fused):
     assert logits.abs().max() > 0.1  # not a trivially equivariant (constant) model
 
 
+def test_rcps_strands_batched_or_one_at_a_time_give_the_same_logits(monkeypatch):
+    import plantcad_flows.architectures.caduceus.mixers as mixers
+
+    model = random_caduceus(caduceus_config(rcps=True))
+    ids = torch.randint(3, 7, (2, 70), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        batched = model(ids)[0]
+        monkeypatch.setattr(mixers, "STRANDS_TOGETHER", 0)
+        torch.testing.assert_close(model(ids)[0], batched, rtol=1e-6, atol=1e-6)
+
+
 def test_fused_rcps_norm_reads_the_second_half_as_the_forward_stream():
     """The fused and unfused RCPS blocks hold the same tensors but are different functions;
     a checkpoint trained fused must run fused."""

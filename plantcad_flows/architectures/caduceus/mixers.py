@@ -35,7 +35,7 @@ class Mamba(nn.Module):
     def __init__(self, spec: MambaSpec):
         super().__init__()
         d_inner, n = spec.d_inner, spec.d_state
-        self.dt_rank, self.d_state = spec.dt_rank, n
+        self.dt_rank, self.d_state, self.d_inner = spec.dt_rank, n, d_inner
         self.in_proj = nn.Linear(spec.d_model, 2 * d_inner, bias=spec.bias)
         self.conv1d = nn.Conv1d(
             d_inner, d_inner, spec.d_conv, groups=d_inner, padding=spec.d_conv - 1, bias=spec.conv_bias
@@ -47,17 +47,25 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(d_inner, spec.d_model, bias=spec.bias)
         self.use_kernels = False
 
+    def _in_proj(self, hidden_states: torch.Tensor, part: int) -> torch.Tensor:
+        """One half of in_proj (0: x, 1: z): z is computed after the scan, so the two are never
+        alive together at full length."""
+        rows = slice(part * self.d_inner, (part + 1) * self.d_inner)
+        bias = self.in_proj.bias[rows] if self.in_proj.bias is not None else None
+        return F.linear(hidden_states, self.in_proj.weight[rows], bias)
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
+        x = self._in_proj(hidden_states, 0)
         if self.use_kernels:
-            y = kernels.mamba_v1_inner(self, x, z)
+            y = kernels.mamba_v1_inner(self, x, self._in_proj(hidden_states, 1))
         else:
             x = _causal_conv(self.conv1d, x)
             dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
             # the bias joins in float32, inside the softplus, as mamba_ssm's scan adds it
             dt = softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
             y = selective_scan(x, dt, -torch.exp(self.A_log.float()), B, C, self.D)
-            y = y * F.silu(z.float())
+            del x, dt
+            y = y * F.silu(self._in_proj(hidden_states, 1).float())
         return self.out_proj(y.to(hidden_states.dtype))
 
 
@@ -152,6 +160,11 @@ class BiMambaWrapper(nn.Module):
         return out + rev if self.strategy == "add" else out * rev
 
 
+# tokens up to which an RCPS layer runs both strands as one batch (fewer, larger calls); beyond,
+# one after the other, so a long window holds one strand's activations at a time
+STRANDS_TOGETHER = 4096
+
+
 def rc(x: torch.Tensor) -> torch.Tensor:
     """Reverse complement of RCPS channels: flip length and channels."""
     return x.flip(-2, -1)
@@ -166,6 +179,8 @@ class RCPSWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         half, batch = x.shape[-1] // 2, x.shape[0]
+        if batch * x.shape[1] > STRANDS_TOGETHER:  # long windows: one strand at a time, half the memory
+            return torch.cat([self.submodule(x[..., :half]), rc(self.submodule(rc(x[..., half:])))], dim=-1)
         # both strands through the one submodule as one batch (half the calls, same function)
         out = self.submodule(torch.cat([x[..., :half], rc(x[..., half:])], dim=0))
         return torch.cat([out[:batch], rc(out[batch:])], dim=-1)
