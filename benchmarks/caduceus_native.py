@@ -9,9 +9,10 @@ which doubles the mixer work, so this is its upper bound) with random weights, a
 * the model's matmul FLOPs per sequence, and what fraction of this machine's measured fp32
   matmul throughput the forward reaches.
 
-To keep the run short on a small machine, long windows are timed on the first few layers and
-scaled to the full depth (the layers are identical in cost; embedding and head are negligible);
-the output says which. Each measurement runs in its own process so its peak RSS is its own.
+To keep the run short on a small machine, the forward is timed on the first few layers and
+scaled to the full depth (the layers are identical in cost; embedding and head are negligible),
+with the weights of every layer resident, so the peak RSS is the full model's; the output says
+how many layers were timed. Each measurement runs in its own process so its peak RSS is its own.
 Benchmarks print, never assert.
 
     .venv/bin/python benchmarks/caduceus_native.py [--lengths 512 8192] [--models l32 small]
@@ -149,8 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["l32", "small"], choices=sorted(MODELS))
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 8192])
-    parser.add_argument("--batch-512", type=int, default=4, help="sequences per forward at <= 1 kb")
-    parser.add_argument("--layers-long", type=int, default=4, help="layers timed at > 1 kb (ours)")
+    parser.add_argument("--batch-512", type=int, default=1, help="sequences per forward at <= 1 kb")
+    parser.add_argument("--layers", type=int, default=4, help="layers timed (ours), scaled to the full depth")
     parser.add_argument("--ref-layers", type=int, default=1, help="layers timed for the sequential reference")
     parser.add_argument("--one", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -170,9 +171,10 @@ def main() -> None:
         for length in args.lengths:
             long = length > 1024
             batch = 1 if long else args.batch_512
-            ours_layers = min(args.layers_long, n_layer) if long else n_layer
+            ours_layers = min(args.layers, n_layer)
             ref_layers = min(args.ref_layers, n_layer)
             ours = measure(key, length, batch, ours_layers, False, 1 if long else 2)
+            print(f"  ({name} {length} bp: ours measured)", flush=True)
             ref = measure(key, length, batch, ref_layers, True, 1)
             scale_ours, scale_ref = n_layer / ours_layers, n_layer / ref_layers
             t_ours, t_ref = ours["seconds"] * scale_ours, ref["seconds"] * scale_ref
