@@ -101,13 +101,15 @@ def run_one(model_key: str, length: int, batch: int, layers: int, reference: boo
 
     def count(module, inputs, output):
         tokens = inputs[0].numel() // inputs[0].shape[-1]
-        if isinstance(module, nn.Linear):
+        if isinstance(module, mixers.Mamba):  # its in_proj runs as two F.linear halves, no hook
+            flops[0] += 2 * tokens * module.in_proj.in_features * module.in_proj.out_features
+        elif isinstance(module, nn.Linear):
             flops[0] += 2 * tokens * module.in_features * module.out_features
         else:  # depthwise conv
             flops[0] += 2 * output.numel() * module.kernel_size[0]
 
     for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, mixers.Mamba)):
             m.register_forward_hook(count)
     ids = torch.randint(3, 7, (batch, length))
     times = []
