@@ -31,7 +31,13 @@ import os
 import re
 import sys
 
-from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code, runs_natively
+from plantcad_flows.config import (
+    NATIVE_MODEL_TYPES,
+    ComputeConfig,
+    ModelConfig,
+    check_remote_code,
+    runs_natively,
+)
 from plantcad_flows.errors import DeviceError, ValidationError
 from plantcad_flows.identity.remote import hf_token, is_local
 from plantcad_flows.identity.retry import with_retries
@@ -261,7 +267,8 @@ def check_remote_imports(model: ModelConfig, directory: str, declared: dict) -> 
         local = {n[:-3] for n in os.listdir(directory) if n.endswith(".py")}
         for package in sorted(imports - local - set(sys.builtin_module_names)):
             if importlib.util.find_spec(package) is None:
-                hint = "use implementation: native" if declared.get("model_type") == "caduceus" else None
+                native = declared.get("model_type") in NATIVE_MODEL_TYPES
+                hint = "use implementation: native, which needs no code of the model's" if native else None
                 raise ValidationError(
                     f"models[{model.label}].path",
                     model.path,
