@@ -34,6 +34,10 @@ from plantcad_flows.families import (
 )
 
 ModelType = Literal["mlm", "clm"]
+Implementation = Literal["auto", "native", "kernels", "remote"]
+# The config.json model_types that plantcad_flows.architectures implements in plain PyTorch
+# (tests/test_caduceus_loading.py checks that the two agree). This room may not import torch.
+NATIVE_MODEL_TYPES = frozenset({"caduceus"})
 MotifMode = Literal["fwd_only", "rc_only", "fwd_rc_avg"]
 Strand = Literal["fwd", "rc"]
 DEFAULT_PREFIX = "outputs"
@@ -75,6 +79,14 @@ class _ScoringFields(_Strict):
     motif_inference_mode: MotifMode = Field(
         default="fwd_only", description="CLM only: fwd_only, rc_only or fwd_rc_avg"
     )
+    implementation: Implementation = Field(
+        default="auto",
+        description="Whose code runs the model. native: this project's own PyTorch implementation "
+        "(config.json model_type caduceus: PlantCaduceus, PlantCAD2), on any device, never the "
+        "repository's code; kernels: the same with mamba_ssm's CUDA kernels; remote: the "
+        "repository's own code (needs trust_remote_code); auto: native for what we implement "
+        "(kernels on CUDA when mamba_ssm imports), else transformers",
+    )
 
     @field_validator("type", mode="before")
     @classmethod
@@ -110,6 +122,11 @@ class _ScoringFields(_Strict):
             return self
         return self.model_copy(update={"context_length": context})
 
+    @field_validator("implementation", mode="before")
+    @classmethod
+    def _implementation(cls, v: object) -> object:
+        return _one_of(f"{cls._WHERE}.implementation", Implementation, v)
+
     def _where(self) -> str:
         return self._WHERE
 
@@ -129,6 +146,13 @@ class _ScoringFields(_Strict):
                 )
             if context % 2:
                 raise ValidationError(f"{where}.context_length", context, "must be even to centre-crop")
+        if self.implementation == "remote" and not self.trust_remote_code:
+            raise ValidationError(
+                f"{where}.implementation",
+                "remote",
+                "runs the repository's own code, so it needs trust_remote_code: true",
+                "or use implementation: native for a Caduceus model",
+            )
         return self
 
 
@@ -146,7 +170,7 @@ class ModelConfig(_ScoringFields):
     def _remote_code(self) -> ModelConfig:
         # Local directories are checked here, with the config; hub models when they are loaded.
         config_json = Path(self.path) / self.subfolder / "config.json"
-        if not self.trust_remote_code and config_json.is_file():
+        if config_json.is_file():
             try:
                 declared = json.loads(config_json.read_text())
             except (OSError, ValueError):
@@ -159,15 +183,41 @@ class ModelConfig(_ScoringFields):
         return self.name or self.path
 
 
-def check_remote_code(model: ModelConfig, config_dict: dict) -> None:
-    """Refuse a model whose config.json maps Auto classes to code of its own (`auto_map`) unless
-    the config trusts it: transformers would import and run that code.
+def runs_natively(model: ModelConfig, config_dict: dict) -> bool:
+    """Whether this project's own implementation runs `model` (native or kernels), from its
+    `implementation` and config.json's `model_type`; its `auto_map` code is then never imported.
 
     Raises:
-        ValidationError: naming `models[NAME].trust_remote_code`.
+        ValidationError: naming `models[NAME].implementation`, native or kernels asked for an
+            architecture we do not implement.
+    """
+    model_type = config_dict.get("model_type") if isinstance(config_dict, dict) else None
+    if model.implementation == "remote":
+        return False
+    if model_type in NATIVE_MODEL_TYPES:
+        return True
+    if model.implementation in ("native", "kernels"):
+        raise ValidationError(
+            f"models[{model.label}].implementation",
+            model.implementation,
+            f"config.json model_type {model_type!r} has no native implementation "
+            f"(native: {', '.join(sorted(NATIVE_MODEL_TYPES))})",
+            "use implementation: auto",
+        )
+    return False
+
+
+def check_remote_code(model: ModelConfig, config_dict: dict) -> None:
+    """Refuse a model whose config.json maps Auto classes to code of its own (`auto_map`) unless
+    the config trusts it: transformers would import and run that code. A model that runs
+    natively never imports that code, so it needs no trust.
+
+    Raises:
+        ValidationError: naming `models[NAME].trust_remote_code` (or `.implementation`, see
+            `runs_natively`).
     """
     auto_map = config_dict.get("auto_map") if isinstance(config_dict, dict) else None
-    if model.trust_remote_code or not auto_map:
+    if runs_natively(model, config_dict) or model.trust_remote_code or not auto_map:
         return
     classes = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else str(auto_map)
     raise ValidationError(
@@ -609,6 +659,7 @@ class CheckpointsConfig(_ScoringFields):
             context_length=self.context_length,
             trust_remote_code=self.trust_remote_code,
             motif_inference_mode=self.motif_inference_mode,
+            implementation=self.implementation,
         )
 
 

@@ -1,6 +1,6 @@
 """Train the shipped tiny DNA language models on the synthetic genome (CPU, a few minutes each).
 
-    python scripts/train_tiny_models.py [--which mlm clm] [--short-steps 2000] [--steps 150] [--threads 1] [--out plantcad_flows/assets/models]
+    python scripts/train_tiny_models.py [--which mlm clm caduceus] [--short-steps 2000] [--steps 150] [--threads 1] [--out plantcad_flows/assets/models]
 
 Both models read 512-bp windows of `plantcad_flows.families.genome.sample_genome` (a training genome drawn
 from its own seed, never the benchmark's examples) through a character tokenizer (lower-case
@@ -10,6 +10,12 @@ same ids, and no special tokens are added when `add_special_tokens=False`):
 * tiny-mlm: ModernBertForMaskedLM, 4 layers, hidden 128. Masking picks ~30% of positions as spans of
   1-3 bases (the benchmark masks 1-3 contiguous bases), 80/10/10 mask/random/keep.
 * tiny-clm: LlamaForCausalLM, 4 layers, hidden 128, next-base loss.
+* tiny-caduceus: an RCPS Caduceus (Mamba v1, bidirectional, fused add + RMSNorm, as PlantCaduceus
+  is built), 2 layers, d_model 32, trained with this project's own implementation
+  (`plantcad_flows.architectures.caduceus`) and saved as PlantCaduceus is: config.json with
+  model_type caduceus, model.safetensors, and the PlantCAD tokenizer (`[PAD] [MASK] [UNK] a c g t`).
+  Same masking as tiny-mlm; `--caduceus-steps` steps on 128-bp windows, batch 32 (the shipped one: the
+  defaults, 150 steps, 9 min on a busy 2-core machine; it learned little beyond base composition).
 
 The shipped models came from `--which clm --short-steps 300 --steps 100` (about 12 min) and
 `--which mlm` (the defaults: 2,000 + 150 steps, about 19 min on a busy 2-core machine). Everything is seeded. After training, a check prints held-out masked accuracy and, with plain model
@@ -39,6 +45,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from plantcad_flows.architectures.caduceus import parse_config
+from plantcad_flows.architectures.caduceus.model import CaduceusForMaskedLM
+from plantcad_flows.architectures.caduceus.tokenizer import PLANTCAD_VOCAB, plantcad_tokenizer
+from plantcad_flows.architectures.caduceus.weights import save_checkpoint
 from plantcad_flows.benchmark.synthetic import ASSETS_MODELS, build_split
 from plantcad_flows.families import builtin_tasks, get_family
 from plantcad_flows.families import genome as genome
@@ -54,6 +64,13 @@ CONTEXT = 512
 TRAIN_SEED = 7  # the training genome's seed; benchmarks use their own streams
 MASK_ID = VOCAB["[MASK]"]
 ACGT_IDS = [VOCAB[c] for c in "acgt"]
+PLANTCAD = {tok: i for i, tok in enumerate(PLANTCAD_VOCAB)}
+# (vocabulary, [MASK] id, a/c/g/t ids) of each model's tokenizer
+VOCABS = {
+    "mlm": (VOCAB, MASK_ID, ACGT_IDS),
+    "clm": (VOCAB, MASK_ID, ACGT_IDS),
+    "caduceus": (PLANTCAD, PLANTCAD["[MASK]"], [PLANTCAD[c] for c in "acgt"]),
+}
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -71,33 +88,40 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def encode(arr: np.ndarray) -> np.ndarray:
+def encode(arr: np.ndarray, vocab: dict[str, int] = VOCAB) -> np.ndarray:
     """uint8 upper-case bases -> token ids (the tokenizer's ids; checked in `check_tokenizer`)."""
-    lut = np.full(256, VOCAB["[UNK]"], dtype=np.int64)
+    lut = np.full(256, vocab["[UNK]"], dtype=np.int64)
     for c in "acgtn":
-        lut[ord(c)] = lut[ord(c.upper())] = VOCAB[c]
+        if c in vocab:
+            lut[ord(c)] = lut[ord(c.upper())] = vocab[c]
     return lut[arr]
 
 
-def check_tokenizer(tok: PreTrainedTokenizerFast) -> None:
+def check_tokenizer(tok: PreTrainedTokenizerFast, vocab: dict[str, int] = VOCAB) -> None:
     probe = "ACGTNacgtnGattaca"
     assert (
         tok(probe, add_special_tokens=False)["input_ids"]
-        == encode(np.frombuffer(probe.encode(), np.uint8)).tolist()
+        == encode(np.frombuffer(probe.encode(), np.uint8), vocab).tolist()
     )
 
 
-def training_windows(n: int, length: int, seed: int, phase: int) -> torch.Tensor:
+def training_windows(
+    n: int, length: int, seed: int, phase: int, vocab: dict[str, int] = VOCAB
+) -> torch.Tensor:
     """n token windows of `length` bases, half from each species' genome."""
     rng = np.random.default_rng([TRAIN_SEED, seed, phase])
     half = [genome.sample_genome(rng, n // 2 * length + length, sp) for sp in genome.SPECIES_GC]
     rows = [h[i * length : (i + 1) * length] for h in half for i in range(n // 2)]
-    out = encode(np.stack(rows))
+    out = encode(np.stack(rows), vocab)
     return torch.from_numpy(out[rng.permutation(len(out))])
 
 
 def span_mask(
-    ids: torch.Tensor, gen: torch.Generator, rate: float = 0.3
+    ids: torch.Tensor,
+    gen: torch.Generator,
+    rate: float = 0.3,
+    mask_id: int = MASK_ID,
+    acgt: list[int] = ACGT_IDS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT-style corruption over spans of 1-3 positions; labels are -100 off the chosen set."""
     b, length = ids.shape
@@ -110,10 +134,83 @@ def span_mask(
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
     roll = torch.rand(b, length, generator=gen)
     inputs = ids.clone()
-    inputs[chosen & (roll < 0.8)] = MASK_ID
+    inputs[chosen & (roll < 0.8)] = mask_id
     rand = chosen & (roll >= 0.8) & (roll < 0.9)
-    inputs[rand] = torch.tensor(ACGT_IDS)[torch.randint(0, 4, (int(rand.sum()),), generator=gen)]
+    inputs[rand] = torch.tensor(acgt)[torch.randint(0, 4, (int(rand.sum()),), generator=gen)]
     return inputs, labels
+
+
+def caduceus_config() -> dict:
+    """tiny-caduceus's config.json: PlantCaduceus's layout and settings, at a tiny size."""
+    return {
+        "model_type": "caduceus",
+        "architectures": ["CaduceusForMaskedLM"],
+        "d_model": 32,
+        "n_layer": 2,
+        "vocab_size": len(PLANTCAD_VOCAB),
+        "ssm_cfg": {
+            "d_state": 8,
+            "d_conv": 4,
+            "expand": 2,
+            "dt_rank": "auto",
+            "conv_bias": True,
+            "bias": False,
+        },
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "fused_add_norm": True,
+        "pad_vocab_size_multiple": 8,
+        "norm_epsilon": 1e-5,
+        "bidirectional": True,
+        "bidirectional_strategy": "add",
+        "bidirectional_weight_tie": True,
+        "rcps": True,
+        "complement_map": {str(i): i for i in range(8)} | {"3": 6, "4": 5, "5": 4, "6": 3},
+    }
+
+
+def build_caduceus(seed: int) -> CaduceusForMaskedLM:
+    """Mamba's initialisation: dt_proj's bias puts softplus(bias) log-uniform in [1e-3, 0.1];
+    embeddings N(0, 0.02)."""
+    torch.manual_seed(seed)
+    model = CaduceusForMaskedLM(parse_config(caduceus_config()))
+    with torch.no_grad():
+        model.caduceus.backbone.embeddings.word_embeddings.embedding.weight.normal_(0, 0.02)
+        for name, p in model.named_parameters():
+            if name.endswith("dt_proj.bias"):
+                dt = torch.exp(torch.rand_like(p) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+                p.copy_(dt + torch.log(-torch.expm1(-dt)))
+    return model
+
+
+def train_caduceus(steps: int, lr: float, seed: int) -> CaduceusForMaskedLM:
+    """MLM training of tiny-caduceus on 128-bp windows, batch 32 (the same masking as tiny-mlm)."""
+    vocab, mask_id, acgt = VOCABS["caduceus"]
+    model = build_caduceus(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+    data = training_windows(steps * 32, 128, seed, 0, vocab)
+    model.train()
+    t0 = time.time()
+    for step in range(steps):
+        inputs, labels = span_mask(data[step * 32 : (step + 1) * 32], gen, mask_id=mask_id, acgt=acgt)
+        logits = model(inputs)[0]
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 25 == 0 or step == steps - 1:
+            print(
+                f"[caduceus] step {step:4d} len 128 loss {loss.item():.4f} ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
+    return model.eval()
 
 
 def build_model(which: str):
@@ -207,15 +304,17 @@ def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int, 
 @torch.no_grad()
 def acgt_probs(model, which: str, ids: torch.Tensor, positions: list[int]) -> np.ndarray:
     """(n, P, 4) A/C/G/T probabilities at `positions` (MLM: masked; CLM: logits at i-1)."""
+    _, mask_id, acgt = VOCABS[which]
     out = []
     for chunk in ids.split(32):
-        if which == "mlm":
-            chunk = chunk.clone()
-            chunk[:, positions] = MASK_ID
-            logits = model(input_ids=chunk).logits[:, positions]
-        else:
+        if which == "clm":
             logits = model(input_ids=chunk).logits[:, [p - 1 for p in positions]]
-        out.append(torch.softmax(logits[..., ACGT_IDS].float(), -1).numpy())
+        else:
+            chunk = chunk.clone()
+            chunk[:, positions] = mask_id
+            logits = model(input_ids=chunk)
+            logits = (logits[0] if isinstance(logits, tuple) else logits.logits)[:, positions]
+        out.append(torch.softmax(logits[..., acgt].float(), -1).numpy())
     return np.concatenate(out)
 
 
@@ -233,7 +332,7 @@ def quick_check(model, which: str, n: int = 100) -> dict[str, float]:
         arr = arr[:, trim : trim + CONTEXT]
         start = CONTEXT // 2 - 1 - (spec.num_masks - 1) // 2
         pos = list(range(start, start + spec.num_masks))
-        probs = acgt_probs(model, which, torch.from_numpy(encode(arr)), pos)
+        probs = acgt_probs(model, which, torch.from_numpy(encode(arr, VOCABS[which][0])), pos)
         true = np.searchsorted(np.frombuffer(b"ACGT", np.uint8), arr[:, pos]).clip(0, 3)
         valid = np.isin(arr[:, pos], np.frombuffer(b"ACGT", np.uint8))
         p_true = np.take_along_axis(probs, true[..., None], -1)[..., 0] * valid
@@ -249,6 +348,10 @@ def quick_check(model, which: str, n: int = 100) -> dict[str, float]:
 def save(model, which: str, out: Path) -> Path:
     path = out / f"tiny-{which}"
     path.mkdir(parents=True, exist_ok=True)
+    if which == "caduceus":
+        save_checkpoint(model, caduceus_config(), path)
+        plantcad_tokenizer().save_pretrained(path)
+        return path
     model.save_pretrained(path, safe_serialization=True)
     build_tokenizer().save_pretrained(path)
     return path
@@ -256,7 +359,12 @@ def save(model, which: str, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--which", nargs="+", default=["mlm", "clm"], choices=["mlm", "clm"])
+    ap.add_argument(
+        "--which", nargs="+", default=["mlm", "clm", "caduceus"], choices=["mlm", "clm", "caduceus"]
+    )
+    ap.add_argument(
+        "--caduceus-steps", type=int, default=150, help="tiny-caduceus: steps on 128-bp windows, batch 32"
+    )
     ap.add_argument("--short-steps", type=int, default=2000, help="steps on 128-bp windows, batch 32")
     ap.add_argument("--steps", type=int, default=150, help="steps on 512-bp windows, batch 8")
     # One thread: with other work on a 2-core box, two OpenMP threads spin-wait and run 5x slower.
@@ -268,10 +376,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     check_tokenizer(build_tokenizer())
+    check_tokenizer(plantcad_tokenizer(), PLANTCAD)
     for which in args.which:
         t0 = time.time()
-        phases = [(args.short_steps, 128, 32), (args.steps, CONTEXT, 8)]
-        model = train(which, phases, args.lr, args.seed, args.init)
+        if which == "caduceus":
+            model = train_caduceus(args.caduceus_steps, args.lr * 3, args.seed)
+        else:
+            phases = [(args.short_steps, 128, 32), (args.steps, CONTEXT, 8)]
+            model = train(which, phases, args.lr, args.seed, args.init)
         minutes = (time.time() - t0) / 60
         checks = quick_check(model, which)
         path = save(model, which, args.out)

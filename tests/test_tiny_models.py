@@ -88,3 +88,42 @@ def test_tiny_clm_is_above_chance_on_tis_through_the_scoring_core(tmp_path):
     assert m["motif_accuracy"] >= 10 * 4.0**-3, m
     m = _score_split(tmp_path, clm_cfg, clm, "tis_core_noncore_classification", 48)
     assert m["auroc"] >= 0.65, m
+
+
+CADUCEUS_DIR = ASSETS_MODELS / "tiny-caduceus"
+
+
+def test_tiny_caduceus_is_shipped_small_and_loads_natively_offline(monkeypatch):
+    """The shipped RCPS Caduceus: PlantCaduceus's layout (model_type caduceus, safetensors with
+    tied tensors left out, the PlantCAD tokenizer), loaded by the project's own code offline."""
+    import json
+
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    files = {f.name for f in CADUCEUS_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert not any(name.endswith(".py") for name in files)
+    assert sum(f.stat().st_size for f in CADUCEUS_DIR.iterdir()) <= 512 * 2**10
+    config = json.loads((CADUCEUS_DIR / "config.json").read_text())
+    assert config["model_type"] == "caduceus" and config["rcps"] and config["fused_add_norm"]
+    cfg = ModelConfig(**demo_models()[2])
+    loaded = load_model(cfg, ComputeConfig(device="cpu"))
+    assert loaded.fast_head and loaded.nucleotide_ids.tolist() == [3, 4, 5, 6] and loaded.mask_id == 1
+    tok = loaded.tokenizer
+    assert tok("AcGtN", add_special_tokens=False)["input_ids"] == [3, 4, 5, 6, 2]
+    ids = torch.randint(3, 7, (2, 64), generator=torch.Generator().manual_seed(0))
+    comp = torch.tensor([0, 1, 2, 6, 5, 4, 3, 7])
+    with torch.no_grad():
+        logits, rc_logits = loaded.model(ids)[0], loaded.model(comp[ids.flip(-1)])[0]
+    torch.testing.assert_close(rc_logits, logits.flip(1)[..., comp], rtol=0, atol=1e-5)
+
+
+def test_tiny_caduceus_is_above_chance_through_the_scoring_core(tmp_path):
+    """Trained for 150 steps only (scripts/train_tiny_models.py --which caduceus): it has learned
+    little beyond base composition, but separates TIS core from non-core (0.85 on its training
+    script's check)."""
+    cfg = ModelConfig(**demo_models()[2])
+    loaded = load_model(cfg, ComputeConfig(device="cpu"))
+    m = _score_split(tmp_path, cfg, loaded, "tis_core_noncore_classification", 64)
+    assert m["auroc"] >= 0.65, m

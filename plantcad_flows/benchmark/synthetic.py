@@ -115,7 +115,9 @@ def ensure_benchmark(
 
 
 def demo_models(models_dir: str | Path = ASSETS_MODELS) -> list[dict]:
-    """The two shipped tiny models as config entries (512-bp context: sequences get cropped)."""
+    """The three shipped tiny models as config entries (512-bp context: sequences get cropped).
+    tiny-caduceus is an RCPS Caduceus, run by the project's own implementation (no
+    trust_remote_code)."""
     root = str(models_dir).rstrip("/")
     return [
         {"name": "tiny-mlm", "path": f"{root}/tiny-mlm", "type": "mlm", "context_length": 512},
@@ -126,6 +128,7 @@ def demo_models(models_dir: str | Path = ASSETS_MODELS) -> list[dict]:
             "context_length": 512,
             "motif_inference_mode": "fwd_only",
         },
+        {"name": "tiny-caduceus", "path": f"{root}/tiny-caduceus", "type": "mlm", "context_length": 512},
     ]
 
 
@@ -135,7 +138,7 @@ def demo_config(
     models_dir: str | Path = ASSETS_MODELS,
     seq_length: int = NATIVE_SEQ_LENGTH,
 ) -> dict:
-    """The PlantCAD-format config (as a dict) for every synthetic split and both tiny models."""
+    """The PlantCAD-format config (as a dict) for every synthetic split and the tiny models."""
     root = str(data_dir).rstrip("/")
     splits = [
         {"task": t, "split": s, "path": f"{root}/{t}/{s}.parquet", "seq_length": seq_length}

@@ -248,8 +248,13 @@ def plan_hash(config: EvalConfig) -> str:
     return short_hash(
         {
             "code_version": CODE_VERSION,
-            "models": [m.model_dump(exclude={"name", "trust_remote_code"}) for m in config.models],
-            "checkpoints": [c.model_dump(exclude={"trust_remote_code"}) for c in config.checkpoints],
+            # implementation: native, kernels and remote code compute the same function
+            "models": [
+                m.model_dump(exclude={"name", "trust_remote_code", "implementation"}) for m in config.models
+            ],
+            "checkpoints": [
+                c.model_dump(exclude={"trust_remote_code", "implementation"}) for c in config.checkpoints
+            ],
             # the axes enter only where set, so a config without them keeps its home
             "splits": [
                 s.model_dump(exclude={"strands"} if s.strands is None else None) for s in config.splits

@@ -1,8 +1,9 @@
 """Loading a DNA language model: device and precision, tokenizer tables, fast LM-head path.
 
-Any Hugging Face masked or causal LM is loaded through the Auto classes (PlantCaduceus needs
-`trust_remote_code: true` in its config and, on CUDA, the `gpu` extra). The device is checked before anything is
-loaded, so a CPU-only host fails fast. For speed, scoring applies the LM head only at the few
+Any Hugging Face masked or causal LM is loaded through the Auto classes; a model whose config.json
+names an architecture this project implements (Caduceus: PlantCaduceus, PlantCAD2) is loaded by
+our own code instead (`scoring/native.py`), never by the repository's. The device is checked
+before anything is loaded, so a CPU-only host fails fast. For speed, scoring applies the LM head only at the few
 positions it reads: `split_head` finds the backbone and the head module, and `load_model` checks
 that backbone+head equals the full forward on a probe before trusting it (else it falls back).
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code
+from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code, runs_natively
 from plantcad_flows.data.node_cache import local_copy
 from plantcad_flows.errors import DeviceError, ValidationError
 from plantcad_flows.identity.remote import is_local
@@ -165,7 +166,8 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
 
     Raises:
         ValidationError: before loading anything, when the model ships modelling code and
-            `trust_remote_code` is false.
+            `trust_remote_code` is false (and does not run natively), or its config.json has a
+            key the native implementation does not implement.
         DeviceError: before loading anything, when the device is unavailable.
         ValidationError: a tokenizer that is not one token per base, or lacks a mask token (MLM);
             weights that do not load (naming the directory and the cause; never retried).
@@ -188,24 +190,37 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
     except OSError:
         declared = {}  # no config.json: loading below fails naming the model, after the device check
     check_remote_code(model, declared)
+    native = runs_natively(model, declared)
+    if native:
+        from plantcad_flows.scoring.native import model_files, native_spec
+
+        native_spec(model, declared)  # a key we do not implement fails before any download
+        path, subfolder = model_files(model, path, subfolder), ""
+        # the tokenizer too is read without the repository's code
+        kwargs = dict(trust_remote_code=False)
     device, dtype = resolve_device(compute)
     tokenizer = with_retries(lambda: AutoTokenizer.from_pretrained(path, **kwargs), what)
-    auto = AutoModelForMaskedLM if model.type == "mlm" else AutoModelForCausalLM
-    try:
-        module = with_retries(lambda: auto.from_pretrained(path, dtype=dtype, **kwargs), what)
-    except Exception as e:  # weights that cannot load will not load on a retry: one line, the files
-        where = (
-            os.path.abspath(os.path.join(path, subfolder))
-            if os.path.isdir(path)
-            else f"{path}@{model.revision}"
-        )
-        cause = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")[:300]
-        raise ValidationError(
-            f"models[{model.label}].path",
-            model.path,
-            f"cannot load the weights in {where}: {type(e).__name__}: {cause}",
-        ) from e
-    module = module.to(device).eval()
+    if native:
+        from plantcad_flows.scoring.native import load_native
+
+        module = load_native(model, declared, path, device, dtype)
+    else:
+        auto = AutoModelForMaskedLM if model.type == "mlm" else AutoModelForCausalLM
+        try:
+            module = with_retries(lambda: auto.from_pretrained(path, dtype=dtype, **kwargs), what)
+        except Exception as e:  # weights that cannot load will not load on a retry: one line, the files
+            where = (
+                os.path.abspath(os.path.join(path, subfolder))
+                if os.path.isdir(path)
+                else f"{path}@{model.revision}"
+            )
+            cause = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")[:300]
+            raise ValidationError(
+                f"models[{model.label}].path",
+                model.path,
+                f"cannot load the weights in {where}: {type(e).__name__}: {cause}",
+            ) from e
+        module = module.to(device).eval()
     table = TokenTable(tokenizer)
     mask_id = tokenizer.mask_token_id
     if model.type == "mlm" and mask_id is None:

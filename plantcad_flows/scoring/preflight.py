@@ -10,21 +10,35 @@ files, never its weights, are fetched at the commit the plan resolved):
   shorter) is within the position limit its config declares (`max_position_embeddings`,
   `n_positions`, ...), when it declares one;
 * transformers knows the architecture (`model_type`) and has the head the `type` needs (a
-  masked-LM or causal-LM class), or the model ships its code (`auto_map`) and is trusted;
+  masked-LM or causal-LM class), or the model ships its code (`auto_map`) and is trusted, and
+  every package that code imports is installed here;
+* or this project implements the architecture natively (Caduceus: PlantCaduceus, PlantCAD2):
+  then every config.json key is one we implement, the type is mlm, and there is no position
+  limit (Mamba reads any length);
 * the tokenizer has one token per base, every nucleotide in its vocabulary, and a mask token
-  for a masked LM;
+  for a masked LM; for an RC-equivariant (RCPS) model, the config's complement map pairs the
+  tokenizer's a with t and c with g;
 * a local directory's weight files are there and whole, from their headers (`weights.py`).
 A model on `s3://` is checked when a worker has copied it (loading runs the same checks).
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import logging
 import os
 import re
+import sys
 
-from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code
+from plantcad_flows.config import (
+    NATIVE_MODEL_TYPES,
+    ComputeConfig,
+    ModelConfig,
+    check_remote_code,
+    runs_natively,
+)
 from plantcad_flows.errors import DeviceError, ValidationError
 from plantcad_flows.identity.remote import hf_token, is_local
 from plantcad_flows.identity.retry import with_retries
@@ -157,6 +171,11 @@ def check_declared(model: ModelConfig, declared: dict, input_length: int) -> Non
 
     check_remote_code(model, declared)
     name = model.label
+    if runs_natively(model, declared):
+        from plantcad_flows.scoring.native import native_spec
+
+        native_spec(model, declared)
+        return  # Mamba has no position limit
     auto_map = declared.get("auto_map")
     if not auto_map:  # with code of its own (trusted above), the architecture is the repo's
         model_type = declared.get("model_type")
@@ -220,9 +239,67 @@ def read_declared(model: ModelConfig, directory: str) -> dict:
     return declared
 
 
-def check_tokenizer(model: ModelConfig, directory: str) -> None:
+def _top_level_imports(source: str) -> set[str]:
+    """Packages a module imports unconditionally (not inside try/except or a function)."""
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def check_remote_imports(model: ModelConfig, directory: str, declared: dict) -> None:
+    """The trusted code a model ships imports only packages installed on this host.
+
+    Raises:
+        ValidationError: naming `models[NAME].path`, the file and the missing package.
+    """
+    if not model.trust_remote_code or not declared.get("auto_map"):
+        return
+    for file in sorted(os.listdir(directory)):
+        if not file.endswith(".py"):
+            continue
+        try:
+            with open(os.path.join(directory, file)) as f:
+                imports = _top_level_imports(f.read())
+        except (OSError, SyntaxError, ValueError):
+            continue  # transformers reports it, naming the file, when it loads
+        local = {n[:-3] for n in os.listdir(directory) if n.endswith(".py")}
+        for package in sorted(imports - local - set(sys.builtin_module_names)):
+            if importlib.util.find_spec(package) is None:
+                native = declared.get("model_type") in NATIVE_MODEL_TYPES
+                hint = "use implementation: native, which needs no code of the model's" if native else None
+                raise ValidationError(
+                    f"models[{model.label}].path",
+                    model.path,
+                    f"its code ({file}) imports {package}, which is not installed on this host",
+                    hint,
+                )
+
+
+def _check_complement(model: ModelConfig, tokenizer, table, complement: tuple[int, ...]) -> None:
+    from plantcad_flows.scoring.loading import nucleotide_token_ids
+
+    a, c, g, t = (int(i) for i in nucleotide_token_ids(tokenizer, table))
+    pairs = {a: t, t: a, c: g, g: c}
+    for token, partner in pairs.items():
+        if token >= len(complement) or complement[token] != partner:
+            raise ValidationError(
+                f"models[{model.label}].path",
+                model.path,
+                f"config.json complement_map sends token {token} to "
+                f"{complement[token] if token < len(complement) else None}, the tokenizer's complement is {partner}",
+            )
+
+
+def check_tokenizer(
+    model: ModelConfig, directory: str, native: bool = False, complement: tuple[int, ...] | None = None
+) -> None:
     """The tokenizer in `directory` can score: one token per base, every nucleotide in its
-    vocabulary, and a mask token for a masked LM.
+    vocabulary, and a mask token for a masked LM; `complement` (an RCPS model's map of token
+    ids), when given, pairs its a with t and c with g.
 
     Raises:
         ValidationError: naming `models[NAME].path`.
@@ -239,7 +316,10 @@ def check_tokenizer(model: ModelConfig, directory: str) -> None:
             field, model.path, f"no tokenizer in the model directory (none of {', '.join(TOKENIZER_FILES)})"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=model.trust_remote_code)
+        # a natively run model's tokenizer is read without the repository's code, as it loads
+        tokenizer = AutoTokenizer.from_pretrained(
+            directory, trust_remote_code=model.trust_remote_code and not native
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         problem = " ".join(str(e).split())[:200]
         raise ValidationError(
@@ -253,6 +333,8 @@ def check_tokenizer(model: ModelConfig, directory: str) -> None:
         raise ValidationError(field, model.path, str(e).split(": ", 1)[-1]) from None
     if model.type == "mlm" and tokenizer.mask_token_id is None:
         raise ValidationError(field, model.path, "type mlm but the tokenizer has no mask token")
+    if complement is not None:
+        _check_complement(model, tokenizer, table, complement)
 
 
 def check_model(
@@ -270,7 +352,19 @@ def check_model(
     directory = model_directory(model)
     if directory is None:
         return
-    check_declared(model, read_declared(model, directory), longest_input(model, list(seq_lengths)))
-    check_tokenizer(model, directory)
+    declared = read_declared(model, directory)
+    check_declared(model, declared, longest_input(model, list(seq_lengths)))
+    complement, native = None, runs_natively(model, declared)
+    if native:
+        from plantcad_flows.scoring.native import native_spec, use_kernels
+
+        complement = native_spec(model, declared).complement_map
+        if scores_here and model.implementation == "kernels":
+            import torch
+
+            use_kernels(model, torch.device(compute.device_type))
+    else:
+        check_remote_imports(model, directory, declared)
+    check_tokenizer(model, directory, native, complement)
     if os.path.isdir(model.path):  # a hub model's weights are not fetched before the run
         check_weights(model.label, model.path, directory)
