@@ -123,17 +123,19 @@ def test_trust_remote_code_defaults_to_false_and_is_checked_before_the_device(tm
     assert "models[custom].trust_remote_code=False" in str(e.value) and "auto_map" in str(e.value)
 
 
-def test_shipped_plantcad_configs_trust_remote_code():
+def test_shipped_plantcad_configs_run_natively_without_remote_code():
+    """PlantCaduceus and PlantCAD2 run on the project's own implementation: no shipped config or
+    deployment asks to run a repository's code."""
     repo = Path(__file__).resolve().parents[1]
     from plantcad_flows.config import load_config
 
     cfg = load_config(repo / "configs" / "plantcad2.yaml")
-    assert cfg.models and all(m.trust_remote_code for m in cfg.models)
     assert any("PlantCaduceus" in m.path for m in cfg.models)
+    assert cfg.models and not any(m.trust_remote_code for m in cfg.models)
+    assert all(m.implementation in ("auto", "native") for m in cfg.models)
     spec = yaml.safe_load((repo / "prefect.yaml").read_text())
     bench = spec["definitions"]["configs"]["benchmark"]["models"]
-    assert bench and all(m["trust_remote_code"] is True for m in bench)
-    assert "trust_remote_code: true" in (repo / "README.md").read_text()
+    assert bench and not any(m.get("trust_remote_code") for m in bench)
 
 
 # ------------------------------------------------------------------ end to end
