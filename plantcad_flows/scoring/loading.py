@@ -199,7 +199,10 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
         # the tokenizer too is read without the repository's code
         kwargs = dict(trust_remote_code=False)
     device, dtype = resolve_device(compute)
-    tokenizer = with_retries(lambda: AutoTokenizer.from_pretrained(path, **kwargs), what)
+    from plantcad_flows.scoring.preflight import native_config_quiet
+
+    with native_config_quiet(native):
+        tokenizer = with_retries(lambda: AutoTokenizer.from_pretrained(path, **kwargs), what)
     if native:
         from plantcad_flows.scoring.native import load_native
 

@@ -25,6 +25,7 @@ A model on `s3://` is checked when a worker has copied it (loading runs the same
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import json
 import logging
@@ -294,6 +295,29 @@ def _check_complement(model: ModelConfig, tokenizer, table, complement: tuple[in
             )
 
 
+class _NativeConfigNotice(logging.Filter):
+    """Drops transformers' notice that a config.json of a type it does not ship (`caduceus`)
+    "instantiates a model of type ``": AutoTokenizer reads config.json to pick a class, and for a
+    model this project runs natively that is expected, not a problem to show the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "to instantiate a model of type ``" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def native_config_quiet(native: bool):
+    """While a natively run model's tokenizer loads, hold back `_NativeConfigNotice`'s notice."""
+    if not native:
+        yield
+        return
+    logger, notice = logging.getLogger("transformers.configuration_utils"), _NativeConfigNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
 def check_tokenizer(
     model: ModelConfig, directory: str, native: bool = False, complement: tuple[int, ...] | None = None
 ) -> None:
@@ -317,9 +341,10 @@ def check_tokenizer(
         )
     try:
         # a natively run model's tokenizer is read without the repository's code, as it loads
-        tokenizer = AutoTokenizer.from_pretrained(
-            directory, trust_remote_code=model.trust_remote_code and not native
-        )
+        with native_config_quiet(native):
+            tokenizer = AutoTokenizer.from_pretrained(
+                directory, trust_remote_code=model.trust_remote_code and not native
+            )
     except (OSError, ValueError, KeyError, TypeError) as e:
         problem = " ".join(str(e).split())[:200]
         raise ValidationError(
