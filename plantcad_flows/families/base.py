@@ -10,7 +10,14 @@ and scorer). A family says:
   each pass over the model as `ModelInputs` and calls the `Runner` the scoring room gives it, so
   families stay free of torch;
 * its metrics, main metric, bootstrap inputs and curves (`metrics_of`, `metric_inputs`, `curves`);
-* its synthetic data for the demo and tests (`synthetic`).
+* its synthetic data for the demo and tests (`synthetic`);
+* the bodies of its pipeline steps (`steps`): prepare a split, turn a shard's rows into the frame
+  that is scored, finish a cell. Most families take the generic ones (`plantcad_flows.steps:Steps`);
+  a family whose data is not a table of sequences (variant sets: a VCF and a FASTA) names its
+  own. A family sits below the rooms that read files and run models, so it names its step
+  bodies by module (as a plugin entry point would) rather than importing them;
+* what it adds to the keys of its steps (`split_key_fields`, `cell_key_fields`) and the files
+  whose content is its data's identity (`content_files`).
 
 Families are registered by name in `families/registry.py`; a task definition (`tasks.TaskDef`)
 names its family.
@@ -18,7 +25,7 @@ names its family.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -53,6 +60,10 @@ class ModelInputs:
     gather: np.ndarray
     valid: np.ndarray
     base_positions: np.ndarray
+    # "probs": the 4 nucleotide probabilities at `gather`; "loglik": each input's log-likelihood
+    # as a causal LM reads it, sum over i >= 1 of log p(token i | tokens < i) over the full
+    # vocabulary (the runner then returns it as an (n,) float64 array in place of the probs)
+    readout: str = "probs"
 
     def rows(self, arr: np.ndarray, lo: int, hi: int) -> np.ndarray:
         return arr[lo:hi] if arr.shape[0] != 1 else np.broadcast_to(arr, (hi - lo, arr.shape[1]))
@@ -100,11 +111,22 @@ class TaskFamily:
     short_affixes: ClassVar[tuple[str, str]] = ("", "")  # stripped from task names in the pivot
     label_required: ClassVar[bool] = True
     binary_labels: ClassVar[bool] = True
+    # "module:Class" of the bodies of this family's steps (see the module docstring)
+    steps: ClassVar[str] = "plantcad_flows.steps:Steps"
+    # a split is checked by preparing it in the preflight (before any GPU), not by reading it
+    prepare_in_preflight: ClassVar[bool] = False
 
     @property
     def main_metric(self) -> str:
-        """The metric the pivot, trends, leaderboard and regression alerts lead with."""
+        """The metric the pivot, trends, leaderboard and regression alerts lead with, when the
+        family has one for all its tasks (`main_metric_of` says it for one cell)."""
         return self.metrics[0]
+
+    def main_metric_of(self, metrics: Iterable[str]) -> str:
+        """The main metric of a cell that reports `metrics` (names). A family whose tasks
+        report different metrics (a variant set with a label, or with a target only) overrides
+        this; by default it is the family's."""
+        return self.main_metric
 
     def short_name(self, task: str) -> str:
         prefix, suffix = self.short_affixes
@@ -135,6 +157,21 @@ class TaskFamily:
 
     def check_model(self, where: str, model: ModelLike, split: SplitLike) -> None:
         """A model's settings (its context length) can score `split`. Raises ValidationError."""
+
+    # --- identity -------------------------------------------------------------------------
+    def content_files(self, split: SplitLike) -> dict[str, str]:
+        """field -> location of the files whose content is the split's identity, when it is not
+        its parquet data (`path`) or dataset repo; empty by default."""
+        return {}
+
+    def split_key_fields(self, split: SplitLike) -> dict[str, object]:
+        """Fields this family adds to (or replaces in) the prepared split's key; none by default."""
+        return {}
+
+    def cell_key_fields(self, split: SplitLike) -> dict[str, object]:
+        """Fields this family adds to a cell's key beyond the split's; none by default (so the
+        keys of the families that add none stay where they were)."""
+        return {}
 
     # --- data -----------------------------------------------------------------------------
     def sequence_columns(self, split: SplitLike) -> tuple[str, ...]:

@@ -52,9 +52,7 @@ def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -
     }
     if not split.definition.shipped:
         fields["definition"] = split.definition.identity_fields()
-    if split.variants is not None:  # content only: `identity` covers the variants and the FASTA
-        fields["source"] = "variants"
-        fields["variants"] = split.variants.identity_fields()
+    fields |= split.family.split_key_fields(split)
     return fields
 
 
@@ -94,4 +92,5 @@ def cell_fields(
     }
     if strand != "fwd":
         fields["strand"] = strand
+    fields |= split.family.cell_key_fields(split)
     return fields
