@@ -1,8 +1,11 @@
 """Benchmarks as data: task definitions in YAML, and the registry of the tasks a config can use.
 
-A task file is a YAML list of task definitions (`TaskDef`). The PlantCAD2 zero-shot tasks ship as
-one (`assets/tasks/plantcad2.yaml`); a config adds its own with `task_files:`, and their tasks are
-used in `splits:` exactly like the built-in ones. A definition names its family (registered in
+A task file is a YAML list of task definitions (`TaskDef`), or a mapping of `tasks:` (that list)
+and `defaults:` (fields every task of the file starts from, merged key by key; a task's own
+value wins). The PlantCAD2 zero-shot tasks ship as one (`assets/tasks/plantcad2.yaml`); a config
+adds its own with `task_files:`, and their tasks are used in `splits:` exactly like the built-in
+ones. A definition's content (`identity_fields`, with its `version`) is part of its cells' keys,
+shipped or not: editing a task re-scores that task's cells and nothing else. A definition names its family (registered in
 `families/registry.py`), which checks that the definition's settings agree. Every problem is one
 line naming the file, the task and the field.
 
@@ -130,6 +133,12 @@ class TaskDef(_Strict):
         description="Per split: its leaderboard task id, group and metric (never hashed: it only "
         "decides how results are shown)",
     )
+    version: int = Field(
+        default=1,
+        ge=1,
+        description="Bump it to re-score the task's cells when its data or meaning changed "
+        "without its other fields changing",
+    )
     source: str = Field(default="", description="The file it was read from (never hashed)")
 
     @pydantic.field_validator("family")
@@ -184,12 +193,20 @@ class TaskDef(_Strict):
         )
 
     def identity_fields(self) -> dict:
-        """What a user-defined task adds to its cells' keys: the definition's fields that the
-        split's own fields (task name, columns, masks, flanking, source) do not already carry."""
+        """What the definition adds to its cells' keys (shipped or a user's): everything that
+        says what is scored and how, in a normal form (a default spelled out or left out gives
+        the same fields). Not its name (the split's key has it), description, splits (adding a
+        split moves no other split), strands (each strand is a cell of its own), leaderboard
+        entries or source file."""
         return {
             "family": self.family,
-            "dataset_config": self.dataset_config,
+            "dataset": {"repo": self.dataset.repo, "config": self.dataset_config},
+            "seq_length": self.seq_length,
+            "mask_positions": None if self.mask_positions is None else list(self.mask_positions),
+            "num_masks": self.num_masks,
+            "flanking": self.flanking,
             "columns": self.columns.model_dump(),
+            "version": self.version,
         }
 
 
@@ -228,7 +245,11 @@ def read_task_file(path: str | Path) -> list[TaskDef]:
         raise ValidationError("task_files[]", file, "no such file") from None
     except yaml.YAMLError as e:
         raise ValidationError("task_files[]", file, f"invalid YAML: {' '.join(str(e).split())}") from None
-    if isinstance(data, dict) and set(data) == {"tasks"}:
+    defaults: dict = {}
+    if isinstance(data, dict) and "tasks" in data and set(data) <= {"tasks", "defaults"}:
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise ValidationError(f"{file}: defaults", defaults, "a mapping of task fields")
         data = data["tasks"]
     if not isinstance(data, list) or not data:
         raise ValidationError(
@@ -240,7 +261,7 @@ def read_task_file(path: str | Path) -> list[TaskDef]:
         if not isinstance(raw, dict):
             raise ValidationError(f"{file}: tasks[#{i}]", raw, "each task is a mapping")
         try:
-            task = TaskDef.model_validate({**raw, "source": file})
+            task = TaskDef.model_validate({**_merged(defaults, raw), "source": file})
         except pydantic.ValidationError as e:
             raise _one_line(file, i, raw, e) from None
         if task.name in seen:
@@ -248,6 +269,23 @@ def read_task_file(path: str | Path) -> list[TaskDef]:
         seen.add(task.name)
         tasks.append(task)
     return tasks
+
+
+def _merged(defaults: dict, raw: dict) -> dict:
+    """`raw` over `defaults`, mappings merged key by key (a task's own value wins)."""
+    out = dict(defaults)
+    for k, v in raw.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def task_entries(path: str | Path) -> list[dict]:
+    """The raw task entries of a task file (defaults applied), without validation: for readers
+    that need only a field or two (the registry's family order)."""
+    data = yaml.safe_load(Path(path).read_text())
+    if isinstance(data, dict):
+        return [_merged(data.get("defaults") or {}, t) for t in data.get("tasks") or []]
+    return list(data or [])
 
 
 _BUILTIN: dict[str, TaskDef] | None = None

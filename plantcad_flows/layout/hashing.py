@@ -34,10 +34,11 @@ def short_hash(fields: Any, n: int = 10) -> str:
 def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -> dict[str, Any]:
     """What determines a prepared (loaded, validated, sampled) split.
 
-    A shipped task's definition is part of the code (`CODE_VERSION`); a task from a user's task
-    file adds the fields of its definition that the split's own fields do not carry (family,
-    dataset config, columns), so editing the definition moves the key. Moving the shipped tasks
-    into YAML therefore left every existing key where it was."""
+    The task's definition enters by its content (`TaskDef.identity_fields`, with its `version`),
+    shipped or from a user's task file alike: editing a task's YAML moves its splits' and
+    cells' keys and no other. (Until code version 2026.12.1 a shipped definition stood in the
+    key only through the one global code version.) The family adds what it owns
+    (`split_key_fields`)."""
     fields = {
         "step": "prepare_split",
         "code_version": CODE_VERSION,
@@ -50,8 +51,7 @@ def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -
         "seq_length": split.seq_length,
         "sampling": {"rate": sampling.rate, "max_size": sampling.max_size, "seed": sampling.seed},
     }
-    if not split.definition.shipped:
-        fields["definition"] = split.definition.identity_fields()
+    fields["definition"] = split.definition.identity_fields()
     fields |= split.family.split_key_fields(split)
     return fields
 
