@@ -55,15 +55,15 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_data(data: Path, sizes: list[int], seed: int = 0) -> None:
+def make_data(data: Path, sizes: list[int], seed: int = 0, genome_mb: int = GENOME_MB) -> None:
     from plantcad_flows.variants.synthetic import scale_genome, scale_variants, write_fasta, write_vcf
 
-    marker = data / f"_done-{GENOME_MB}-{'-'.join(map(str, sizes))}"
+    marker = data / f"_done-{genome_mb}-{'-'.join(map(str, sizes))}"
     if marker.exists():
         return
     data.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    chroms = scale_genome(seed, 10, GENOME_MB * 1_000_000 // 10)
+    chroms = scale_genome(seed, 10, genome_mb * 1_000_000 // 10)
     write_fasta(chroms, data / "genome.fa.gz", bgzip=True)
     frame = scale_variants(chroms, max(sizes), seed)
     contigs = {c: len(s) for c, s in chroms.items()}
@@ -72,7 +72,7 @@ def make_data(data: Path, sizes: list[int], seed: int = 0) -> None:
         part = frame if n == len(frame) else frame.iloc[np.sort(rng.choice(len(frame), n, replace=False))]
         write_vcf(part.reset_index(drop=True), contigs, data / f"snvs-{n}.vcf.gz", bgzip=True)
     marker.touch()
-    print(f"data: {GENOME_MB} Mb genome and VCFs of {sizes} written in {time.perf_counter() - t:.1f} s")
+    print(f"data: {genome_mb} Mb genome and VCFs of {sizes} written in {time.perf_counter() - t:.1f} s")
 
 
 def _cfg(data: Path, n: int):
@@ -244,6 +244,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=MLM, help="an MLM directory (default: the tiny MLM)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--genome-mb", type=int, default=GENOME_MB, help="synthetic genome size (10 chromosomes)")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--child", nargs=2, metavar=("PHASE", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -252,7 +253,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(phase(args.child[0], args.data_dir, args.work_dir, int(args.child[1]), args)))
         return
-    make_data(args.data_dir, args.sizes)
+    make_data(args.data_dir, args.sizes, genome_mb=args.genome_mb)
     passthrough = [
         "--data-dir",
         str(args.data_dir),

@@ -51,8 +51,9 @@ def test_shipped_task_file_holds_the_benchmark():
     assert {t.family for t in tasks.values()} == set(FAMILIES) - {"variant_effect"}  # from variants:
     assert all(t.dataset.repo == "plantcad/PlantCAD2_zero_shot_tasks" for t in tasks.values())
     assert all(t.dataset_config == t.name and t.shipped for t in tasks.values())
-    assert tasks["tis_recovery"].mask_positions == (4094, 4095, 4096)
-    assert tasks["structural_variant_effect_prediction"].flanking == 5
+    assert tasks["tis_recovery"].settings == {"mask_positions": [4094, 4095, 4096]}
+    sv = tasks["structural_variant_effect_prediction"]
+    assert sv.family_object.settings_of(sv).flanking == 5 and sv.column("ref") == "RefSeq"
 
 
 def test_moving_tasks_to_yaml_moved_no_key_and_the_definitions_moved_them_once(monkeypatch):

@@ -4,7 +4,8 @@ The pipeline never asks "which kind of task is this?"; it asks the task's family
 lm-evaluation-harness asks a task for its metrics and Inspect builds a task from dataset, solver
 and scorer). A family says:
 
-* which settings it takes and how they must agree (`check_task`, `check_split`, `check_model`);
+* which settings it takes (`settings_model` in a task definition, `overrides_model` in a split
+  entry, `column_roles`) and how they must agree (`check_task`, `check_split`, `check_model`);
 * which columns it reads and how the sampled rows become the frame scoring consumes (`frame`);
 * how a model's inputs are built and its outputs become a score (`score`): the family describes
   each pass over the model as `ModelInputs` and calls the `Runner` the scoring room gives it, so
@@ -27,10 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.families.measures import MetricInputs
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
     from plantcad_flows.families.tasks import TaskDef
 
 NO_LABEL = -1  # a family that needs no label (motif recovery) fills an absent column with this
+# Before families owned their settings every cell key held a `flanking` (the structural-variant
+# default, 5) and the mask positions; the benchmark families keep adding both, so that their keys
+# moved only by what the issue moved (the task definition)
+KEY_FLANKING = 5
 
 
 @dataclass(frozen=True)
@@ -92,13 +98,17 @@ class SplitLike(Protocol):
     label_column: str
     seq_length: int
     definition: TaskDef
-    overrides: object
+    overrides: dict[str, Any]  # the family's split-level settings (`overrides_model`)
 
     @property
     def mask_positions(self) -> tuple[int, ...]: ...
 
-    @property
-    def flanking(self) -> int: ...
+
+class FamilySettings(BaseModel):
+    """The base of a family's settings (in a task definition) and overrides (in a split entry):
+    strict, so an unknown key is an error naming it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TaskFamily:
@@ -115,6 +125,12 @@ class TaskFamily:
     steps: ClassVar[str] = "plantcad_flows.steps:Steps"
     # a split is checked by preparing it in the preflight (before any GPU), not by reading it
     prepare_in_preflight: ClassVar[bool] = False
+    # the settings a task definition of this family adds (YAML keys beside the generic ones) and
+    # those a split entry may override (`overrides:`); both are the family's, checked by it
+    settings_model: ClassVar[type[FamilySettings]] = FamilySettings
+    overrides_model: ClassVar[type[FamilySettings]] = FamilySettings
+    # column roles the family reads beyond sequence and label, with their default names
+    column_roles: ClassVar[dict[str, str]] = {}
 
     @property
     def main_metric(self) -> str:
@@ -133,6 +149,23 @@ class TaskFamily:
         return task.removeprefix(prefix).removesuffix(suffix)
 
     # --- settings -------------------------------------------------------------------------
+    def settings_of(self, task: TaskDef) -> FamilySettings:
+        """The task definition's settings as this family's model."""
+        return self.settings_model.model_validate(task.settings)
+
+    def overrides_of(self, split: SplitLike) -> FamilySettings:
+        """The split entry's overrides as this family's model."""
+        return self.overrides_model.model_validate(split.overrides)
+
+    def settings_text(self, task: TaskDef) -> str:
+        """The settings in a word or two, for `plantcad-flows tasks`."""
+        return ""
+
+    def settings_identity(self, task: TaskDef) -> dict[str, Any]:
+        """The settings as they enter the task's keys, in a normal form (a default spelled out or
+        left out gives the same fields); by default the validated model's fields."""
+        return self.settings_of(task).model_dump(mode="json")
+
     def check_task(self, where: str, task: TaskDef) -> None:
         """A task definition's settings agree with each other. Raises ValidationError naming
         `{where}.{field}`."""

@@ -33,6 +33,19 @@ def _discover() -> dict[str, TaskFamily]:
 FAMILIES: dict[str, TaskFamily] = _discover()
 
 
+def register(cls: type[TaskFamily]) -> type[TaskFamily]:
+    """Register a family defined outside this package (a plugin, or a test's own); usable as a
+    class decorator. Its tasks are then written in YAML like any other.
+
+    Raises:
+        RuntimeError: a family of that name is registered already.
+    """
+    if cls.name in FAMILIES:
+        raise RuntimeError(f"two families named {cls.name!r}: {type(FAMILIES[cls.name])} and {cls}")
+    FAMILIES[cls.name] = cls()
+    return cls
+
+
 def get_family(name: str, field: str = "family") -> TaskFamily:
     """The family registered as `name`; an unknown name raises with the closest valid one."""
     try:

@@ -16,7 +16,7 @@ length gets the same number of masks, centred (see `sequences.crop_plan` for mod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 BENCHMARK_REPO_ID = "plantcad/PlantCAD2_zero_shot_tasks"
 NATIVE_SEQ_LENGTH = 8192
-DEFAULT_SV_FLANKING = 5
 BUILTIN_TASK_FILE = Path(__file__).resolve().parents[1] / "assets" / "tasks" / "plantcad2.yaml"
 
 
@@ -70,17 +69,6 @@ class DatasetRef(_Strict):
     config: str | None = Field(default=None, description="Dataset config name; default: the task's name")
 
 
-class TaskColumns(_Strict):
-    """Default column names; a split may override `sequence` and `label` (seq_column, label_column)."""
-
-    sequence: str = "sequence"
-    label: str = "label"
-    ref: str = "RefSeq"
-    alt: str = "MutSeq"
-    left: str = "left"
-    right: str = "right"
-
-
 STRANDS = ("fwd", "rc")
 
 
@@ -110,8 +98,16 @@ class LeaderboardEntry(_Strict):
         return v
 
 
+GENERIC_COLUMNS = {"sequence": "sequence", "label": "label"}
+
+
 class TaskDef(_Strict):
-    """One task: its family, where its data lives, its splits and the family's settings."""
+    """One task: its family, where its data lives, its splits and the family's settings.
+
+    The fields below are every family's. Any other key of a task's YAML is a setting of its
+    family (`TaskFamily.settings_model`: masks for the masked families, `flanking` for the
+    structural-variant one, ...), kept in `settings` and checked by the family; `columns` takes
+    `sequence`, `label` and the column roles the family reads (`TaskFamily.column_roles`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     family: str
@@ -119,10 +115,12 @@ class TaskDef(_Strict):
     dataset: DatasetRef = DatasetRef()
     splits: tuple[str, ...] = Field(min_length=1)
     seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
-    mask_positions: tuple[int, ...] | None = None
-    motif_len: int | None = Field(default=None, ge=1)
-    flanking: int | None = Field(default=None, ge=1)
-    columns: TaskColumns = TaskColumns()
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="The family's settings (any key not listed here goes there)"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Column names by role: sequence, label and the family's roles"
+    )
     strands: tuple[str, ...] | None = Field(
         default=None,
         description="fwd, rc or both: the strands this task's splits are scored on, unless a split "
@@ -140,6 +138,21 @@ class TaskDef(_Strict):
         "without its other fields changing",
     )
     source: str = Field(default="", description="The file it was read from (never hashed)")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _family_settings(cls, data: object) -> object:
+        """Keys that are not every family's go to `settings`, for the family to check."""
+        if not isinstance(data, dict):
+            return data
+        own = set(cls.model_fields)
+        extra = {k: v for k, v in data.items() if k not in own}
+        if not extra:
+            return data
+        return {
+            **{k: v for k, v in data.items() if k in own},
+            "settings": {**data.get("settings", {}), **extra},
+        }
 
     @pydantic.field_validator("family")
     @classmethod
@@ -159,7 +172,14 @@ class TaskDef(_Strict):
     def _settings(self) -> TaskDef:
         if self.seq_length % 2:
             raise ValidationError("seq_length", self.seq_length, "must be even to centre-crop")
-        self.family_object.check_task(f"tasks[{self.name}]", self)
+        family = self.family_object
+        where = f"tasks[{self.name}]"
+        check_settings(where, family.name, family.settings_model, self.settings)
+        roles = {**GENERIC_COLUMNS, **family.column_roles}
+        for role in self.columns:
+            if role not in roles:
+                raise UnknownNameError(f"{where}.columns.{role}", role, roles)
+        family.check_task(where, self)
         for split, entry in self.leaderboard.items():
             where = f"tasks[{self.name}].leaderboard[{split}]"
             if split not in self.splits:
@@ -174,11 +194,9 @@ class TaskDef(_Strict):
 
         return get_family(self.family)
 
-    @property
-    def num_masks(self) -> int:
-        if self.mask_positions is not None:
-            return len(self.mask_positions)
-        return self.motif_len or 0
+    def column(self, role: str) -> str:
+        """The column holding `role` (sequence, label or one of the family's roles)."""
+        return self.columns.get(role) or {**GENERIC_COLUMNS, **self.family_object.column_roles}[role]
 
     @property
     def dataset_config(self) -> str:
@@ -198,16 +216,40 @@ class TaskDef(_Strict):
         the same fields). Not its name (the split's key has it), description, splits (adding a
         split moves no other split), strands (each strand is a cell of its own), leaderboard
         entries or source file."""
+        family = self.family_object
         return {
             "family": self.family,
             "dataset": {"repo": self.dataset.repo, "config": self.dataset_config},
             "seq_length": self.seq_length,
-            "mask_positions": None if self.mask_positions is None else list(self.mask_positions),
-            "num_masks": self.num_masks,
-            "flanking": self.flanking,
-            "columns": self.columns.model_dump(),
+            "settings": family.settings_identity(self),
+            "columns": {role: self.column(role) for role in {**GENERIC_COLUMNS, **family.column_roles}},
             "version": self.version,
         }
+
+
+def check_settings(where: str, family: str, model: type[BaseModel], values: dict) -> None:
+    """`values` are valid settings of `model`; else one ValidationError naming the field. A key
+    that another family takes "does nothing" for this one; any other is unknown."""
+    from plantcad_flows.families.registry import FAMILIES
+
+    for key, value in values.items():
+        if key in model.model_fields:
+            continue
+        if any(
+            key in f.settings_model.model_fields or key in f.overrides_model.model_fields
+            for f in FAMILIES.values()
+        ):
+            raise ValidationError(f"{where}.{key}", value, f"does nothing for family {family}")
+        raise ValidationError(f"{where}.{key}", value, f"unknown key {key!r}")
+    try:
+        model.model_validate(values)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ValidationError):
+            raise cause from None
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ValidationError(f"{where}.{loc}", err.get("input"), err["msg"]) from None
 
 
 def _one_line(file: str, index: int, raw: object, exc: pydantic.ValidationError) -> ValidationError:

@@ -73,7 +73,9 @@ def cell_fields(
     """What determines the scores of one (model, split, strand) cell at one context. The model's
     revision enters as the commit it resolved to (in `model_identity`), never as the branch name
     the config gives. The strand enters only when it is rc, so that every forward cell keeps the
-    key it had before strands were an axis; the context was always there (`context_length`)."""
+    key it had before strands were an axis; the context was always there (`context_length`).
+    The task's family adds what it reads (`cell_key_fields`: the benchmark families their mask
+    positions and flanking, as these keys always held; a variant set its strands)."""
     fields = {
         "step": "score_cell",
         "code_version": CODE_VERSION,
@@ -86,8 +88,6 @@ def cell_fields(
             "identity": model_identity.key,
         },
         "data": split_fields(split, sampling, data_identity),
-        "mask_positions": list(split.mask_positions),
-        "flanking": split.flanking,
         "compute": precision_fields(compute),
     }
     if strand != "fwd":
