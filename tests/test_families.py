@@ -154,8 +154,9 @@ def test_task_file_defaults_are_merged_under_each_task(tmp_path):
 
 
 def test_no_family_branches_outside_families():
-    """The pipeline asks the family; nothing outside families/ compares against one."""
-    pattern = re.compile(r"\bFamily\.|family\s*[!=]=|\.family\s+(not\s+)?in\s")
+    """The pipeline asks the family; nothing outside families/ compares against one, nor asks
+    whether a split is a variant set (`split.variants is not None`: the family's steps decide)."""
+    pattern = re.compile(r"\bFamily\.|family\s*[!=]=|\.family\s+(not\s+)?in\s|variants\s+is\s+(not\s+)?None")
     offenders = []
     for root in ("plantcad_flows", "tasks", "flows", "deployments"):
         for path in (REPO / root).rglob("*.py"):
