@@ -5,8 +5,10 @@ Spearman/Pearson against a continuous target, overall and per subset value.
 A config's `variants:` entry (`VariantSetConfig`) becomes one split of a task of this family
 (task = the set's name, split `variants`), so its cells (model x variant set) are planned,
 prepared, scored, cached, reported, kept in the history and alerted on like every other cell.
-The data side (reading, checking, windows, scoring, outputs) lives in `plantcad_flows.variants`
-and `scoring/variant_llr.py`; docs/variants.md defines the score exactly.
+The family owns its settings (`VariantSetConfig`, incl. `strands`), its score (below), its
+metrics and main metric, and names its step bodies (`variants/steps.py`: prepare the set, fetch a
+shard's windows, write the user's files); the data side (reading, checking, windows, outputs)
+lives in `plantcad_flows.variants`; docs/variants.md defines the score exactly.
 
 Metrics (`metrics_of`, on the cell's predictions: one row per scored variant, in VCF order):
 * with a label: `auroc`, `auprc` of `-llr` against it (a damaging variant is one the model finds
@@ -203,6 +205,11 @@ class VariantEffect(TaskFamily):
     label_required = False
     steps = "plantcad_flows.variants.steps:VariantSteps"
     prepare_in_preflight = True
+
+    def strand_unsupported_reason(self, model_type: str, strand: str) -> str | None:
+        if strand == "fwd":
+            return None
+        return "a variant set reads its strands as one cell: variants[].strands (fwd, rc or both)"
 
     def main_metric_of(self, metrics) -> str:
         names = set(metrics)
