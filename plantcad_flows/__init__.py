@@ -13,4 +13,4 @@ __version__ = "0.1.0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Bumped whenever a change alters what a step computes; it is part of every cache key.
-CODE_VERSION = "2026.11.2"
+CODE_VERSION = "2026.12.1"

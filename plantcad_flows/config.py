@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from plantcad_flows.errors import UnknownNameError, ValidationError
 from plantcad_flows.families import (
     BENCHMARK_REPO_ID,
-    DEFAULT_SV_FLANKING,
     NATIVE_SEQ_LENGTH,
     VARIANT_SPLIT,
     TaskDef,
@@ -228,12 +227,6 @@ def check_remote_code(model: ModelConfig, config_dict: dict) -> None:
     )
 
 
-class SplitOverrides(_Strict):
-    mask_token_indexes: tuple[int, ...] | None = None
-    motif_len: int | None = Field(default=None, ge=1)
-    flanking: int | None = Field(default=None, ge=1)
-
-
 class SplitConfig(_Strict):
     """One split of one task (built-in or from a `task_files:` file), from its dataset repo or
     from parquet at a path. Fields left out take the task definition's defaults."""
@@ -256,7 +249,11 @@ class SplitConfig(_Strict):
     seq_column: str = "sequence"
     label_column: str = "label"
     seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
-    overrides: SplitOverrides = SplitOverrides()
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The task family's split-level settings (masked families: mask_token_indexes, "
+        "motif_len; structural variants: flanking), checked by the family",
+    )
     strands: tuple[Strand, ...] | None = Field(
         default=None,
         description="fwd, rc or both: the strands this split is scored on; default: the config's `strands`",
@@ -284,8 +281,8 @@ class SplitConfig(_Strict):
             )
         out = {"definition": definition, **{k: v for k, v in data.items() if k != "definition"}}
         out.setdefault("repo_id", definition.dataset.repo)
-        out.setdefault("seq_column", definition.columns.sequence)
-        out.setdefault("label_column", definition.columns.label)
+        out.setdefault("seq_column", definition.column("sequence"))
+        out.setdefault("label_column", definition.column("label"))
         out.setdefault("seq_length", definition.seq_length)
         return out
 
@@ -327,12 +324,6 @@ class SplitConfig(_Strict):
     def mask_positions(self) -> tuple[int, ...]:
         """Masked positions in the uncropped sequence (0-based); () for a family that reads none."""
         return self.family.mask_positions(self)
-
-    @property
-    def flanking(self) -> int:
-        # Families that read no flanks still report the default: it has always entered the cell
-        # key, and keys made before task files must stay valid.
-        return self.overrides.flanking or self.definition.flanking or DEFAULT_SV_FLANKING
 
     @property
     def source(self) -> str:

@@ -51,6 +51,7 @@ EXAMPLES = "examples.parquet"
 # rows plus at most this many on either side, never the whole split (2 MB at 8,192 bp)
 EXAMPLES_ROW_GROUP = 256
 METRICS = "metrics.json"
+METRICS_SCHEMA = 2  # 1: a variant set's metrics.json had its own layout
 DEFAULT_CPU_BATCH = 16
 
 
@@ -65,11 +66,9 @@ class PreparedSplit(BaseModel):
     # what examples.parquet held when written; shard readers check the bytes they read against it
     examples_sha256: str | None = None
     examples_bytes: int | None = None
-    # a variant set's: records read (multi-allelic split), skipped per reason, its table's layout
-    num_records: int | None = None
-    skipped: dict[str, int] = {}
-    columns: tuple[str, ...] = ()
-    row_group_size: int | None = None
+    # what the family's steps said of it besides (a variant set's: records read, skipped per
+    # reason, the table's columns); kept in the step's marker
+    info: dict[str, Any] = {}
 
     @property
     def examples_record(self) -> dict[str, Any] | None:
@@ -89,13 +88,57 @@ class ShardOutput(BaseModel):
     timings: dict[str, float | int] = {}
 
 
-def _examples_name(job: SplitJob) -> str:
-    """The prepared file: a split's sampled examples, or a variant set's scorable variants."""
-    if job.split.variants is not None:
-        from plantcad_flows.variants.prepare import VARIANTS
+class Steps:
+    """The generic bodies of a family's steps; a family names another class with the same
+    methods (`TaskFamily.steps`) where its data differ (variant sets: `variants.steps`).
 
-        return VARIANTS
-    return EXAMPLES
+    * `prepare` writes the prepared file (`prepared_name`) into `d` and returns the step
+      marker's info: `num_examples`, `files` (the file's record) and anything the family keeps;
+    * `shard_frame` turns a shard's rows of that file (`shard_columns` of them) into the frame
+      `score_frame` scores, `chunk_rows` rows at a time (None: the whole shard at once);
+    * `finish` turns the merged shard scores into the cell's predictions, writes the family's
+      own outputs, and returns (predictions, extra metrics, notes).
+    """
+
+    prepared_name: str = EXAMPLES
+
+    def chunk_rows(self, cell: Cell) -> int | None:
+        return None
+
+    def prepare(self, job: SplitJob, d) -> dict[str, Any]:
+        from plantcad_flows.data.splits import iter_prepared
+
+        batches = iter_prepared(job.split, job.sampling)
+        record = write_parquet_batches_recorded(d / EXAMPLES, batches, EXAMPLES_ROW_GROUP)
+        return {"num_examples": record["rows"], "files": {EXAMPLES: record}}
+
+    def shard_columns(self, cell: Cell) -> list[str] | None:
+        return None
+
+    def shard_frame(self, cell: Cell, prepared: PreparedSplit, rows):
+        return rows
+
+    def finish(self, cell: Cell, merged, prepared: PreparedSplit, d) -> tuple[Any, dict[str, Any], list[str]]:
+        return merged, {}, []
+
+
+_STEPS: dict[str, Any] = {}
+
+
+def steps_of(family: Any) -> Steps:
+    """The bodies of `family`'s steps (the class its `steps` names), made once per process."""
+    name = family.steps
+    if name not in _STEPS:
+        import importlib
+
+        module, _, cls = name.partition(":")
+        _STEPS[name] = getattr(importlib.import_module(module), cls)()
+    return _STEPS[name]
+
+
+def _examples_name(job: SplitJob) -> str:
+    """The prepared file: a split's sampled examples, or what its family prepares instead."""
+    return steps_of(job.split.family).prepared_name
 
 
 def prepared_ok(job: SplitJob) -> bool:
@@ -104,10 +147,9 @@ def prepared_ok(job: SplitJob) -> bool:
 
 
 def _prepared(
-    job: SplitJob, num_examples: int, record: dict[str, Any] | None, extra: dict[str, Any] | None = None
+    job: SplitJob, num_examples: int, record: dict[str, Any] | None, info: dict[str, Any]
 ) -> PreparedSplit:
     d = to_path(job.dir)
-    keep = ("num_records", "skipped", "columns", "row_group_size")
     return PreparedSplit(
         key=job.key,
         dir=str(d),
@@ -115,52 +157,29 @@ def _prepared(
         num_examples=num_examples,
         examples_sha256=(record or {}).get("sha256"),
         examples_bytes=(record or {}).get("bytes"),
-        **{k: v for k, v in (extra or {}).items() if k in keep},
+        info={k: v for k, v in info.items() if k not in ("num_examples", "files", "fields", "code_version")},
     )
 
 
 def prepare(job: SplitJob, force: bool = False) -> PreparedSplit:
-    """Load, validate and sample a split once; later calls reuse `examples.parquet` if it matches
-    its record, and prepare it again if not. The kept rows are streamed into the file in row
-    groups of `EXAMPLES_ROW_GROUP` rows: memory holds a batch, never the split."""
-    from plantcad_flows.data.splits import iter_prepared
-
+    """Load, validate and sample a split once (the family's `prepare`); later calls reuse its
+    file if it matches its record, and prepare it again if not. The generic body streams the kept
+    rows into the file in row groups of `EXAMPLES_ROW_GROUP` rows: memory holds a batch, never
+    the split. A split that fails its checks leaves no empty step directory behind."""
     d = to_path(job.dir)
+    name = _examples_name(job)
     if not force and prepared_ok(job):
         info = read_json(d / SUCCESS)
-        return _prepared(job, int(info["num_examples"]), recorded(d, _examples_name(job)), info)
+        return _prepared(job, int(info["num_examples"]), recorded(d, name), info)
     invalidate_step(d)  # the old marker must not vouch for the file about to be rewritten
-    if job.split.variants is not None:
-        return _prepare_variants(job, d)
-    batches = iter_prepared(job.split, job.sampling)
-    record = write_parquet_batches_recorded(d / EXAMPLES, batches, EXAMPLES_ROW_GROUP)
-    mark_complete(d, job.fields, {"num_examples": record["rows"], "files": {EXAMPLES: record}})
-    return _prepared(job, record["rows"], record)
-
-
-def _prepare_variants(job: SplitJob, d) -> PreparedSplit:
-    """A variant set's checks and its scorable SNVs, streamed into `variants.parquet`
-    (`variants.prepare`); recorded like examples.parquet."""
-    from plantcad_flows.layout.integrity import record_for
-    from plantcad_flows.variants.prepare import VARIANTS, prepare_variant_set
-
     try:
-        pv = prepare_variant_set(job.split.variants, str(d))
+        info = steps_of(job.split.family).prepare(job, d)
     except ValidationError:
         if d.exists() and not any(d.iterdir()):
-            d.rmdir()  # a bad set leaves no empty step directory behind
+            d.rmdir()
         raise
-    record = record_for(to_path(pv.path).read_bytes(), pv.num_variants)
-    info = {
-        "num_examples": pv.num_variants,
-        "num_records": pv.num_records,
-        "skipped": pv.skipped,
-        "columns": list(pv.columns),
-        "row_group_size": pv.row_group_size,
-        "files": {VARIANTS: record},
-    }
     mark_complete(d, job.fields, info)
-    return _prepared(job, pv.num_variants, record, info)
+    return _prepared(job, int(info["num_examples"]), info["files"][name], info)
 
 
 def shard_path(cell: Cell, shard: ShardSpec) -> str:
@@ -240,7 +259,10 @@ def load_cached_model(cell: Cell):
 
 
 def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bool = False) -> ShardOutput:
-    """Score rows [start, stop) of a prepared split and persist them as one shard file."""
+    """Score rows [start, stop) of a prepared split and persist them as one shard file: the
+    family's `shard_frame` of the rows, through the batched, prefetched input pipeline."""
+    import pandas as pd
+
     from plantcad_flows.data.node_cache import local_copy
     from plantcad_flows.scoring.inputs import StageTimings
     from plantcad_flows.scoring.score import score_frame
@@ -249,17 +271,26 @@ def score_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, force: bo
     if not force and shard_done(cell, shard):
         return _shard_output(cell, shard, out, shard.size, computed=False)
     invalidate_shard(out)  # a stale sidecar must never vouch for the file about to be rewritten
-    if cell.split.variants is not None:
-        return _score_variant_shard(cell, shard, prepared, out)
+    body = steps_of(cell.split.family)
     t0 = time.perf_counter()
-    rows = read_examples(prepared, local_copy(prepared.examples), rows=(shard.start, shard.stop))
+    location = local_copy(prepared.examples)
+    rows = read_examples(prepared, location, rows=(shard.start, shard.stop), columns=body.shard_columns(cell))
     read_s = time.perf_counter() - t0
     loaded = load_cached_model(cell)
     timings = StageTimings()
-    size = _batch_size(cell, loaded, rows)
-    predictions = score_frame(loaded, cell.model, cell.split, rows, size, timings, strand=cell.strand)
+    step = body.chunk_rows(cell) or max(len(rows), 1)
+    parts, size, frame_s = [], None, 0.0
+    for lo in range(0, len(rows), step):
+        t0 = time.perf_counter()
+        frame = body.shard_frame(cell, prepared, rows.iloc[lo : lo + step])
+        frame_s += time.perf_counter() - t0
+        size = size or _batch_size(cell, loaded, frame)
+        parts.append(score_frame(loaded, cell.model, cell.split, frame, size, timings, strand=cell.strand))
+    if not parts:
+        parts.append(score_frame(loaded, cell.model, cell.split, body.shard_frame(cell, prepared, rows), 1))
+    predictions = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     write_parquet_with_sidecar(out, predictions)
-    stats = {"read_examples_s": round(read_s, 4), **timings.as_dict()}
+    stats = {"read_examples_s": round(read_s + frame_s, 4), **timings.as_dict()}
     log.info(
         "scored %s shard %d/%d: %d examples, stages %s",
         cell.id,
@@ -281,32 +312,6 @@ def _shard_output(cell: Cell, shard: ShardSpec, out, n: int, computed: bool, tim
         computed=computed,
         timings=timings or {},
     )
-
-
-def _score_variant_shard(cell: Cell, shard: ShardSpec, prepared: PreparedSplit, out) -> ShardOutput:
-    """LLRs of rows [start, stop) of a prepared variant set, in reference windows of the model's
-    context length read from the FASTA by index (`scoring/variant_llr.py`)."""
-    from plantcad_flows.layout.integrity import check_file
-    from plantcad_flows.scoring.variant_llr import score_variant_shard
-
-    problem = check_file(to_path(prepared.examples), prepared.examples_record, prepared.num_examples)
-    if problem is not None:  # as for examples.parquet: never scored, prepared again next time
-        invalidate_step(to_path(prepared.dir))
-        raise CorruptFileError(prepared.examples, problem)
-    loaded = load_cached_model(cell)
-    batch = DEFAULT_CPU_BATCH if cell.compute.batch_size == "auto" else int(cell.compute.batch_size)
-    res = score_variant_shard(
-        loaded, cell.model, prepared.examples, cell.split.variants.fasta, shard, str(out), batch, force=True
-    )
-    log.info(
-        "scored %s shard %d/%d: %d variants in %.1f s",
-        cell.id,
-        shard.index + 1,
-        shard.count,
-        res.num_variants,
-        res.seconds,
-    )
-    return _shard_output(cell, shard, out, res.num_variants, True, {"score_s": round(res.seconds, 4)})
 
 
 def record_failure(cell: Cell, reason: str) -> CellResult:
@@ -337,8 +342,6 @@ def finalize_cell(
     if prepared is None:
         raise CellFailedError(cell.id, "not complete, and no prepared split was given to finish it")
     try:
-        if cell.split.variants is not None:
-            return _finalize_variants(cell, outputs, prepared, d)
         return _finalize(cell, outputs, prepared, d)
     except Exception as e:
         mark_failed(d, f"{type(e).__name__}: {e}")
@@ -361,18 +364,18 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
     examples = read_examples(prepared, columns=["row_index"])
     ordered = sorted(shards, key=lambda s: s.index)
     merged = merge_shards([_read_shard(s) for s in ordered], examples["row_index"])
-    notes: list[str] = []
-    family = cell.split.family
-    metrics = family.metrics_of(merged, notes)
-    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
     invalidate_step(d)  # rewriting: the old marker must not vouch for the new files
-    predictions = write_parquet_recorded(d / PREDICTIONS, merged)
-    write_json_atomic(d / METRICS, {"metrics": metrics, "notes": notes})
+    frame, extra, notes = steps_of(cell.split.family).finish(cell, merged, prepared, d)
+    family = cell.split.family
+    metrics = family.metrics_of(frame, notes) | extra
+    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
+    predictions = write_parquet_recorded(d / PREDICTIONS, frame)
+    write_metrics(d, metrics, notes)
     plots: list[str] = []
     if family.curves:
         pngs = curve_pngs(
-            merged["label"].to_numpy(),
-            merged["score"].to_numpy(),
+            frame["label"].to_numpy(),
+            frame["score"].to_numpy(),
             f"{cell.model.label}\n{cell.split.task} - split {cell.split.split}{_axes_text(cell)}",
             with_roc="roc" in family.curves,
         )
@@ -394,40 +397,13 @@ def _finalize(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d)
     return cell_result(cell, "completed", metrics, plots).model_copy(update={"timings": timings})
 
 
-def _finalize_variants(cell: Cell, shards: list[ShardOutput], prepared: PreparedSplit, d) -> CellResult:
-    """A variant set's outputs (`variant_scores.parquet`, the bgzipped TSV and `metrics.json`, by
-    `variants.outputs`), its predictions (the scores with row_index, for the intervals and the
-    history) and its results row: the family's metrics plus the counts of what was skipped."""
-    from plantcad_flows.variants.outputs import finalize_variant_set, scores_frame
-    from plantcad_flows.variants.prepare import PreparedVariants
+def write_metrics(d, metrics: dict[str, Any], notes: list[str]) -> None:
+    """A cell's `metrics.json`, one schema for every family: the flat metrics (NaN as null: an
+    undefined metric) and the notes. The intervals live beside it (`results.uncertainty`)."""
+    import math
 
-    ordered = sorted(shards, key=lambda s: s.index)
-    pv = PreparedVariants(
-        name=cell.split.task,
-        path=prepared.examples,
-        num_variants=prepared.num_examples,
-        num_records=prepared.num_records or prepared.num_examples,
-        skipped=prepared.skipped,
-        row_group_size=prepared.row_group_size or 0,
-        columns=prepared.columns,
-    )
-    shard_frames = [_read_shard(s) for s in ordered]  # each checked against its sidecar, read once
-    invalidate_step(d)
-    frame = scores_frame(pv, shard_frames)
-    doc = finalize_variant_set(
-        pv, [s.path for s in ordered], str(d), subsets=cell.split.variants.subset_columns, frame=frame
-    )
-    frame.insert(0, "row_index", range(len(frame)))
-    notes: list[str] = list(doc.get("metrics", {}).get("notes", []))
-    metrics = cell.split.family.metrics_of(frame, notes)
-    metrics["num_records"] = pv.num_records
-    metrics |= {f"num_skipped_{reason}": n for reason, n in pv.skipped.items()}
-    metrics = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in metrics.items()}
-    predictions = write_parquet_recorded(d / PREDICTIONS, frame)
-    summary = {"metrics": metrics, "plots": [], "notes": notes, "num_shards": len(ordered)}
-    mark_complete(d, cell.fields, summary | {"files": {PREDICTIONS: predictions}})
-    timings = _summed_timings(ordered)
-    return cell_result(cell, "completed", metrics, []).model_copy(update={"timings": timings})
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    write_json_atomic(d / METRICS, {"schema_version": METRICS_SCHEMA, "metrics": clean, "notes": notes})
 
 
 def _summed_timings(shards: list[ShardOutput]) -> dict[str, float | int]:
@@ -448,3 +424,49 @@ def _read_shard(shard: ShardOutput):
     except CorruptFileError:
         invalidate_shard(path)
         raise
+
+
+def run_variant_set(
+    variants: Any,
+    model: Any,
+    out_dir: str,
+    compute: Any = None,
+    num_shards: int = 1,
+    resamples: int = 1000,
+    seed: int = 0,
+    force: bool = False,
+) -> tuple[CellResult, list[ShardOutput]]:
+    """A variant set (a `VariantSetConfig`) scored by one model in this process, without
+    Prefect: the flow's own steps (prepare, score each shard, finalize, intervals), in the
+    content-addressed layout under `out_dir`. For notebooks, `vep-demo` and the benchmark.
+
+    Returns:
+        The cell's result (its `output_dir` holds `variant_scores.parquet`, the bgzipped TSV,
+        `predictions.parquet` and `metrics.json`) and one output per shard.
+
+    Raises:
+        ValidationError: a bad input (before the model loads), naming its field.
+    """
+    from plantcad_flows.config import ComputeConfig, EvalConfig
+    from plantcad_flows.layout.plan import build_cells
+    from plantcad_flows.layout.sharding import plan_shards
+    from plantcad_flows.results.uncertainty import with_intervals
+
+    raw = variants.model_dump() if isinstance(variants, BaseModel) else dict(variants)
+    config = EvalConfig.model_validate(
+        {
+            "models": [model.model_dump() if isinstance(model, BaseModel) else model],
+            "splits": [],
+            "variants": [raw],
+            "compute": (compute or ComputeConfig()).model_dump(),
+            "metrics": {"bootstrap": resamples, "seed": seed},
+            "executor": {"prefix": str(out_dir)},
+        }
+    )
+    [cell] = build_cells(config)
+    prepared = prepare(cell.split_job, force=force)
+    outputs = [
+        score_shard(cell, s, prepared, force=force) for s in plan_shards(prepared.num_examples, num_shards)
+    ]
+    result = finalize_cell(cell, outputs, prepared, force=force)
+    return with_intervals(result, resamples, seed), outputs

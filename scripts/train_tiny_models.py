@@ -330,8 +330,9 @@ def quick_check(model, which: str, n: int = 100) -> dict[str, float]:
         frame = build_split(task, split, seed=123, n_examples=n, seq_length=length)
         arr = np.stack([np.frombuffer(s.upper().encode(), np.uint8) for s in frame["sequence"]])
         arr = arr[:, trim : trim + CONTEXT]
-        start = CONTEXT // 2 - 1 - (spec.num_masks - 1) // 2
-        pos = list(range(start, start + spec.num_masks))
+        n_masks = spec.family_object.num_masks(spec)
+        start = CONTEXT // 2 - 1 - (n_masks - 1) // 2
+        pos = list(range(start, start + n_masks))
         probs = acgt_probs(model, which, torch.from_numpy(encode(arr, VOCABS[which][0])), pos)
         true = np.searchsorted(np.frombuffer(b"ACGT", np.uint8), arr[:, pos]).clip(0, 3)
         valid = np.isin(arr[:, pos], np.frombuffer(b"ACGT", np.uint8))

@@ -161,7 +161,11 @@ def _errors(proc) -> list[str]:
         ),
         (
             lambda d: d["splits"][1]["overrides"].update(mask_len=2),
-            ["config error: splits[1].overrides.mask_len=2: unknown key"],
+            # overrides are the task family's settings: it checks them, naming the split
+            [
+                "config error at splits[1]: splits[acceptor_recovery/test_maize].overrides.mask_len=2: "
+                "unknown key 'mask_len'"
+            ],
         ),
         (
             lambda d: (d["executor"].update(retries=2), d["sampling"].update(fraction=0.1)),

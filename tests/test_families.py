@@ -51,15 +51,17 @@ def test_shipped_task_file_holds_the_benchmark():
     assert {t.family for t in tasks.values()} == set(FAMILIES) - {"variant_effect"}  # from variants:
     assert all(t.dataset.repo == "plantcad/PlantCAD2_zero_shot_tasks" for t in tasks.values())
     assert all(t.dataset_config == t.name and t.shipped for t in tasks.values())
-    assert tasks["tis_recovery"].mask_positions == (4094, 4095, 4096)
-    assert tasks["structural_variant_effect_prediction"].flanking == 5
+    assert tasks["tis_recovery"].settings == {"mask_positions": [4094, 4095, 4096]}
+    sv = tasks["structural_variant_effect_prediction"]
+    assert sv.family_object.settings_of(sv).flanking == 5 and sv.column("ref") == "RefSeq"
 
 
-def test_moving_tasks_to_yaml_moved_no_key(monkeypatch):
+def test_moving_tasks_to_yaml_moved_no_key_and_the_definitions_moved_them_once(monkeypatch):
     """Every split and cell key of every built-in task split, in 4 split settings x 2 samplings
-    x 2 models x 2 precisions (784 keys), equals the key the code with the tasks in Python computed (the
-    fixture was written by that code, commit 822b9bc). Cache directories are named by these keys,
-    so a prefix written before the move is served after it."""
+    x 2 models x 2 precisions (784 keys), less the task definition's own fields, equals the key
+    the code with the tasks in Python computed (the fixture was written by that code, commit
+    822b9bc): moving the tasks into YAML moved no key, and the one move since (code version
+    2026.12.1) is the definition entering every key, shipped or not."""
     fixture = json.loads(FIXTURE.read_text())
     monkeypatch.setattr(hashing, "CODE_VERSION", fixture["code_version"])
     models = [
@@ -79,22 +81,82 @@ def test_moving_tasks_to_yaml_moved_no_key(monkeypatch):
             for i, extra in enumerate(variants):
                 s = SplitConfig(task=task.name, split=split, **extra)
                 for sampling in (SamplingConfig(), SamplingConfig(max_size=64, seed=3)):
-                    now[f"split/{task.name}/{split}/v{i}/{sampling.max_size}"] = short_hash(
-                        split_fields(s, sampling, did)
-                    )
+                    fields = split_fields(s, sampling, did)
+                    assert fields.pop("definition") == task.identity_fields()
+                    now[f"split/{task.name}/{split}/v{i}/{sampling.max_size}"] = short_hash(fields)
                     for m in models:
                         if s.family.unsupported_reason(m.type):
                             continue
                         for compute in (ComputeConfig(), ComputeConfig(device="cuda", precision="bf16")):
                             key = f"cell/{m.path}/{task.name}/{split}/v{i}/{sampling.max_size}/{compute.precision}"
-                            now[key] = short_hash(cell_fields(m, s, sampling, compute, mid, did))
+                            fields = cell_fields(m, s, sampling, compute, mid, did)
+                            fields["data"].pop("definition")
+                            now[key] = short_hash(fields)
     assert len(now) == len(fixture["keys"]) == 784
     assert now == fixture["keys"]
 
 
+def _all_cell_keys() -> dict[str, str]:
+    """The fwd cell key of every built-in task split, for one MLM (at 512 bp: every task scores)."""
+    model = ModelConfig(path="org/mlm", type="mlm", context_length=512)
+    mid, did = Identity(kind="hub", revision="a" * 40), Identity(kind="local", fingerprint="b" * 64)
+    out = {}
+    for task in builtin_tasks().values():
+        for split in task.splits:
+            s = SplitConfig(task=task.name, split=split)
+            out[s.key] = short_hash(cell_fields(model, s, SamplingConfig(), ComputeConfig(), mid, did))
+    return out
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.update(mask_positions=[4095, 4096, 4097]),  # what is masked
+        lambda t: t.update(version=2),  # the same fields, new meaning: bump it
+        lambda t: t.update(dataset={"config": "tis_recovery_v2"}),  # another dataset config
+    ],
+)
+def test_editing_a_shipped_task_rescores_its_cells_and_nothing_else(tmp_path, monkeypatch, edit):
+    from plantcad_flows.families import tasks as tasks_module
+
+    before = _all_cell_keys()
+    data = yaml.safe_load(tasks_module.BUILTIN_TASK_FILE.read_text())
+    [tis] = [t for t in data["tasks"] if t["name"] == "tis_recovery"]
+    edit(tis)
+    edited = tmp_path / "plantcad2.yaml"
+    edited.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setattr(tasks_module, "BUILTIN_TASK_FILE", edited)
+    monkeypatch.setattr(tasks_module, "_BUILTIN", None)
+    after = _all_cell_keys()
+    moved = sorted(k for k in before if before[k] != after[k])
+    assert moved == ["tis_recovery/test_maize", "tis_recovery/test_tomato"]
+
+
+def test_task_file_defaults_are_merged_under_each_task(tmp_path):
+    """`defaults:` are merged key by key under each task; the task's own value wins; spelling a
+    default out (or leaving it to the defaults) gives the same definition and the same key."""
+    spelled = dict(LETTUCE, dataset={"repo": "me/lettuce", "config": "lettuce_tis_recovery"}, seq_length=8192)
+    plain = write_tasks(tmp_path / "plain.yaml", [spelled])
+    with_defaults = tmp_path / "defaults.yaml"
+    with_defaults.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"dataset": {"repo": "me/lettuce"}, "seq_length": 4096},
+                "tasks": [{k: v for k, v in LETTUCE.items() if k != "motif_len"} | {"seq_length": 8192}],
+            }
+        )
+    )
+    [a], [b] = read_task_file(plain), read_task_file(with_defaults)
+    assert b.dataset.repo == "me/lettuce" and b.seq_length == 8192  # the task's own value wins
+    assert a.identity_fields() == b.identity_fields()
+    bumped = b.model_copy(update={"version": 2})
+    assert bumped.identity_fields() != b.identity_fields()
+
+
 def test_no_family_branches_outside_families():
-    """The pipeline asks the family; nothing outside families/ compares against one."""
-    pattern = re.compile(r"\bFamily\.|family\s*[!=]=|\.family\s+(not\s+)?in\s")
+    """The pipeline asks the family; nothing outside families/ compares against one, nor asks
+    whether a split is a variant set (`split.variants is not None`: the family's steps decide)."""
+    pattern = re.compile(r"\bFamily\.|family\s*[!=]=|\.family\s+(not\s+)?in\s|variants\s+is\s+(not\s+)?None")
     offenders = []
     for root in ("plantcad_flows", "tasks", "flows", "deployments"):
         for path in (REPO / root).rglob("*.py"):

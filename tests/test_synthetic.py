@@ -18,7 +18,7 @@ from plantcad_flows.benchmark.synthetic import (
 )
 from plantcad_flows.config import SamplingConfig, SplitConfig, load_config
 from plantcad_flows.data.splits import prepare_split
-from plantcad_flows.families import DEFAULT_SV_FLANKING, all_task_splits, builtin_tasks, get_family
+from plantcad_flows.families import all_task_splits, builtin_tasks, get_family
 from plantcad_flows.families import genome as genome
 
 TASKS = builtin_tasks()
@@ -28,6 +28,9 @@ STRUCTURAL_VARIANT = get_family("structural_variant_effect")
 N = 10
 L = 8192
 REPO = Path(__file__).resolve().parents[1]
+
+SV_TASK = builtin_tasks()["structural_variant_effect_prediction"]
+SV_FLANKING = get_family(SV_TASK.family).settings_of(SV_TASK).flanking
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,7 @@ def test_some_sequences_are_soft_masked():
 
 
 def _motifs_at_masks(frame: pd.DataFrame, task: str) -> list[str]:
-    pos = list(TASKS[task].mask_positions)
+    pos = list(TASKS[task].family_object.settings_of(TASKS[task]).mask_positions)
     return ["".join(s[p] for p in pos).upper() for s in frame["sequence"]]
 
 
@@ -117,7 +120,7 @@ def test_conserved_centres_sit_in_library_elements_and_neutral_ones_do_not():
 
 def test_sv_geometry_holds_on_every_example(bench):
     frame = pd.read_parquet(bench[("structural_variant_effect_prediction", "test")])
-    f, half = DEFAULT_SV_FLANKING, L // 2
+    f, half = SV_FLANKING, L // 2
     trim = (L - 512) // 2
     for ref, mut, left, right in frame[["RefSeq", "MutSeq", "left", "right"]].itertuples(index=False):
         ref, mut = ref.upper(), mut.upper()
@@ -137,7 +140,7 @@ def test_sv_breaking_variants_cut_a_library_element_and_neutral_ones_do_not():
     frame = build_split("structural_variant_effect_prediction", "test", n_examples=60)
     library = [e.tobytes().decode() for e in genome.element_library()]
     # Breaking variants leave >= F+3 bases of an element instance left of the junction.
-    k = DEFAULT_SV_FLANKING + 3
+    k = SV_FLANKING + 3
     hits = np.array(
         [
             any(ref[left - 1 - k : left - 1].upper() in e for e in library)

@@ -4,8 +4,6 @@ the output files. No model here (tests/test_variants_scoring.py scores)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pydantic
@@ -25,12 +23,13 @@ from variant_data import (
 )
 
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.families import VariantSetConfig
-from plantcad_flows.layout.sharding import plan_shards
-from plantcad_flows.variants.outputs import finalize_variant_set
+from plantcad_flows.families import VariantSetConfig, get_family
+from plantcad_flows.layout.integrity import read_rows
+from plantcad_flows.layout.sharding import merge_shards, plan_shards
+from plantcad_flows.results.bootstrap import cell_intervals
+from plantcad_flows.variants.outputs import scores_frame, write_outputs
 from plantcad_flows.variants.prepare import prepare_variant_set
 from plantcad_flows.variants.reference import ReferenceGenome
-from plantcad_flows.variants.shards import read_rows
 from plantcad_flows.variants.sources import open_fasta
 
 COLUMNS = ["chrom", "pos", "ref", "alt", "label", "target", "CSQ"]
@@ -247,7 +246,8 @@ def test_a_shard_reads_only_its_row_groups(inputs, tmp_path):
     assert pq.ParquetFile(prepared.path).num_row_groups >= 5
     full = pd.read_parquet(prepared.path)
     for spec in plan_shards(prepared.num_variants, 3):
-        part = read_rows(prepared.path, spec.start, spec.stop)
+        with open(prepared.path, "rb") as f:
+            part = read_rows(f, spec.start, spec.stop)
         pd.testing.assert_frame_equal(
             part.reset_index(drop=True), full.iloc[spec.start : spec.stop].reset_index(drop=True)
         )
@@ -258,7 +258,7 @@ def _fake_shards(prepared, tmp_path, llr, n_shards=2) -> list:
     for spec in plan_shards(prepared.num_variants, n_shards):
         p = tmp_path / spec.filename
         pd.DataFrame(
-            {"row_index": np.arange(spec.start, spec.stop), "llr": llr[spec.start : spec.stop]}
+            {"row_index": np.arange(spec.start, spec.stop), "score": llr[spec.start : spec.stop]}
         ).to_parquet(p)
         paths.append(p)
     return paths
@@ -270,9 +270,14 @@ def test_finalize_writes_scores_in_vcf_order_and_metrics(inputs, tmp_path):
     _, fasta, vcf, expected = inputs
     prepared = prepare_variant_set(_cfg(vcf, fasta), tmp_path / "out")
     llr = np.linspace(-2, 1, prepared.num_variants)
-    doc = finalize_variant_set(
-        prepared, _fake_shards(prepared, tmp_path, llr), tmp_path / "out", 200, 0, ("CSQ",)
-    )
+    merged = merge_shards(_fake_shards(prepared, tmp_path, llr), np.arange(prepared.num_variants))
+    frame = scores_frame(prepared.path, prepared.columns, merged)
+    outputs = write_outputs(frame, tmp_path / "out")
+    assert outputs == {
+        "parquet": "variant_scores.parquet",
+        "tsv": "variant_scores.tsv.gz",
+        "tabix_index": True,
+    }
     scores = pd.read_parquet(tmp_path / "out" / "variant_scores.parquet")
     assert list(scores.columns) == ["chrom", "pos", "id", "ref", "alt", "llr", "label", "target", "CSQ"]
     assert scores["id"].isna().all()  # every ID in this VCF is "."
@@ -287,21 +292,24 @@ def test_finalize_writes_scores_in_vcf_order_and_metrics(inputs, tmp_path):
     back = pd.read_csv(tsv, sep="\t", compression="gzip")
     assert back.columns[0] == "#chrom" and len(back) == len(scores)
     np.testing.assert_allclose(back["llr"], scores["llr"], rtol=1e-5)
-    # metrics: the classification metrics rank -llr (a low LLR marks a damaging variant)
-    m = doc["metrics"]["all"]
+    # metrics (the family's, one authority): the classification metrics rank -llr (a low LLR
+    # marks a damaging variant); the intervals are every family's bootstrap
+    family = get_family("variant_effect")
+    predictions = frame.assign(row_index=np.arange(len(frame)))
+    m = family.metrics_of(predictions)
     labels = scores["label"].to_numpy()
     assert m["auroc"] == pytest.approx(roc_auc_score(labels, -llr))
     assert m["auprc"] == pytest.approx(average_precision_score(labels, -llr))
-    assert m["intervals"]["auroc"][0] <= m["auroc"] <= m["intervals"]["auroc"][1]
+    low, high = cell_intervals(family, predictions, 200, 0)["auroc"]
+    assert low <= m["auroc"] <= high
     assert m["spearman"] == pytest.approx(spearmanr(llr, scores["target"]).statistic)
     assert m["pearson"] == pytest.approx(pearsonr(llr, scores["target"]).statistic)
-    sub = doc["metrics"]["subsets"]["CSQ"]
-    assert set(sub) == {"a", "b"}
+    assert {k for k in m if k.startswith("num_scored[")} == {"num_scored[CSQ=a]", "num_scored[CSQ=b]"}
     a = scores["CSQ"] == "a"
-    assert sub["a"]["auroc"] == pytest.approx(roc_auc_score(labels[a], -llr[a]))
-    assert sub["a"]["num_scored"] == int(a.sum())
-    assert doc["n_scored"] == len(expected) and doc["n_skipped"] == SKIPS
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == doc
+    assert m["auroc[CSQ=a]"] == pytest.approx(roc_auc_score(labels[a], -llr[a]))
+    assert m["num_scored[CSQ=a]"] == int(a.sum())
+    assert m["num_scored"] == len(expected) and prepared.skipped == SKIPS
+    assert family.main_metric_of(m) == "auroc"
 
 
 def test_finalize_refuses_incomplete_shards(inputs, tmp_path):
@@ -311,8 +319,7 @@ def test_finalize_refuses_incomplete_shards(inputs, tmp_path):
     prepared = prepare_variant_set(_cfg(vcf, fasta), tmp_path / "out")
     paths = _fake_shards(prepared, tmp_path, np.zeros(prepared.num_variants), n_shards=3)
     with pytest.raises(IncompleteShardsError, match="missing"):
-        finalize_variant_set(prepared, paths[:2], tmp_path / "out", 0)
-    assert not (tmp_path / "out" / "variant_scores.parquet").exists()
+        merge_shards(paths[:2], np.arange(prepared.num_variants))
 
 
 def test_flag_label_is_one_when_present_and_zero_when_absent(inputs, tmp_path):
@@ -380,6 +387,7 @@ def test_the_vcf_id_is_kept(inputs, tmp_path):
     with_ids = write_vcf(tmp_path / "ids.vcf", ["\t".join(f) for f in named])
     prepared = prepare_variant_set(_cfg(with_ids, fasta), tmp_path / "out")
     llr = np.zeros(prepared.num_variants)
-    finalize_variant_set(prepared, _fake_shards(prepared, tmp_path, llr), tmp_path / "out", 10, 0, ("CSQ",))
+    merged = merge_shards(_fake_shards(prepared, tmp_path, llr), np.arange(prepared.num_variants))
+    write_outputs(scores_frame(prepared.path, prepared.columns, merged), tmp_path / "out")
     scores = pd.read_parquet(tmp_path / "out" / "variant_scores.parquet")
     assert [None if pd.isna(v) else v for v in scores["id"]] == ["rs1", None, "rs3;alias"]

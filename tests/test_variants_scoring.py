@@ -1,30 +1,30 @@
 """Variant effects, the model side: the LLR against an independent computation (the HF model
-called directly on hand-built windows), MLM and CLM (forward and forward+RC), chromosome ends,
-multi-allelic records, kill-and-resume per shard, and `s3://` inputs on a moto server."""
+called directly on hand-built windows), MLM and CLM on each of `strands: fwd | rc | both`,
+chromosome ends, multi-allelic records, kill-and-resume per shard, and `s3://` inputs on a moto
+server. Everything runs through the flow's own steps (`steps.run_variant_set`)."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 import torch
 from model_factory import save_tiny_clm, save_tiny_mlm
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 from variant_data import genome, hand_window, records, write_fasta, write_vcf
 
-import plantcad_flows.scoring.variant_llr as variant_llr
-from plantcad_flows.config import ComputeConfig, ModelConfig
+import plantcad_flows.scoring.score as score_module
+from plantcad_flows.config import ComputeConfig, EvalConfig, ModelConfig
 from plantcad_flows.families import VariantSetConfig
-from plantcad_flows.layout.sharding import plan_shards
 from plantcad_flows.layout.storage import read_parquet
 from plantcad_flows.scoring.loading import load_model
 from plantcad_flows.scoring.rounding import SCORE_ATOL, SCORE_RTOL
-from plantcad_flows.scoring.variant_llr import score_variant_shard
-from plantcad_flows.scoring.variant_run import run_variant_set
-from plantcad_flows.variants.outputs import finalize_variant_set
-from plantcad_flows.variants.prepare import prepare_variant_set
+from plantcad_flows.scoring.score import score_frame
+from plantcad_flows.steps import run_variant_set
 
 CONTEXT = 64
 COMP = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
@@ -58,11 +58,12 @@ def _hf(path, auto):
     return AutoTokenizer.from_pretrained(path), auto.from_pretrained(path).eval()
 
 
-def direct_mlm_llr(path, window: str, ref: str, alt: str) -> float:
-    """logit(alt) - logit(ref) at the masked centre, straight from the HF model."""
+def direct_mlm_llr(path, window: str, ref: str, alt: str, at: int | None = None) -> float:
+    """logit(alt) - logit(ref) at the masked position `at` (default: the centre), straight from
+    the HF model."""
     tok, model = _hf(path, AutoModelForMaskedLM)
     ids = _ids(tok, window)
-    c = len(window) // 2 - 1
+    c = len(window) // 2 - 1 if at is None else at
     ids[0, c] = tok.mask_token_id
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, c]
@@ -91,55 +92,107 @@ def _alt_window(window: str, alt: str) -> str:
 
 def _score(models, kind, cfg, tmp_path, **model_kw):
     model = ModelConfig(path=str(models[kind]), type=kind, context_length=CONTEXT, **model_kw)
-    doc, shards = run_variant_set(
-        cfg, model, tmp_path / f"out-{kind}", num_shards=2, batch_size=3, resamples=50
+    result, shards = run_variant_set(
+        cfg, model, str(tmp_path / f"out-{kind}"), ComputeConfig(batch_size=3), num_shards=2, resamples=50
     )
-    return pd.read_parquet(tmp_path / f"out-{kind}" / "variant_scores.parquet"), doc, shards
+    return pd.read_parquet(Path(result.output_dir) / "variant_scores.parquet"), result, shards
 
 
-def test_mlm_llr_equals_the_model_called_directly(models, inputs, tmp_path):
+def _skipped(result) -> dict:
+    return {
+        k.removeprefix("num_skipped_"): v for k, v in result.metrics.items() if k.startswith("num_skipped_")
+    }
+
+
+def _mlm_want(path, window: str, ref: str, alt: str, strands: str) -> float:
+    """The hand-computed LLR: forward at the centre; reverse complement at the mirrored centre
+    with the complemented bases; both: their mean."""
+    fwd = direct_mlm_llr(path, window, ref, alt)
+    rc = direct_mlm_llr(path, _rc(window), COMP[ref], COMP[alt], at=len(window) - 1 - (len(window) // 2 - 1))
+    return {"fwd": fwd, "rc": rc, "both": (fwd + rc) / 2}[strands]
+
+
+@pytest.mark.parametrize("strands", [None, "fwd", "rc", "both"])
+def test_mlm_llr_equals_the_model_called_directly(models, inputs, tmp_path, strands):
     seqs, cfg, expected = inputs
-    scores, doc, _ = _score(models, "mlm", cfg, tmp_path)
+    cfg = cfg.model_copy(update={"strands": strands})
+    scores, result, _ = _score(models, "mlm", cfg, tmp_path)
     assert len(scores) == len(expected)  # incl. both ALTs of the multi-allelic record, both chromosome ends
+    rc_differs = False
     for row in scores.itertuples():
         window = hand_window(seqs[row.chrom], row.pos, CONTEXT)
-        assert row.llr == pytest.approx(direct_mlm_llr(models["mlm"], window, row.ref, row.alt), abs=1e-4)
-    assert doc["n_skipped"] == {"indel": 1, "symbolic": 1, "ref_mismatch": 1, "mnv": 1, "missing_chrom": 1}
+        want = _mlm_want(models["mlm"], window, row.ref, row.alt, strands or "fwd")
+        assert row.llr == pytest.approx(want, abs=1e-4)
+        fwd = _mlm_want(models["mlm"], window, row.ref, row.alt, "fwd")
+        rc_differs |= abs(fwd - _mlm_want(models["mlm"], window, row.ref, row.alt, "rc")) > 1e-3
+    assert rc_differs  # the strands read different things: the test can tell them apart
+    assert _skipped(result) == {"indel": 1, "symbolic": 1, "ref_mismatch": 1, "mnv": 1, "missing_chrom": 1}
 
 
-@pytest.mark.parametrize("mode", ["fwd_only", "fwd_rc_avg"])
-def test_clm_llr_equals_the_model_called_directly(models, inputs, tmp_path, mode):
+@pytest.mark.parametrize(
+    ("mode", "strands"),
+    [("fwd_only", None), ("fwd_rc_avg", None), ("fwd_only", "rc"), ("fwd_only", "both"), ("rc_only", "rc")],
+)
+def test_clm_llr_equals_the_model_called_directly(models, inputs, tmp_path, mode, strands):
     seqs, cfg, _ = inputs
+    cfg = cfg.model_copy(update={"strands": strands})
     scores, _, _ = _score(models, "clm", cfg, tmp_path, motif_inference_mode=mode)
+    read = strands or {"fwd_only": "fwd", "fwd_rc_avg": "both", "rc_only": "rc"}[mode]
     for row in scores.itertuples():
         ref_w = hand_window(seqs[row.chrom], row.pos, CONTEXT)
         alt_w = _alt_window(ref_w, row.alt)
-        want = direct_clm_ll(models["clm"], alt_w) - direct_clm_ll(models["clm"], ref_w)
-        if mode == "fwd_rc_avg":
-            rc = direct_clm_ll(models["clm"], _rc(alt_w)) - direct_clm_ll(models["clm"], _rc(ref_w))
-            want = (want + rc) / 2
+        fwd = direct_clm_ll(models["clm"], alt_w) - direct_clm_ll(models["clm"], ref_w)
+        rc = direct_clm_ll(models["clm"], _rc(alt_w)) - direct_clm_ll(models["clm"], _rc(ref_w))
+        want = {"fwd": fwd, "rc": rc, "both": (fwd + rc) / 2}[read]
         assert row.llr == pytest.approx(want, abs=1e-4)
+
+
+def test_strands_and_a_disagreeing_motif_mode_are_one_clear_error(models, inputs, tmp_path):
+    _, cfg, _ = inputs
+    model = ModelConfig(
+        path=str(models["clm"]), type="clm", context_length=CONTEXT, motif_inference_mode="fwd_rc_avg"
+    )
+    # raised while the config validates, before anything is read or loaded
+    with pytest.raises(
+        pydantic.ValidationError, match=r"motif_inference_mode.*disagrees with variants\[t\]\.strands"
+    ):
+        run_variant_set(cfg.model_copy(update={"strands": "fwd"}), model, str(tmp_path / "x"), resamples=0)
+    with pytest.raises(
+        pydantic.ValidationError, match=r"variants\[\]\.strands='forward': unknown name \(did you mean 'fwd'"
+    ):
+        VariantSetConfig(name="t", vcf="v.vcf", fasta="r.fa", strands="forward")
 
 
 def test_batches_give_the_same_scores_as_one_at_a_time(models, inputs):
     """No cross-talk between the rows of a batch (padding-free, same length windows)."""
     seqs, _, expected = inputs
-    loaded = load_model(
-        ModelConfig(path=str(models["mlm"]), type="mlm", context_length=CONTEXT), ComputeConfig()
+    _, cfg, _ = inputs
+    model = ModelConfig(path=str(models["mlm"]), type="mlm", context_length=CONTEXT)
+    loaded = load_model(model, ComputeConfig())
+    split = EvalConfig.model_validate(
+        {"models": [model.model_dump()], "variants": [cfg.model_dump()]}
+    ).splits[0]
+    frame = pd.DataFrame(
+        {
+            "row_index": np.arange(len(expected)),
+            "label": -1,
+            "sequence": [hand_window(seqs[c], p, CONTEXT) for c, p, *_ in expected],
+            "ref": [r for _, _, r, *_ in expected],
+            "alt": [a for _, _, _, a, *_ in expected],
+        }
     )
-    windows = np.stack(
-        [np.frombuffer(hand_window(seqs[c], p, CONTEXT).encode(), np.uint8) for c, p, *_ in expected]
-    )
-    ref = np.frombuffer("".join(r for _, _, r, *_ in expected).encode(), np.uint8)
-    alt = np.frombuffer("".join(a for _, _, _, a, *_ in expected).encode(), np.uint8)
-    single = variant_llr.mlm_llr(loaded, windows, ref, alt, batch_size=1)
+
+    def llr(f, size):
+        return score_frame(loaded, model, split, f.reset_index(drop=True), size)["score"].to_numpy()
+
+    single = llr(frame, 1)
     for size in (3, 4, len(expected)):
-        batched = variant_llr.mlm_llr(loaded, windows, ref, alt, batch_size=size)
+        batched = llr(frame, size)
         np.testing.assert_allclose(batched, single, rtol=SCORE_RTOL, atol=SCORE_ATOL)
         # the same batching again: bit-identical (a resumed shard keeps its batch size)
-        assert np.array_equal(variant_llr.mlm_llr(loaded, windows, ref, alt, batch_size=size), batched)
+        assert np.array_equal(llr(frame, size), batched)
     order = np.random.default_rng(0).permutation(len(expected))  # another batch composition
-    shuffled = variant_llr.mlm_llr(loaded, windows[order], ref[order], alt[order], batch_size=4)
+    shuffled = llr(frame.iloc[order], 4)
     np.testing.assert_allclose(shuffled, single[order], rtol=SCORE_RTOL, atol=SCORE_ATOL)
 
 
@@ -147,7 +200,7 @@ def test_killed_run_resumes_with_the_missing_shards_only(models, inputs, tmp_pat
     _, cfg, _ = inputs
     model = ModelConfig(path=str(models["mlm"]), type="mlm", context_length=CONTEXT)
     out = tmp_path / "run"
-    real = variant_llr.variant_llr
+    real = score_module.score_frame
     calls = {"n": 0}
 
     def dies_on_the_third_shard(*args, **kwargs):
@@ -156,21 +209,23 @@ def test_killed_run_resumes_with_the_missing_shards_only(models, inputs, tmp_pat
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(variant_llr, "variant_llr", dies_on_the_third_shard)
+    compute = ComputeConfig(batch_size=2)
+    monkeypatch.setattr(score_module, "score_frame", dies_on_the_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        run_variant_set(cfg, model, out, num_shards=4, batch_size=2, resamples=0)
-    done = sorted(p.name for p in (out / "shards").glob("shard-*.parquet"))
+        run_variant_set(cfg, model, str(out), compute, num_shards=4, resamples=0)
+    [shard_dir] = list(out.glob("score_cell-*/shards"))
+    done = sorted(p.name for p in shard_dir.glob("shard-*.parquet"))
     assert done == ["shard-00000-of-00004.parquet", "shard-00001-of-00004.parquet"]
-    before = {p: (out / "shards" / p).stat().st_mtime_ns for p in done}
-    monkeypatch.setattr(variant_llr, "variant_llr", real)
-    _, shards = run_variant_set(cfg, model, out, num_shards=4, batch_size=2, resamples=0)
+    before = {p: (shard_dir / p).stat().st_mtime_ns for p in done}
+    monkeypatch.setattr(score_module, "score_frame", real)
+    result, shards = run_variant_set(cfg, model, str(out), compute, num_shards=4, resamples=0)
     assert [s.computed for s in shards] == [False, False, True, True]
-    assert {p: (out / "shards" / p).stat().st_mtime_ns for p in done} == before
-    resumed = pd.read_parquet(out / "variant_scores.parquet")
-    run_variant_set(cfg, model, tmp_path / "fresh", num_shards=1, batch_size=5, resamples=0)
+    assert {p: (shard_dir / p).stat().st_mtime_ns for p in done} == before
+    resumed = pd.read_parquet(Path(result.output_dir) / "variant_scores.parquet")
+    fresh, _ = run_variant_set(cfg, model, str(tmp_path / "fresh"), ComputeConfig(batch_size=5), resamples=0)
     np.testing.assert_allclose(
         resumed["llr"],
-        pd.read_parquet(tmp_path / "fresh" / "variant_scores.parquet")["llr"],
+        pd.read_parquet(Path(fresh.output_dir) / "variant_scores.parquet")["llr"],
         rtol=SCORE_RTOL,
         atol=SCORE_ATOL,
     )
@@ -197,10 +252,11 @@ def s3(tmp_path, monkeypatch):
     stop(proc)
 
 
-def test_s3_inputs_are_staged_and_score_like_local_ones(models, inputs, tmp_path, s3):
+def test_s3_inputs_are_staged_and_score_like_local_ones(models, inputs, tmp_path, s3, monkeypatch):
     import pysam
 
     seqs, local_cfg, _ = inputs
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the node cache lands here
     bgz = tmp_path / "ref.fa.gz"
     pysam.tabix_compress(str(tmp_path / "ref.fa"), str(bgz))
     s3.upload_file(str(bgz), "variants", "g/ref.fa.gz")  # no index remotely: indexed on first use
@@ -209,45 +265,33 @@ def test_s3_inputs_are_staged_and_score_like_local_ones(models, inputs, tmp_path
         name="t", vcf="s3://variants/v/up.vcf.gz", fasta="s3://variants/g/ref.fa.gz", label="INFO/LAB"
     )
     model = ModelConfig(path=str(models["mlm"]), type="mlm", context_length=CONTEXT)
-    cache = tmp_path / "node-cache"
-    # inputs and the cell's directory on S3: prepared, scored per shard and finished there
-    cell = "s3://variants/cells/t"
-    prepared = prepare_variant_set(cfg, cell, cache_root=cache)
-    loaded = load_model(model, ComputeConfig())
-    shards = [
-        score_variant_shard(
-            loaded,
-            model,
-            prepared.path,
-            cfg.fasta,
-            spec,
-            f"{cell}/shards/{spec.filename}",
-            4,
-            cache_root=cache,
-        )
-        for spec in plan_shards(prepared.num_variants, 2)
-    ]
-    doc = finalize_variant_set(prepared, [s.path for s in shards], cell, 0)
-    local, _ = run_variant_set(local_cfg, model, tmp_path / "local", resamples=0)
-    assert doc["n_skipped"] == local["n_skipped"] and doc["n_scored"] == local["n_scored"]
+    # inputs and the cells on S3: prepared, scored per shard and finished there
+    remote_result, _ = run_variant_set(
+        cfg, model, "s3://variants/cells", ComputeConfig(batch_size=4), num_shards=2, resamples=0
+    )
+    local, _ = run_variant_set(
+        local_cfg, model, str(tmp_path / "local"), ComputeConfig(batch_size=16), resamples=0
+    )
+    assert (
+        _skipped(remote_result) == _skipped(local)
+        and remote_result.metrics["num_scored"] == local.metrics["num_scored"]
+    )
     # 2 shards of batch 4 on S3 against 1 shard of batch 16 locally: the same rows and values,
     # the LLRs within float rounding of the batching (plantcad_flows/scoring/rounding.py)
+    cell = remote_result.output_dir.rstrip("/")
     remote = read_parquet(f"{cell}/variant_scores.parquet")
-    here = pd.read_parquet(tmp_path / "local" / "variant_scores.parquet")
+    here = pd.read_parquet(Path(local.output_dir) / "variant_scores.parquet")
     pd.testing.assert_frame_equal(remote.drop(columns="llr"), here.drop(columns="llr"))
     np.testing.assert_allclose(remote["llr"], here["llr"], rtol=SCORE_RTOL, atol=SCORE_ATOL)
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="variants", Prefix="cells/t/")["Contents"]}
-    names = [
-        "variants.parquet",
-        "variant_scores.parquet",
-        "variant_scores.tsv.gz",
-        "variant_scores.tsv.gz.tbi",
-        "metrics.json",
-    ]
-    assert {f"cells/t/{n}" for n in names} <= keys
-    assert {f"cells/t/shards/shard-0000{i}-of-00002.parquet" for i in (0, 1)} <= keys
-    staged = sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
-    assert staged == ["ref.fa.gz", "ref.fa.gz.fai", "ref.fa.gz.gzi", "up.vcf.gz"]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="variants", Prefix="cells/")["Contents"]}
+    cell_key = cell.removeprefix("s3://variants/")
+    names = ["variant_scores.parquet", "variant_scores.tsv.gz", "variant_scores.tsv.gz.tbi", "metrics.json"]
+    assert {f"{cell_key}/{n}" for n in names} <= keys
+    assert {f"{cell_key}/shards/shard-0000{i}-of-00002.parquet" for i in (0, 1)} <= keys
+    assert any(k.endswith("/variants.parquet") for k in keys)
+    cache = tmp_path / "home" / ".cache" / "plantcad-flows" / "node-cache"
+    staged = {p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    assert {"ref.fa.gz", "ref.fa.gz.fai", "ref.fa.gz.gzi", "up.vcf.gz"} <= staged
 
 
 @pytest.mark.slow
@@ -262,8 +306,10 @@ def test_the_tiny_mlm_finds_the_planted_signal(tmp_path):
         name="demo", vcf=str(paths["vcf"]), fasta=str(paths["fasta"]), label="INFO/DAMAGING"
     )
     model = ModelConfig(path=str(ASSETS_MODELS / "tiny-mlm"), type="mlm", context_length=512)
-    doc, _ = run_variant_set(cfg, model, tmp_path / "out", batch_size=32, resamples=200)
-    m = doc["metrics"]["all"]
+    result, _ = run_variant_set(
+        cfg, model, str(tmp_path / "out"), ComputeConfig(batch_size=32), resamples=200
+    )
+    m = result.metrics
     assert m["num_positive_examples"] >= 140 and m["num_negative_examples"] >= 140
-    assert m["intervals"]["auroc"][0] > 0.55, m
-    assert set(doc["n_skipped"]) == {"indel", "symbolic", "ref_mismatch", "missing_chrom"}
+    assert result.intervals["auroc"][0] > 0.55, m
+    assert set(_skipped(result)) == {"indel", "symbolic", "ref_mismatch", "missing_chrom"}

@@ -47,10 +47,11 @@ def preflight(cfg: EvalConfig, cells: list) -> None:
         check_model(model, cfg.compute, scores_here, lengths)
     splits = {c.split.key: c.split for c in cells}
     for split in splits.values():
-        if split.path and split.variants is None:
+        if split.path and not split.family.prepare_in_preflight:
             validate_split(split, cfg.sampling)
     ensure_prefix(cfg.executor.prefix)  # bad data or models leave no prefix behind
-    jobs = {c.split_job.key: c.split_job for c in cells if c.split.variants is not None}
+    # a family whose data are checked by preparing them (a variant set) is prepared here
+    jobs = {c.split_job.key: c.split_job for c in cells if c.split.family.prepare_in_preflight}
     if jobs:
         from plantcad_flows.steps import prepare
 

@@ -8,18 +8,16 @@ import sys
 
 
 def format_registry(task_files: list[str] | tuple[str, ...] = ()) -> str:
-    from plantcad_flows.families import DEFAULT_SV_FLANKING, task_registry
+    from plantcad_flows.families import task_registry
 
     tasks = task_registry(list(task_files))
-    header = ("task", "family", "splits", "masks / flanking", "metrics", "source")
+    header = ("task", "family", "splits", "settings", "metrics", "source")
     rows = [
         (
             t.name,
             t.family,
             ", ".join(t.splits),
-            str(list(t.mask_positions or ()))
-            if t.num_masks
-            else f"flanking {t.flanking or DEFAULT_SV_FLANKING}",
+            t.family_object.settings_text(t),
             ", ".join(t.family_object.metrics),
             t.source,
         )

@@ -2,7 +2,7 @@
 
 Writes a synthetic genome and a VCF with a planted signal (`variants.synthetic`: SNVs that break
 the genome's motifs are labelled 1) in seconds, scores it with the shipped tiny models (in this
-process, without Prefect: `scoring.variant_run.run_variant_set`), and prints the metrics, the
+process, without Prefect, through the flow's own steps: `steps.run_variant_set`), and prints the metrics, the
 skipped records by reason and where the scores are.
 """
 
@@ -27,9 +27,9 @@ def register(sub) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from plantcad_flows.benchmark.synthetic import ASSETS_MODELS
-    from plantcad_flows.config import ModelConfig
+    from plantcad_flows.config import ComputeConfig, ModelConfig
     from plantcad_flows.families import VariantSetConfig
-    from plantcad_flows.scoring.variant_run import run_variant_set
+    from plantcad_flows.steps import run_variant_set
     from plantcad_flows.variants.synthetic import make_demo
 
     out = Path(args.out)
@@ -52,17 +52,20 @@ def main(args: argparse.Namespace) -> int:
             context_length=512,
             **extra,
         )
-        cell = out / f"tiny-{kind}"
-        doc, _ = run_variant_set(cfg, model, cell, batch_size=args.batch_size, seed=args.seed)
-        m = doc["metrics"]["all"]
-        ci = m.get("intervals", {}).get("auroc") or [None, None]
-        print(f"\n{model.label}: {doc['n_scored']} SNVs scored, skipped {json.dumps(doc['n_skipped'])}")
+        compute = ComputeConfig(batch_size=args.batch_size)
+        result, _ = run_variant_set(cfg, model, str(out / "cells"), compute, seed=args.seed)
+        m = result.metrics
+        ci = result.intervals.get("auroc") or [None, None]
+        skipped = {k.removeprefix("num_skipped_"): v for k, v in m.items() if k.startswith("num_skipped_")}
+        print(f"\n{model.label}: {m['num_scored']} SNVs scored, skipped {json.dumps(skipped)}")
         print(
             f"  AUROC {m['auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  AUPRC {m['auprc']:.3f}  "
             f"Spearman(LLR, AF) {m['spearman']:.3f}  Pearson {m['pearson']:.3f}"
         )
-        for value, sub in doc["metrics"]["subsets"]["CLASS"].items():
-            print(f"  CLASS={value:9} n={sub['num_scored']:5}  AUROC {sub['auroc']:.3f}")
+        for key in sorted(k for k in m if k.startswith("num_scored[CLASS=")):
+            value = key.removeprefix("num_scored[CLASS=").removesuffix("]")
+            print(f"  CLASS={value:9} n={m[key]:5}  AUROC {m[f'auroc[CLASS={value}]']:.3f}")
+        cell = Path(result.output_dir)
         print(f"  scores: {cell / 'variant_scores.parquet'}, {cell / 'variant_scores.tsv.gz'}")
         print(f"  metrics: {cell / 'metrics.json'}")
     if out == Path(DEFAULT_OUT):

@@ -17,7 +17,6 @@ from plantcad_flows.families.registry import FAMILIES, get_family
 from plantcad_flows.families.tasks import (
     BENCHMARK_REPO_ID,
     BUILTIN_TASK_FILE,
-    DEFAULT_SV_FLANKING,
     NATIVE_SEQ_LENGTH,
     TaskDef,
     all_task_splits,
@@ -34,7 +33,6 @@ from plantcad_flows.families.variant_effect import VariantSetConfig
 __all__ = [
     "BENCHMARK_REPO_ID",
     "BUILTIN_TASK_FILE",
-    "DEFAULT_SV_FLANKING",
     "FAMILIES",
     "NATIVE_SEQ_LENGTH",
     "NO_LABEL",

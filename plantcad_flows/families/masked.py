@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.families import genome as g
 from plantcad_flows.families import synthetic_kit as kit
 from plantcad_flows.families.base import (
+    KEY_FLANKING,
+    FamilySettings,
     ModelInputs,
     ModelLike,
     Runner,
@@ -36,34 +39,66 @@ from plantcad_flows.families.base import (
     labels_of,
 )
 from plantcad_flows.families.measures import MetricInputs, classification_metrics, reference_scores
-from plantcad_flows.families.tasks import TaskDef, centred_mask, check_mask_positions
+from plantcad_flows.families.tasks import TaskDef, centred_mask, check_mask_positions, check_settings
 from plantcad_flows.sequences import crop_plan
+
+
+class MaskSettings(FamilySettings):
+    """A masked task's settings: the masked positions (0-based, in the task's `seq_length`) or
+    their number, centred (`motif_len`); both when they agree."""
+
+    mask_positions: tuple[int, ...] | None = None
+    motif_len: int | None = Field(default=None, ge=1)
+
+
+class MaskOverrides(FamilySettings):
+    """What a split entry may override: the positions, or their number (centred)."""
+
+    mask_token_indexes: tuple[int, ...] | None = None
+    motif_len: int | None = Field(default=None, ge=1)
 
 
 class MaskedFamily(TaskFamily):
     """A family scored at masked positions of one sequence column."""
 
+    settings_model = MaskSettings
+    overrides_model = MaskOverrides
+
+    def num_masks(self, task: TaskDef) -> int:
+        s = self.settings_of(task)
+        return len(s.mask_positions) if s.mask_positions is not None else s.motif_len or 0
+
+    def settings_text(self, task: TaskDef) -> str:
+        s = self.settings_of(task)
+        return str(list(s.mask_positions or centred_mask(self.num_masks(task), task.seq_length)))
+
+    def settings_identity(self, task: TaskDef) -> dict:
+        s = self.settings_of(task)
+        positions = None if s.mask_positions is None else list(s.mask_positions)
+        return {"mask_positions": positions, "num_masks": self.num_masks(task)}
+
+    def cell_key_fields(self, split: SplitLike) -> dict[str, object]:
+        return {"mask_positions": list(self.mask_positions(split)), "flanking": KEY_FLANKING}
+
     def check_task(self, where: str, task: TaskDef) -> None:
-        if task.flanking is not None:
-            raise ValidationError(f"{where}.flanking", task.flanking, f"does nothing for family {self.name}")
-        if task.mask_positions is None and task.motif_len is None:
+        s = self.settings_of(task)
+        if s.mask_positions is None and s.motif_len is None:
             raise ValidationError(
                 f"{where}.mask_positions", None, f"family {self.name} needs mask_positions or motif_len"
             )
-        if task.mask_positions is not None:
-            check_mask_positions(f"{where}.mask_positions", tuple(task.mask_positions), task.seq_length)
-            if task.motif_len is not None and task.motif_len != len(task.mask_positions):
+        if s.mask_positions is not None:
+            check_mask_positions(f"{where}.mask_positions", tuple(s.mask_positions), task.seq_length)
+            if s.motif_len is not None and s.motif_len != len(s.mask_positions):
                 raise ValidationError(
                     f"{where}.motif_len",
-                    task.motif_len,
-                    f"does not match the {len(task.mask_positions)} masked positions {list(task.mask_positions)}",
+                    s.motif_len,
+                    f"does not match the {len(s.mask_positions)} masked positions {list(s.mask_positions)}",
                 )
 
     def check_split(self, split: SplitLike) -> None:
-        o = split.overrides
         where = f"splits[{split.key}].overrides"
-        if o.flanking is not None:
-            raise ValidationError(f"{where}.flanking", o.flanking, f"does nothing for family {self.name}")
+        check_settings(where, self.name, self.overrides_model, split.overrides)
+        o = self.overrides_of(split)
         if (
             o.mask_token_indexes is not None
             and o.motif_len is not None
@@ -77,14 +112,15 @@ class MaskedFamily(TaskFamily):
         check_mask_positions(f"{where}.mask_token_indexes", self.mask_positions(split), split.seq_length)
 
     def mask_positions(self, split: SplitLike) -> tuple[int, ...]:
-        o, task = split.overrides, split.definition
+        o, task = self.overrides_of(split), split.definition
+        s = self.settings_of(task)
         if o.mask_token_indexes is not None:
             return tuple(o.mask_token_indexes)
         if o.motif_len is not None:
             return centred_mask(o.motif_len, split.seq_length)
-        if task.mask_positions is not None and split.seq_length == task.seq_length:
-            return tuple(task.mask_positions)
-        return centred_mask(task.num_masks, split.seq_length)
+        if s.mask_positions is not None and split.seq_length == task.seq_length:
+            return tuple(s.mask_positions)
+        return centred_mask(self.num_masks(task), split.seq_length)
 
     def check_model(self, where: str, model: ModelLike, split: SplitLike) -> None:
         if model.context_length >= split.seq_length:
@@ -177,7 +213,7 @@ class MaskedFamily(TaskFamily):
     def synthetic(self, rng, task: TaskDef, split: str, n: int, length: int) -> pd.DataFrame:
         species = kit.SPLIT_SPECIES[split]
         gc = g.SPECIES_GC[species]
-        masks = centred_mask(task.num_masks, length)
+        masks = centred_mask(self.num_masks(task), length)
         labels = self.synthetic_labels(rng, n)
         seqs = []
         pool = g.sample_genome(rng, kit.POOL_LENGTH, species)

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.families import genome as g
 from plantcad_flows.families import synthetic_kit as kit
 from plantcad_flows.families.base import (
+    KEY_FLANKING,
+    FamilySettings,
     ModelInputs,
     SplitLike,
     TaskFamily,
@@ -30,8 +33,16 @@ from plantcad_flows.families.base import (
     labels_of,
 )
 from plantcad_flows.families.measures import MetricInputs, classification_metrics, sv_scores
-from plantcad_flows.families.tasks import DEFAULT_SV_FLANKING, TaskDef
+from plantcad_flows.families.tasks import TaskDef, check_settings
 from plantcad_flows.sequences import crop_plan
+
+DEFAULT_FLANKING = KEY_FLANKING
+
+
+class FlankSettings(FamilySettings):
+    """A structural-variant task's (and split's) setting: F, the flank bases read each side."""
+
+    flanking: int = Field(default=DEFAULT_FLANKING, ge=1)
 
 
 class StructuralVariant(TaskFamily):
@@ -39,30 +50,34 @@ class StructuralVariant(TaskFamily):
     description = "flank log-ratio of MutSeq vs RefSeq; AUPRC"
     metrics = ("auprc",)
     curves = ("pr",)
+    settings_model = FlankSettings
+    overrides_model = FlankSettings
+    column_roles = {"ref": "RefSeq", "alt": "MutSeq", "left": "left", "right": "right"}
+
+    def flanking(self, split: SplitLike) -> int:
+        """The split's override, else the task's, else 5."""
+        return split.overrides.get("flanking") or self.settings_of(split.definition).flanking
+
+    def settings_text(self, task: TaskDef) -> str:
+        return f"flanking {self.settings_of(task).flanking}"
+
+    def cell_key_fields(self, split: SplitLike) -> dict[str, object]:
+        return {"mask_positions": [], "flanking": self.flanking(split)}
 
     def check_task(self, where: str, task: TaskDef) -> None:
-        for field in ("mask_positions", "motif_len"):
-            if getattr(task, field) is not None:
-                raise ValidationError(
-                    f"{where}.{field}", getattr(task, field), f"does nothing for family {self.name}"
-                )
-        flanking = task.flanking or DEFAULT_SV_FLANKING
+        flanking = self.settings_of(task).flanking
         if 2 * flanking > task.seq_length:
             raise ValidationError(
                 f"{where}.flanking", flanking, f"2 x flanking exceeds the {task.seq_length}-bp sequences"
             )
 
     def check_split(self, split: SplitLike) -> None:
-        o = split.overrides
         where = f"splits[{split.key}].overrides"
-        for field in ("mask_token_indexes", "motif_len"):
-            value = getattr(o, field)
-            if value is not None:
-                raise ValidationError(f"{where}.{field}", value, f"does nothing for family {self.name}")
-        if 2 * split.flanking > split.seq_length:
+        check_settings(where, self.name, self.overrides_model, split.overrides)
+        if 2 * self.flanking(split) > split.seq_length:
             raise ValidationError(
                 f"{where}.flanking",
-                split.flanking,
+                self.flanking(split),
                 f"2 x flanking exceeds the {split.seq_length}-bp sequences",
             )
 
@@ -75,15 +90,16 @@ class StructuralVariant(TaskFamily):
         return None
 
     def check_model(self, where, model, split) -> None:
-        if model.type == "mlm" and 2 * split.flanking > min(model.context_length, split.seq_length):
+        flanking = self.flanking(split)
+        if model.type == "mlm" and 2 * flanking > min(model.context_length, split.seq_length):
             raise ValidationError(
                 f"{where}.context_length",
                 model.context_length,
-                f"crop removes the central flanks of {split.key} (flanking {split.flanking})",
+                f"crop removes the central flanks of {split.key} (flanking {flanking})",
             )
 
     def _columns(self, split: SplitLike) -> dict[str, str]:
-        return split.definition.columns.model_dump()
+        return {role: split.definition.column(role) for role in self.column_roles}
 
     def sequence_columns(self, split: SplitLike) -> tuple[str, ...]:
         c = self._columns(split)
@@ -112,7 +128,7 @@ class StructuralVariant(TaskFamily):
         return out
 
     def score(self, model, split, frame, run, strand="fwd"):
-        f, length = split.flanking, split.seq_length
+        f, length = self.flanking(split), split.seq_length
         plan = crop_plan(length, model.context_length)
         mut_pos = np.arange(length // 2 - f, length // 2 + f, dtype=np.int64)[None, :]
         left = frame["left"].to_numpy(np.int64)[:, None]
@@ -150,7 +166,7 @@ class StructuralVariant(TaskFamily):
         labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
         rows = []
         pool = g.sample_genome(rng, kit.POOL_LENGTH, "maize")
-        flank = task.flanking or DEFAULT_SV_FLANKING
+        flank = self.settings_of(task).flanking
         for label in labels:
             ref, mut, left, right = _sv_example(rng, pool, int(label), length, g.SPECIES_GC["maize"], flank)
             keep = (left - 1 - 40, right + 40)
@@ -162,11 +178,11 @@ class StructuralVariant(TaskFamily):
                     right,
                 )
             )
-        c = task.columns
-        frame = pd.DataFrame(rows, columns=[c.ref, c.alt, c.left, c.right])
-        frame[c.left] = frame[c.left].astype(np.int64)
-        frame[c.right] = frame[c.right].astype(np.int64)
-        frame[c.label] = labels
+        ref, alt, left, right, label = (task.column(r) for r in ("ref", "alt", "left", "right", "label"))
+        frame = pd.DataFrame(rows, columns=[ref, alt, left, right])
+        frame[left] = frame[left].astype(np.int64)
+        frame[right] = frame[right].astype(np.int64)
+        frame[label] = labels
         return frame
 
 

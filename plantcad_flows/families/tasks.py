@@ -1,8 +1,11 @@
 """Benchmarks as data: task definitions in YAML, and the registry of the tasks a config can use.
 
-A task file is a YAML list of task definitions (`TaskDef`). The PlantCAD2 zero-shot tasks ship as
-one (`assets/tasks/plantcad2.yaml`); a config adds its own with `task_files:`, and their tasks are
-used in `splits:` exactly like the built-in ones. A definition names its family (registered in
+A task file is a YAML list of task definitions (`TaskDef`), or a mapping of `tasks:` (that list)
+and `defaults:` (fields every task of the file starts from, merged key by key; a task's own
+value wins). The PlantCAD2 zero-shot tasks ship as one (`assets/tasks/plantcad2.yaml`); a config
+adds its own with `task_files:`, and their tasks are used in `splits:` exactly like the built-in
+ones. A definition's content (`identity_fields`, with its `version`) is part of its cells' keys,
+shipped or not: editing a task re-scores that task's cells and nothing else. A definition names its family (registered in
 `families/registry.py`), which checks that the definition's settings agree. Every problem is one
 line naming the file, the task and the field.
 
@@ -13,7 +16,7 @@ length gets the same number of masks, centred (see `sequences.crop_plan` for mod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
 
 BENCHMARK_REPO_ID = "plantcad/PlantCAD2_zero_shot_tasks"
 NATIVE_SEQ_LENGTH = 8192
-DEFAULT_SV_FLANKING = 5
 BUILTIN_TASK_FILE = Path(__file__).resolve().parents[1] / "assets" / "tasks" / "plantcad2.yaml"
 
 
@@ -67,17 +69,6 @@ class DatasetRef(_Strict):
     config: str | None = Field(default=None, description="Dataset config name; default: the task's name")
 
 
-class TaskColumns(_Strict):
-    """Default column names; a split may override `sequence` and `label` (seq_column, label_column)."""
-
-    sequence: str = "sequence"
-    label: str = "label"
-    ref: str = "RefSeq"
-    alt: str = "MutSeq"
-    left: str = "left"
-    right: str = "right"
-
-
 STRANDS = ("fwd", "rc")
 
 
@@ -107,8 +98,16 @@ class LeaderboardEntry(_Strict):
         return v
 
 
+GENERIC_COLUMNS = {"sequence": "sequence", "label": "label"}
+
+
 class TaskDef(_Strict):
-    """One task: its family, where its data lives, its splits and the family's settings."""
+    """One task: its family, where its data lives, its splits and the family's settings.
+
+    The fields below are every family's. Any other key of a task's YAML is a setting of its
+    family (`TaskFamily.settings_model`: masks for the masked families, `flanking` for the
+    structural-variant one, ...), kept in `settings` and checked by the family; `columns` takes
+    `sequence`, `label` and the column roles the family reads (`TaskFamily.column_roles`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     family: str
@@ -116,10 +115,12 @@ class TaskDef(_Strict):
     dataset: DatasetRef = DatasetRef()
     splits: tuple[str, ...] = Field(min_length=1)
     seq_length: int = Field(default=NATIVE_SEQ_LENGTH, gt=0)
-    mask_positions: tuple[int, ...] | None = None
-    motif_len: int | None = Field(default=None, ge=1)
-    flanking: int | None = Field(default=None, ge=1)
-    columns: TaskColumns = TaskColumns()
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="The family's settings (any key not listed here goes there)"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Column names by role: sequence, label and the family's roles"
+    )
     strands: tuple[str, ...] | None = Field(
         default=None,
         description="fwd, rc or both: the strands this task's splits are scored on, unless a split "
@@ -130,7 +131,28 @@ class TaskDef(_Strict):
         description="Per split: its leaderboard task id, group and metric (never hashed: it only "
         "decides how results are shown)",
     )
+    version: int = Field(
+        default=1,
+        ge=1,
+        description="Bump it to re-score the task's cells when its data or meaning changed "
+        "without its other fields changing",
+    )
     source: str = Field(default="", description="The file it was read from (never hashed)")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _family_settings(cls, data: object) -> object:
+        """Keys that are not every family's go to `settings`, for the family to check."""
+        if not isinstance(data, dict):
+            return data
+        own = set(cls.model_fields)
+        extra = {k: v for k, v in data.items() if k not in own}
+        if not extra:
+            return data
+        return {
+            **{k: v for k, v in data.items() if k in own},
+            "settings": {**data.get("settings", {}), **extra},
+        }
 
     @pydantic.field_validator("family")
     @classmethod
@@ -150,7 +172,14 @@ class TaskDef(_Strict):
     def _settings(self) -> TaskDef:
         if self.seq_length % 2:
             raise ValidationError("seq_length", self.seq_length, "must be even to centre-crop")
-        self.family_object.check_task(f"tasks[{self.name}]", self)
+        family = self.family_object
+        where = f"tasks[{self.name}]"
+        check_settings(where, family.name, family.settings_model, self.settings)
+        roles = {**GENERIC_COLUMNS, **family.column_roles}
+        for role in self.columns:
+            if role not in roles:
+                raise UnknownNameError(f"{where}.columns.{role}", role, roles)
+        family.check_task(where, self)
         for split, entry in self.leaderboard.items():
             where = f"tasks[{self.name}].leaderboard[{split}]"
             if split not in self.splits:
@@ -165,11 +194,9 @@ class TaskDef(_Strict):
 
         return get_family(self.family)
 
-    @property
-    def num_masks(self) -> int:
-        if self.mask_positions is not None:
-            return len(self.mask_positions)
-        return self.motif_len or 0
+    def column(self, role: str) -> str:
+        """The column holding `role` (sequence, label or one of the family's roles)."""
+        return self.columns.get(role) or {**GENERIC_COLUMNS, **self.family_object.column_roles}[role]
 
     @property
     def dataset_config(self) -> str:
@@ -184,13 +211,45 @@ class TaskDef(_Strict):
         )
 
     def identity_fields(self) -> dict:
-        """What a user-defined task adds to its cells' keys: the definition's fields that the
-        split's own fields (task name, columns, masks, flanking, source) do not already carry."""
+        """What the definition adds to its cells' keys (shipped or a user's): everything that
+        says what is scored and how, in a normal form (a default spelled out or left out gives
+        the same fields). Not its name (the split's key has it), description, splits (adding a
+        split moves no other split), strands (each strand is a cell of its own), leaderboard
+        entries or source file."""
+        family = self.family_object
         return {
             "family": self.family,
-            "dataset_config": self.dataset_config,
-            "columns": self.columns.model_dump(),
+            "dataset": {"repo": self.dataset.repo, "config": self.dataset_config},
+            "seq_length": self.seq_length,
+            "settings": family.settings_identity(self),
+            "columns": {role: self.column(role) for role in {**GENERIC_COLUMNS, **family.column_roles}},
+            "version": self.version,
         }
+
+
+def check_settings(where: str, family: str, model: type[BaseModel], values: dict) -> None:
+    """`values` are valid settings of `model`; else one ValidationError naming the field. A key
+    that another family takes "does nothing" for this one; any other is unknown."""
+    from plantcad_flows.families.registry import FAMILIES
+
+    for key, value in values.items():
+        if key in model.model_fields:
+            continue
+        if any(
+            key in f.settings_model.model_fields or key in f.overrides_model.model_fields
+            for f in FAMILIES.values()
+        ):
+            raise ValidationError(f"{where}.{key}", value, f"does nothing for family {family}")
+        raise ValidationError(f"{where}.{key}", value, f"unknown key {key!r}")
+    try:
+        model.model_validate(values)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ValidationError):
+            raise cause from None
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ValidationError(f"{where}.{loc}", err.get("input"), err["msg"]) from None
 
 
 def _one_line(file: str, index: int, raw: object, exc: pydantic.ValidationError) -> ValidationError:
@@ -228,7 +287,11 @@ def read_task_file(path: str | Path) -> list[TaskDef]:
         raise ValidationError("task_files[]", file, "no such file") from None
     except yaml.YAMLError as e:
         raise ValidationError("task_files[]", file, f"invalid YAML: {' '.join(str(e).split())}") from None
-    if isinstance(data, dict) and set(data) == {"tasks"}:
+    defaults: dict = {}
+    if isinstance(data, dict) and "tasks" in data and set(data) <= {"tasks", "defaults"}:
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise ValidationError(f"{file}: defaults", defaults, "a mapping of task fields")
         data = data["tasks"]
     if not isinstance(data, list) or not data:
         raise ValidationError(
@@ -240,7 +303,7 @@ def read_task_file(path: str | Path) -> list[TaskDef]:
         if not isinstance(raw, dict):
             raise ValidationError(f"{file}: tasks[#{i}]", raw, "each task is a mapping")
         try:
-            task = TaskDef.model_validate({**raw, "source": file})
+            task = TaskDef.model_validate({**_merged(defaults, raw), "source": file})
         except pydantic.ValidationError as e:
             raise _one_line(file, i, raw, e) from None
         if task.name in seen:
@@ -248,6 +311,23 @@ def read_task_file(path: str | Path) -> list[TaskDef]:
         seen.add(task.name)
         tasks.append(task)
     return tasks
+
+
+def _merged(defaults: dict, raw: dict) -> dict:
+    """`raw` over `defaults`, mappings merged key by key (a task's own value wins)."""
+    out = dict(defaults)
+    for k, v in raw.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def task_entries(path: str | Path) -> list[dict]:
+    """The raw task entries of a task file (defaults applied), without validation: for readers
+    that need only a field or two (the registry's family order)."""
+    data = yaml.safe_load(Path(path).read_text())
+    if isinstance(data, dict):
+        return [_merged(data.get("defaults") or {}, t) for t in data.get("tasks") or []]
+    return list(data or [])
 
 
 _BUILTIN: dict[str, TaskDef] | None = None

@@ -114,8 +114,9 @@ def resolve_split(split: SplitConfig) -> ResolvedSplit:
         ValidationError: naming `splits[TASK/SPLIT].path` or `.revision`.
     """
     field = f"splits[{split.key}]"
-    if split.variants is not None:
-        return ResolvedSplit(split=split, identity=_variant_set_identity(split.variants))
+    files = split.family.content_files(split)
+    if files:  # the family names the files whose content is the data (a variant set's VCF + FASTA)
+        return ResolvedSplit(split=split, identity=_files_identity(files))
     if split.path:
         try:
             if is_local(split.path):
@@ -139,11 +140,11 @@ def resolve_split(split: SplitConfig) -> ResolvedSplit:
     return ResolvedSplit(split=_pinned(split, identity), identity=identity)
 
 
-def _variant_set_identity(v) -> Identity:
-    """A variant set's identity: the content of its variants file (VCF/BCF or table) and of its
-    FASTA (local: sha256; remote: the store's ETag/size or blob id), whatever their paths."""
+def _files_identity(files: dict[str, str]) -> Identity:
+    """The identity of a split whose family names its files (field -> location): their content
+    (local: sha256; remote: the store's ETag/size or blob id), whatever their paths."""
     parts = []
-    for field, url in ((v.source_field, v.source), (f"variants[{v.name}].fasta", v.fasta)):
+    for field, url in files.items():
         try:
             if is_local(url):
                 parts.append(local_data_fingerprint(url, suffix=None))
@@ -151,7 +152,7 @@ def _variant_set_identity(v) -> Identity:
                 parts.append(with_retries(lambda url=url: remote_fingerprint(url, None), f"list {url}"))
         except FileNotFoundError as e:
             raise ValidationError(field, url, str(e).split(":")[0]) from None
-    kind = "local" if all(is_local(u) for u in (v.source, v.fasta)) else "remote"
+    kind = "local" if all(is_local(u) for u in files.values()) else "remote"
     return Identity(kind=kind, fingerprint="+".join(parts))
 
 
@@ -193,7 +194,7 @@ def resolve(config: EvalConfig) -> Resolution:
         models += [ResolvedModel(model=c.model, identity=c.identity) for c in d.found]
     splits = []
     for s in config.splits:
-        fasta = s.variants.fasta if s.variants is not None else None
-        found = identity(("split", s.path, s.repo_id, s.revision, fasta), lambda s=s: resolve_split(s))
+        files = tuple(s.family.content_files(s).values())
+        found = identity(("split", s.path, s.repo_id, s.revision, files), lambda s=s: resolve_split(s))
         splits.append(ResolvedSplit(split=_pinned(s, found), identity=found))
     return Resolution(models=models, splits=splits, discoveries=discoveries)

@@ -34,10 +34,11 @@ def short_hash(fields: Any, n: int = 10) -> str:
 def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -> dict[str, Any]:
     """What determines a prepared (loaded, validated, sampled) split.
 
-    A shipped task's definition is part of the code (`CODE_VERSION`); a task from a user's task
-    file adds the fields of its definition that the split's own fields do not carry (family,
-    dataset config, columns), so editing the definition moves the key. Moving the shipped tasks
-    into YAML therefore left every existing key where it was."""
+    The task's definition enters by its content (`TaskDef.identity_fields`, with its `version`),
+    shipped or from a user's task file alike: editing a task's YAML moves its splits' and
+    cells' keys and no other. (Until code version 2026.12.1 a shipped definition stood in the
+    key only through the one global code version.) The family adds what it owns
+    (`split_key_fields`)."""
     fields = {
         "step": "prepare_split",
         "code_version": CODE_VERSION,
@@ -50,11 +51,8 @@ def split_fields(split: SplitConfig, sampling: SamplingConfig, data: Identity) -
         "seq_length": split.seq_length,
         "sampling": {"rate": sampling.rate, "max_size": sampling.max_size, "seed": sampling.seed},
     }
-    if not split.definition.shipped:
-        fields["definition"] = split.definition.identity_fields()
-    if split.variants is not None:  # content only: `identity` covers the variants and the FASTA
-        fields["source"] = "variants"
-        fields["variants"] = split.variants.identity_fields()
+    fields["definition"] = split.definition.identity_fields()
+    fields |= split.family.split_key_fields(split)
     return fields
 
 
@@ -75,7 +73,9 @@ def cell_fields(
     """What determines the scores of one (model, split, strand) cell at one context. The model's
     revision enters as the commit it resolved to (in `model_identity`), never as the branch name
     the config gives. The strand enters only when it is rc, so that every forward cell keeps the
-    key it had before strands were an axis; the context was always there (`context_length`)."""
+    key it had before strands were an axis; the context was always there (`context_length`).
+    The task's family adds what it reads (`cell_key_fields`: the benchmark families their mask
+    positions and flanking, as these keys always held; a variant set its strands)."""
     fields = {
         "step": "score_cell",
         "code_version": CODE_VERSION,
@@ -88,10 +88,9 @@ def cell_fields(
             "identity": model_identity.key,
         },
         "data": split_fields(split, sampling, data_identity),
-        "mask_positions": list(split.mask_positions),
-        "flanking": split.flanking,
         "compute": precision_fields(compute),
     }
     if strand != "fwd":
         fields["strand"] = strand
+    fields |= split.family.cell_key_fields(split)
     return fields

@@ -43,8 +43,13 @@ def pivot_blocks(results: list[CellResult], with_reasons: bool = True) -> list[P
         mine = by_family.get(family.name, [])
         if not mine:
             continue
-        metric = family.main_metric
         tasks = list(dict.fromkeys(r.task for r in mine))
+        # each task's main metric (a variant set with a target only leads with spearman)
+        names: dict[str, set[str]] = {}
+        for r in mine:
+            names.setdefault(r.task, set()).update(r.metrics)
+        per_task = {task: family.main_metric_of(names[task]) for task in tasks}
+        metric = " / ".join(dict.fromkeys(per_task.values()))
         keys = list(dict.fromkeys((labels[r.cell_id], r.split) for r in mine))
         by = {(labels[r.cell_id], r.split, r.task): r for r in mine}
         rows, notes = [], []
@@ -55,7 +60,7 @@ def pivot_blocks(results: list[CellResult], with_reasons: bool = True) -> list[P
                 if r is None:
                     texts.append("")
                     continue
-                texts.append(value_text(r, metric, with_reasons))
+                texts.append(value_text(r, per_task[task], with_reasons))
                 if not with_reasons and r.status in ("skipped", "failed") and r.reason:
                     notes.append(f"{r.cell_id} {r.status}: {r.reason}")
             rows.append((model, split, texts))

@@ -153,7 +153,7 @@ def compare_cell(
     """The cell against the previous revision and the best so far (one comparison if they are
     the same result); empty when its family has no earlier result on the same examples.
     `first` is the de-duplicated history (`history.deduplicated`)."""
-    metric = get_family(result.family).main_metric
+    metric = get_family(result.family).main_metric_of(result.metrics)
     fam = first[
         (first["family"] == family_of(result.model))
         & (first["task"] == result.task)
@@ -187,7 +187,7 @@ def find_regressions(
     for r in results:
         if r.status != "completed" or not r.metrics or r.output_dir is None:
             continue
-        metric = get_family(r.family).main_metric
+        metric = get_family(r.family).main_metric_of(r.metrics)
         value = r.metrics.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue

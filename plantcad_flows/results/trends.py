@@ -146,17 +146,23 @@ def trend_plots(rows: pd.DataFrame, directory: str) -> list[TrendPlot]:
 
 
 def main_metric_rows(rows: pd.DataFrame) -> np.ndarray:
-    """Which history rows hold their task family's main metric. Rows written before history kept
-    the task's family (no `task_family`) are built-in tasks, looked up in the shipped task file."""
+    """Which history rows hold their task's main metric (the family's `main_metric_of` the
+    metrics its cell reported: a variant set with a target only leads with spearman). Rows
+    written before history kept the task's family (no `task_family`) are built-in tasks, looked
+    up in the shipped task file."""
     builtin = builtin_tasks()
     families = (
         rows["task_family"] if "task_family" in rows else pd.Series([None] * len(rows), index=rows.index)
     )
+    cells = rows["cell_key"] if "cell_key" in rows else rows["task"]
+    reported: dict[object, set[str]] = {}
+    for cell, metric in zip(cells, rows["metric"]):
+        reported.setdefault(cell, set()).add(metric)
     out = []
-    for task, family, metric in zip(rows["task"], families, rows["metric"]):
+    for task, family, metric, cell in zip(rows["task"], families, rows["metric"], cells):
         if not isinstance(family, str):
             family = builtin[task].family if task in builtin else None
-        out.append(family is not None and metric == get_family(family).main_metric)
+        out.append(family is not None and metric == get_family(family).main_metric_of(reported[cell]))
     return np.array(out, dtype=bool)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from plantcad_flows.families import ModelInputs
-from plantcad_flows.scoring.loading import LoadedModel, logits_at
+from plantcad_flows.scoring.loading import LoadedModel, full_logits, logits_at
 from plantcad_flows.sequences import RC_COLUMNS, reverse_complement, to_bytes
 
 _N = ord("N")
@@ -82,10 +82,13 @@ def run_inputs(
 
     Returns:
         probs (n, P, 4) float32 A,C,G,T probabilities in forward orientation (NaN where not
-        valid) and bases (n, P) uint8 true bases.
+        valid) and bases (n, P) uint8 true bases. With `inp.readout == "loglik"`, the first
+        array is instead each input's (n,) float64 log-likelihood (`window_loglik`).
     """
     n, p = len(inp.sequences), inp.gather.shape[1]
+    loglik = inp.readout == "loglik"
     probs = np.full((n, p, 4), np.nan, dtype=np.float32)
+    lls = np.full(n, np.nan, dtype=np.float64)
     bases = np.full((n, p), _N, dtype=np.uint8)
     t = StageTimings()
     pin = loaded.device.type == "cuda"
@@ -137,12 +140,16 @@ def run_inputs(
             ids_d = ids_t.to(loaded.device, non_blocking=True)
             gather_d = gather_t.to(loaded.device, non_blocking=True)
             t1 = time.perf_counter()
-            logits = logits_at(loaded, ids_d, gather_d)
-            batch_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            t2 = time.perf_counter()
-            if inp.reverse:
-                batch_probs = batch_probs[..., RC_COLUMNS]
-            probs[lo:hi] = np.where(valid[..., None], batch_probs, np.nan)
+            if loglik:
+                lls[lo:hi] = window_loglik(loaded, ids_d).cpu().numpy()
+                t2 = time.perf_counter()
+            else:
+                logits = logits_at(loaded, ids_d, gather_d)
+                batch_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                t2 = time.perf_counter()
+                if inp.reverse:
+                    batch_probs = batch_probs[..., RC_COLUMNS]
+                probs[lo:hi] = np.where(valid[..., None], batch_probs, np.nan)
             bases[lo:hi] = batch_bases
             t.h2d_s += t1 - t0
             t.forward_s += t2 - t1
@@ -158,4 +165,13 @@ def run_inputs(
     t.examples += n
     if timings is not None:
         timings.add(t)
-    return probs, bases
+    return (lls if loglik else probs), bases
+
+
+@torch.inference_mode()
+def window_loglik(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
+    """(n,) float64: sum over i >= 1 of log p(token i | tokens < i), full-vocabulary log-softmax
+    in fp32 (a causal LM's reading of a whole window)."""
+    logp = torch.log_softmax(full_logits(loaded.model, ids)[:, :-1].float(), dim=-1)
+    picked = torch.gather(logp, 2, ids[:, 1:].unsqueeze(-1))[..., 0]
+    return picked.double().sum(dim=1)

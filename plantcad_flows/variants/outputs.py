@@ -1,18 +1,19 @@
-"""Finishing a scored variant set: shards merged (exact coverage), the user's files, the metrics.
+"""Finishing a scored variant set: its scores in VCF order with the set's columns, as the user's files.
 
-In the set's directory:
+In the cell's directory (beside the `predictions.parquet` and `metrics.json` every cell has):
 
 * `variant_scores.parquet`: chrom, pos, id (a VCF's ID; null for "."), ref, alt, llr, then
   label / target / subset columns, one row per scored variant, in VCF order;
 * `variant_scores.tsv.gz`: the same table as BGZF-compressed TSV with a `#chrom` header line,
   plus a tabix index (`.tbi`) when the rows are sorted by position within each chromosome (a
-  VCF in genome order is), so genome browsers and `tabix` can query it by region;
-* `metrics.json`: counts (scored, skipped per reason) and `variants.metrics.variant_metrics`.
+  VCF in genome order is), so genome browsers and `tabix` can query it by region.
+
+The metrics are the family's (`VariantEffect.metrics_of`), computed and written by the generic
+finalize step like every cell's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -23,35 +24,24 @@ import numpy as np
 import pandas as pd
 
 from plantcad_flows.identity.remote import is_local
-from plantcad_flows.layout.sharding import merge_shards
 from plantcad_flows.layout.storage import read_parquet, to_path, write_bytes_atomic
-from plantcad_flows.variants.metrics import variant_metrics
-from plantcad_flows.variants.prepare import PreparedVariants
 
 log = logging.getLogger(__name__)
 SCORES_PARQUET = "variant_scores.parquet"
 SCORES_TSV = "variant_scores.tsv.gz"
-METRICS = "metrics.json"
-SCHEMA_VERSION = 1
 
 
-def scores_frame(
-    prepared: PreparedVariants, shard_paths: Sequence[str | os.PathLike | pd.DataFrame]
-) -> pd.DataFrame:
-    """The prepared variants with their `llr`, in VCF order (shards given by path, or as frames
-    already read).
-
-    Raises:
-        IncompleteShardsError: the shards do not cover every prepared variant exactly once.
-    """
-    llr = merge_shards(shard_paths, np.arange(prepared.num_variants, dtype=np.int64))
-    variants = read_parquet(prepared.path)
+def scores_frame(variants_path: str, columns: Sequence[str], merged: pd.DataFrame) -> pd.DataFrame:
+    """The prepared variants (`variants.parquet`, its `columns`) with their `llr` (the merged
+    shards' `score`, one row per prepared variant in row order), in VCF order; a VCF's `id`
+    follows `pos` when the prepared table has it."""
+    variants = read_parquet(variants_path)
     first = ["chrom", "pos", *(["id"] if "id" in variants.columns else []), "ref", "alt"]
-    extra = [c for c in prepared.columns if c not in ("row_index", *first)]
-    frame = variants[first].copy()
-    frame["llr"] = llr["llr"].to_numpy(np.float64)
+    extra = [c for c in columns if c not in ("row_index", *first)]
+    frame = variants[first].copy().reset_index(drop=True)
+    frame["llr"] = merged["score"].to_numpy(np.float64)
     for c in extra:
-        frame[c] = variants[c]
+        frame[c] = variants[c].to_numpy()
     return frame
 
 
@@ -96,61 +86,26 @@ def _sorted_by_position(frame: pd.DataFrame) -> bool:
     return bool(np.all((np.diff(pos) >= 0) | change[1:]))
 
 
-def finalize_variant_set(
-    prepared: PreparedVariants,
-    shard_paths: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    resamples: int = 1000,
-    seed: int = 0,
-    subsets: tuple[str, ...] = (),
-    frame: pd.DataFrame | None = None,
-) -> dict:
-    """Merge the shards (unless their `scores_frame` is given), write the scores (parquet,
-    bgzipped TSV) and `metrics.json`.
+def write_outputs(frame: pd.DataFrame, out_dir: str | os.PathLike) -> dict:
+    """Write the scores (parquet, bgzipped TSV, tabix index when sorted) into `out_dir`.
 
     `out_dir` may be remote (`s3://...`): the files are written locally (htslib writes local
-    files), then uploaded, `metrics.json` last.
+    files), then uploaded.
 
     Returns:
-        The metrics document (also written to `metrics.json`).
+        {"parquet": name, "tsv": name, "tabix_index": bool}
     """
     if not is_local(str(out_dir)):
         with tempfile.TemporaryDirectory(prefix="plantcad-variants-") as tmp:
-            doc = finalize_variant_set(prepared, shard_paths, tmp, resamples, seed, subsets, frame)
-            names = [SCORES_PARQUET, SCORES_TSV, f"{SCORES_TSV}.tbi", METRICS]
-            for name in names:
+            outputs = write_outputs(frame, tmp)
+            for name in [SCORES_PARQUET, SCORES_TSV, f"{SCORES_TSV}.tbi"]:
                 if (Path(tmp) / name).exists():
                     write_bytes_atomic(
                         to_path(f"{str(out_dir).rstrip('/')}/{name}"), (Path(tmp) / name).read_bytes()
                     )
-            return doc
+            return outputs
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frame = scores_frame(prepared, shard_paths) if frame is None else frame
     _atomic(out / SCORES_PARQUET, lambda tmp: frame.to_parquet(tmp, index=False))
     indexed = write_tsv_bgzip(frame, out / SCORES_TSV)
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "name": prepared.name,
-        "n_records": prepared.num_records,
-        "n_scored": int(len(frame)),
-        "n_skipped": prepared.skipped,
-        "outputs": {"parquet": SCORES_PARQUET, "tsv": SCORES_TSV, "tabix_index": indexed},
-        "metrics": variant_metrics(frame, subsets, resamples, seed),
-    }
-    doc = _json_safe(doc)
-    _atomic(out / METRICS, lambda tmp: tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n"))
-    return doc
-
-
-def _json_safe(x):
-    """NaN (an undefined metric) -> null, numpy scalars -> Python, recursively."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
+    return {"parquet": SCORES_PARQUET, "tsv": SCORES_TSV, "tabix_index": indexed}
