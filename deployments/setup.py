@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from plantcad_flows import REPO_ROOT
-from plantcad_flows.cli.prefect_server import prefect_executable
 from plantcad_flows.secrets import SECRET_ENV_NAMES, redact, strip_url_credentials
+from plantcad_flows.services.prefect_server import prefect_executable
 
 K8S_TEMPLATE = REPO_ROOT / "infra" / "kubernetes" / "base-job-template.json"
 PROCESS_POOLS = ("local", "lambda")

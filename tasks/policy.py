@@ -29,7 +29,7 @@ from plantcad_flows.errors import (
     StorageError,
     ValidationError,
 )
-from plantcad_flows.identity.retry import task_retry_waits
+from plantcad_flows.io.retry import task_retry_waits
 from plantcad_flows.layout.hashing import short_hash
 from plantcad_flows.layout.storage import is_local, storage_options
 

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from plantcad_flows.config import PublishConfig
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity.remote import hf_token
+from plantcad_flows.io.remote import hf_token
 from plantcad_flows.publish.bundle import collect_run
 from plantcad_flows.publish.hub import PublishReport, publish_run
 from plantcad_flows.results.report import artifact_key

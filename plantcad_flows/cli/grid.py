@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from plantcad_flows.cli.config_errors import config_error_lines
+from plantcad_flows.cli.config_errors import bad_input
 
 TERMINAL_WAIT_S = 300
 
@@ -56,14 +56,14 @@ def load(args: argparse.Namespace, target: str | None = None):
 
 
 def api_candidate() -> str:
-    from plantcad_flows.cli.prefect_server import DEFAULT_HOST, DEFAULT_PORT
+    from plantcad_flows.services.prefect_server import DEFAULT_HOST, DEFAULT_PORT
 
     return os.environ.get("PREFECT_API_URL") or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/api"
 
 
 def configured_api() -> str | None:
     """PREFECT_API_URL (else 127.0.0.1:4200) when a server answers there, or None."""
-    from plantcad_flows.cli.prefect_server import api_healthy
+    from plantcad_flows.services.prefect_server import api_healthy
 
     url = api_candidate()
     return url if api_healthy(url) else None
@@ -111,7 +111,7 @@ def cmd_plan(args) -> int:
             latest = latest_by_cell(grid_runs(spec.project))
     print(format_plan(cells, latest))
     if args.manifests:
-        from plantcad_flows.cli.grid_jobs import write_manifests
+        from deployments.grid_jobs import write_manifests
 
         names = sorted(dotenv_secrets(args.env_file))
         for line in write_manifests(cells, Path(args.manifests), names, args.validate):
@@ -168,8 +168,8 @@ def cmd_submit(args) -> int:
 
 
 def _submit_local(spec, cells, secrets: dict[str, str], args) -> int:
-    from plantcad_flows.cli.prefect_server import prefect_api
     from plantcad_flows.grid.runs import grid_tag
+    from plantcad_flows.services.prefect_server import prefect_api
 
     for key, value in secrets.items():
         os.environ.setdefault(key, value)  # the environment wins over .env, as in `setup`
@@ -335,22 +335,17 @@ COMMANDS = {
 
 def run(args: argparse.Namespace) -> int:
     func = COMMANDS[args.grid_command][0]
+    import pydantic
+    import yaml
+
+    from plantcad_flows.errors import ValidationError
+
     try:
-        return func(args)
+        with bad_input(ValidationError, pydantic.ValidationError, yaml.YAMLError, source=args.spec):
+            return func(args)
     except Usage as e:
         print(f"grid {args.grid_command}: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        import pydantic
-        import yaml
-
-        from plantcad_flows.errors import ValidationError
-
-        if isinstance(e, ValidationError | pydantic.ValidationError | yaml.YAMLError):
-            for line in config_error_lines(e, args.spec):
-                print(line, file=sys.stderr)
-            return 2
-        raise
 
 
 def register(sub: argparse._SubParsersAction) -> None:

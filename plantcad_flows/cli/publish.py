@@ -34,7 +34,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         check_repo_type,
     )
     from plantcad_flows.errors import PlantCADError, ValidationError
-    from plantcad_flows.identity.remote import hf_token
+    from plantcad_flows.io.remote import hf_token
 
     try:
         target = PublishConfig(

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from plantcad_flows.cli.config_errors import config_error_lines
+from plantcad_flows.cli.config_errors import bad_input
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.run import add_run_flags, apply_overrides, environment_settings, run
 
@@ -64,13 +64,9 @@ def cmd_sweep_demo(args: argparse.Namespace) -> int:
         print(f"--steps={args.steps!r}: expected comma-separated integers", file=sys.stderr)
         return 2
     prefix = args.prefix or SWEEP_PREFIX
-    try:
+    with bad_input():
         environment_settings()  # before the demo checkpoints are written
         cfg = apply_overrides(sweep_config(prefix, args.data_dir, steps, args.max_size), args)
-    except Exception as e:
-        for line in config_error_lines(e):
-            print(line, file=sys.stderr)
-        return 2
     code = run(cfg, args)
     if args.dry_run:
         return code

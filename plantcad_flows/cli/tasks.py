@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plantcad_flows.tables import text_table
+
 
 def format_registry(task_files: list[str] | tuple[str, ...] = ()) -> str:
     from plantcad_flows.families import DEFAULT_SV_FLANKING, task_registry
@@ -25,9 +27,7 @@ def format_registry(task_files: list[str] | tuple[str, ...] = ()) -> str:
         )
         for t in tasks.values()
     ]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in (header, *rows)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(header, rows, rule="  ")
     lines.append(f"{len(rows)} tasks; masks are 0-based positions in each task's native sequence length")
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from plantcad_flows import REPO_ROOT
 from plantcad_flows.config import RAY_ADDRESS_FIELD as FIELD
 from plantcad_flows.config import Address, parse_address
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity.retry import backoff, retrying
+from plantcad_flows.io.retry import backoff, retrying
 
 if TYPE_CHECKING:
     from plantcad_flows.config import RayConfig

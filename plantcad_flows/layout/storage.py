@@ -24,7 +24,7 @@ from upath import UPath
 
 from plantcad_flows import CODE_VERSION
 from plantcad_flows.errors import DiskFullError, StorageError
-from plantcad_flows.identity.remote import hf_token, is_local, storage_options
+from plantcad_flows.io.remote import hf_token, is_local, storage_options
 from plantcad_flows.layout.hashing import short_hash
 
 SUCCESS = "_SUCCESS"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from plantcad_flows.identity.remote import filesystem, is_local
+from plantcad_flows.io.remote import filesystem, is_local
 from plantcad_flows.layout.sharding import ShardSpec, plan_shards
 from plantcad_flows.variants.reference import ReferenceGenome
 
