@@ -8,20 +8,22 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
 import yaml
 
 from plantcad_flows.errors import UnknownNameError
 from plantcad_flows.families.base import TaskFamily
 
+# the shipped task set; its order of families is the registry's (`tasks.builtin_tasks` reads it)
+BUILTIN_TASK_FILE = Path(__file__).resolve().parents[1] / "assets" / "tasks" / "plantcad2.yaml"
+
 
 def _discover() -> dict[str, TaskFamily]:
-    import plantcad_flows.families as package
-    from plantcad_flows.families.tasks import BUILTIN_TASK_FILE
-
+    # the package by its path and name, not by an import of it: its __init__ imports this module
     found: dict[str, TaskFamily] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        module = importlib.import_module(f"{__package__}.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, TaskFamily) and "name" in vars(cls) and cls.__module__ == module.__name__:
                 if cls.name in found:
