@@ -34,6 +34,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,6 @@ async def configure(settings: Mapping[str, str], blocks: list[str]) -> list[str]
 
 def alert_automation(settings: Mapping[str, str]) -> list[str]:
     """Create or update the regression alert; returns what was done (never the webhook URL)."""
-    from datetime import timedelta
 
     from prefect.blocks.webhook import Webhook
     from prefect.client.orchestration import get_client

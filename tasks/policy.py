@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect.filesystems import RemoteFileSystem, WritableFileSystem
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, State
 
 from plantcad_flows.errors import (
@@ -88,7 +89,6 @@ def result_storage(prefix: str) -> Path | WritableFileSystem:
     """
     if is_local(prefix):
         return Path(os.path.abspath(prefix)) / RESULTS_DIR
-    from prefect.settings import PREFECT_API_URL
 
     return _saved_block(f"{prefix.rstrip('/')}/{RESULTS_DIR}", prefix, PREFECT_API_URL.value())
 

@@ -27,6 +27,8 @@ from plantcad_flows.cli import (
     tasks,
     vep_demo,
 )
+from plantcad_flows.cli.config_errors import BadInput, config_error_lines
+from plantcad_flows.errors import ValidationError
 
 DELEGATED = {
     "setup": "deployments.setup",
@@ -59,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         # these commands own their flags (argparse.REMAINDER would swallow `--x` options)
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
-    from plantcad_flows.cli.config_errors import BadInput, config_error_lines
-    from plantcad_flows.errors import ValidationError
 
     try:
         code = args.func(args)

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pydantic
+import yaml
+
 from plantcad_flows.errors import problems
 
 
@@ -37,8 +40,6 @@ def bad_input(*kinds: type[BaseException], source: str | None = None) -> Iterato
 
 def config_error_lines(exc: BaseException, source: str | None = None) -> list[str]:
     """The lines to print for a config error (pydantic, YAML or our own ValidationError)."""
-    import pydantic
-    import yaml
 
     if isinstance(exc, yaml.YAMLError):
         # PyYAML's message spans several lines (with a caret drawing); keep only where and what

@@ -26,7 +26,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pydantic
+import yaml
+
 from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.config import EvalConfig
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.services.prefect_server import DEFAULT_HOST, DEFAULT_PORT, api_healthy, prefect_api
 
 TERMINAL_WAIT_S = 300
 
@@ -36,8 +42,6 @@ class Usage(Exception):
 
 
 def _check_eval(config: dict) -> dict:
-    from plantcad_flows.config import EvalConfig
-
     EvalConfig.model_validate(config)
     return config
 
@@ -56,14 +60,11 @@ def load(args: argparse.Namespace, target: str | None = None):
 
 
 def api_candidate() -> str:
-    from plantcad_flows.services.prefect_server import DEFAULT_HOST, DEFAULT_PORT
-
     return os.environ.get("PREFECT_API_URL") or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/api"
 
 
 def configured_api() -> str | None:
     """PREFECT_API_URL (else 127.0.0.1:4200) when a server answers there, or None."""
-    from plantcad_flows.services.prefect_server import api_healthy
 
     url = api_candidate()
     return url if api_healthy(url) else None
@@ -169,7 +170,6 @@ def cmd_submit(args) -> int:
 
 def _submit_local(spec, cells, secrets: dict[str, str], args) -> int:
     from plantcad_flows.grid.runs import grid_tag
-    from plantcad_flows.services.prefect_server import prefect_api
 
     for key, value in secrets.items():
         os.environ.setdefault(key, value)  # the environment wins over .env, as in `setup`
@@ -335,10 +335,6 @@ COMMANDS = {
 
 def run(args: argparse.Namespace) -> int:
     func = COMMANDS[args.grid_command][0]
-    import pydantic
-    import yaml
-
-    from plantcad_flows.errors import ValidationError
 
     try:
         with bad_input(ValidationError, pydantic.ValidationError, yaml.YAMLError, source=args.spec):

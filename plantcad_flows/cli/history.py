@@ -11,7 +11,10 @@ import argparse
 import re
 import sys
 
+import pandas as pd
+
 from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.config import load_config
 from plantcad_flows.tables import text_table
 
 DEFAULT_PREFIX = "outputs/demo"
@@ -36,15 +39,11 @@ def _prefix(args: argparse.Namespace) -> str:
     if args.prefix:
         return args.prefix
     if args.config:
-        from plantcad_flows.config import load_config
-
         return load_config(args.config).executor.prefix
     return DEFAULT_PREFIX
 
 
 def _text_rows(frame) -> list[list[str]]:
-    import pandas as pd
-
     out = []
     for _, r in frame.iterrows():
         ci = (

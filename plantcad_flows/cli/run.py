@@ -25,21 +25,21 @@ from pathlib import Path
 from plantcad_flows.cli.config_errors import bad_input
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.preflight import preflight
+from plantcad_flows.cluster.processes import start_reaper, stop_reaper
+from plantcad_flows.config import EvalConfig, load_config
+from plantcad_flows.errors import PlantCADError, StorageError
 from plantcad_flows.services.api_watchdog import ApiWatchdog, lost_after_s
+from plantcad_flows.services.prefect_server import prefect_api
 
 DEMO_PREFIX = "outputs/demo"
 DEFAULT_SERVER_PORT = 4200
 
 
 def load(path: str, args: argparse.Namespace):
-    from plantcad_flows.config import load_config
-
     return apply_overrides(load_config(path), args)
 
 
 def apply_overrides(cfg, args: argparse.Namespace):
-    from plantcad_flows.config import EvalConfig
-
     data = cfg.model_dump()
     if getattr(args, "force", False):
         data["force"] = True
@@ -70,7 +70,6 @@ def environment_settings() -> float:
 
 
 def run(cfg, args: argparse.Namespace) -> int:
-    from plantcad_flows.errors import PlantCADError
     from plantcad_flows.identity.resolve import resolve
     from plantcad_flows.layout.plan import format_plan, plan_cells
 
@@ -84,8 +83,6 @@ def run(cfg, args: argparse.Namespace) -> int:
             print(format_plan(planned, resolution.discoveries))
             return 0
         preflight(cfg, cells_to_run(planned))
-    from plantcad_flows.cluster.processes import start_reaper, stop_reaper
-    from plantcad_flows.services.prefect_server import prefect_api
 
     home = os.environ.get("PREFECT_HOME")
     port = getattr(args, "server_port", None) or DEFAULT_SERVER_PORT
@@ -164,7 +161,6 @@ def orderly_signals() -> Iterator[list[int]]:
 def read_plan(cfg, plan):
     """The plan, reading the prefix; a prefix that cannot be read (an S3 endpoint that does not
     answer, a bucket without access) is bad input naming `executor.prefix`, not a traceback."""
-    from plantcad_flows.errors import PlantCADError, StorageError
 
     try:
         return plan()
@@ -272,7 +268,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def demo_config(data_dir: str = DEMO_DATA_DIR, prefix: str = DEMO_PREFIX):
     """The embedded default: synthetic benchmark (generated if missing) + shipped tiny models."""
     from plantcad_flows.benchmark.synthetic import ensure_benchmark, write_demo_config
-    from plantcad_flows.config import load_config
 
     ensure_benchmark(data_dir)
     path = Path(prefix) / "demo-config.yaml"

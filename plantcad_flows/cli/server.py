@@ -16,17 +16,19 @@ import os
 import signal
 import subprocess
 
+from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.errors import PlantCADError
+from plantcad_flows.services.prefect_server import DEFAULT_HOST, prefect_executable
+from plantcad_flows.services.server_records import write_record
+
 
 def _command(exe: str, port: int) -> list[str]:
-    from plantcad_flows.services.prefect_server import DEFAULT_HOST
-
     return [exe, "server", "start", "--host", DEFAULT_HOST, "--port", str(port)]
 
 
 def server_env(port: int) -> dict[str, str]:
     """The server's environment: its own port in its settings too, or its UI (`/ui-settings`)
     would send the browser to the API at 127.0.0.1:4200."""
-    from plantcad_flows.services.prefect_server import DEFAULT_HOST
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(
@@ -39,17 +41,12 @@ def server_env(port: int) -> dict[str, str]:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from plantcad_flows.services.prefect_server import prefect_executable
-    from plantcad_flows.services.server_records import write_record
-
     exe = prefect_executable()
     env = server_env(args.port)
     if args.database == "sqlite":
         # runs that find it read this record and share it: it outlives them (the pid survives exec)
         write_record(args.port, os.getpid(), True, "plantcad-flows server")
         os.execvpe(exe, _command(exe, args.port), env)
-    from plantcad_flows.cli.config_errors import bad_input
-    from plantcad_flows.errors import PlantCADError
     from plantcad_flows.services.postgres import local_postgres, server_settings
 
     with bad_input(PlantCADError):

@@ -16,6 +16,7 @@ from pathlib import Path
 from plantcad_flows.cli.config_errors import bad_input
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.run import add_run_flags, apply_overrides, environment_settings, run
+from plantcad_flows.config import EvalConfig
 
 SWEEP_PREFIX = "outputs/sweep-demo"
 SWEEP_NAME = "tiny-mlm-sweep"
@@ -29,7 +30,6 @@ SPLITS = (
 
 def sweep_config(prefix: str, data_dir: str, steps: tuple[int, ...], max_size: int):
     from plantcad_flows.benchmark.synthetic import ensure_benchmark
-    from plantcad_flows.config import EvalConfig
 
     ensure_benchmark(data_dir)
     run_dir = Path(prefix) / "training-run"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.families import DEFAULT_SV_FLANKING, task_registry
 from plantcad_flows.tables import text_table
 
 
 def format_registry(task_files: list[str] | tuple[str, ...] = ()) -> str:
-    from plantcad_flows.families import DEFAULT_SV_FLANKING, task_registry
-
     tasks = task_registry(list(task_files))
     header = ("task", "family", "splits", "masks / flanking", "metrics", "source")
     rows = [
@@ -33,8 +33,6 @@ def format_registry(task_files: list[str] | tuple[str, ...] = ()) -> str:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from plantcad_flows.errors import ValidationError
-
     try:
         print(format_registry(args.task_file or ()))
     except ValidationError as e:
