@@ -38,6 +38,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
+
 from plantcad_flows import REPO_ROOT
 from plantcad_flows.secrets import SECRET_ENV_NAMES, redact, strip_url_credentials
 from plantcad_flows.services.prefect_server import prefect_executable
@@ -63,7 +65,6 @@ def read_dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a .env file (quotes stripped, comments and `export ` allowed)."""
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values
 
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 

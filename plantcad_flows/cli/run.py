@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from plantcad_flows.benchmark.synthetic import ensure_benchmark, write_demo_config
 from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.cli.console import run_console, run_log_path
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.preflight import preflight
 from plantcad_flows.cluster.processes import start_reaper, stop_reaper
@@ -97,7 +99,6 @@ def run(cfg, args: argparse.Namespace) -> int:
         try:
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
                 from flows.zero_shot_eval import zero_shot_eval
-                from plantcad_flows.cli.console import run_console, run_log_path
                 from plantcad_flows.cluster.ray_client import quiet_driver_console
 
                 log_path = run_log_path(cfg.executor.prefix)
@@ -267,7 +268,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def demo_config(data_dir: str = DEMO_DATA_DIR, prefix: str = DEMO_PREFIX):
     """The embedded default: synthetic benchmark (generated if missing) + shipped tiny models."""
-    from plantcad_flows.benchmark.synthetic import ensure_benchmark, write_demo_config
 
     ensure_benchmark(data_dir)
     path = Path(prefix) / "demo-config.yaml"

@@ -18,6 +18,7 @@ import subprocess
 
 from plantcad_flows.cli.config_errors import bad_input
 from plantcad_flows.errors import PlantCADError
+from plantcad_flows.services.postgres import local_postgres, server_settings
 from plantcad_flows.services.prefect_server import DEFAULT_HOST, prefect_executable
 from plantcad_flows.services.server_records import write_record
 
@@ -47,7 +48,6 @@ def cmd_server(args: argparse.Namespace) -> int:
         # runs that find it read this record and share it: it outlives them (the pid survives exec)
         write_record(args.port, os.getpid(), True, "plantcad-flows server")
         os.execvpe(exe, _command(exe, args.port), env)
-    from plantcad_flows.services.postgres import local_postgres, server_settings
 
     with bad_input(PlantCADError):
         pg = local_postgres(args.pg_dir)

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from plantcad_flows.benchmark.checkpoints import write_checkpoint
+from plantcad_flows.benchmark.synthetic import ensure_benchmark
 from plantcad_flows.cli.config_errors import bad_input
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.run import add_run_flags, apply_overrides, environment_settings, run
@@ -29,8 +31,6 @@ SPLITS = (
 
 
 def sweep_config(prefix: str, data_dir: str, steps: tuple[int, ...], max_size: int):
-    from plantcad_flows.benchmark.synthetic import ensure_benchmark
-
     ensure_benchmark(data_dir)
     run_dir = Path(prefix) / "training-run"
     write_demo_checkpoints(run_dir, steps)
@@ -51,7 +51,6 @@ def write_demo_checkpoints(run_dir: Path, steps: tuple[int, ...]) -> None:
     (4000), every later step (5000) held the same weights as it. Written each time (they are
     deterministic, under a second each): a checkpoint left by a sweep with another last step
     holds another blend. Unchanged bytes keep their content fingerprint, so cells stay cached."""
-    from plantcad_flows.benchmark.checkpoints import write_checkpoint
 
     for step in steps:
         write_checkpoint(run_dir, step, final_step=max(steps))
