@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proc_tree import cli_env  # noqa: E402
 
-from plantcad_flows.cli.prefect_server import start_server  # noqa: E402
+from plantcad_flows.services.prefect_server import start_server  # noqa: E402
 
 
 def demo(prefix: Path, env: dict[str, str], log: Path) -> tuple[float, str]:

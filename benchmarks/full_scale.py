@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from proc_tree import cli_env, run_measured  # noqa: E402
 
-from plantcad_flows.cli.prefect_server import start_server  # noqa: E402
+from plantcad_flows.services.prefect_server import start_server  # noqa: E402
 
 TASK, SPLIT, LENGTH = "conservation_within_andropogoneae", "test", 8192
 FULL_ROWS, SMALL_ROWS, GROUP = 183_685, 2_048, 2_048

@@ -6,7 +6,7 @@ discovered at plan time) x the 20 splits of the synthetic benchmark, 4 examples 
 with no Ray, one shard per cell and one scoring worker (so that scoring time is a plain sum), at
 a context of 32 bp by default (the forward pass is not what is measured). A
 Prefect server is started here on a free port with its database under the work directory
-(`--database postgres`: a local PostgreSQL, `plantcad_flows/cli/postgres.py`), and stopped by
+(`--database postgres`: a local PostgreSQL, `plantcad_flows/services/postgres.py`), and stopped by
 PID. Prints:
 
 * wall time of the `eval` command (planning, the flow, results; not the server's start);
@@ -37,8 +37,8 @@ from proc_tree import cli_env, run_measured  # noqa: E402
 
 from plantcad_flows.benchmark.checkpoints import write_checkpoint  # noqa: E402
 from plantcad_flows.benchmark.synthetic import ensure_benchmark  # noqa: E402
-from plantcad_flows.cli.prefect_server import start_server  # noqa: E402
 from plantcad_flows.families import all_task_splits  # noqa: E402
+from plantcad_flows.services.prefect_server import start_server  # noqa: E402
 
 SPLITS = all_task_splits()  # the 20 demo splits
 EXAMPLES = 4
@@ -101,7 +101,7 @@ def main() -> int:
 
     settings, pg = {}, None
     if args.database == "postgres":
-        from plantcad_flows.cli.postgres import local_postgres, server_settings
+        from plantcad_flows.services.postgres import local_postgres, server_settings
 
         pg = local_postgres(work / "pg").start()
         settings = server_settings(pg.url)

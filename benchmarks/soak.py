@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fault_harness import metrics_by_cell, shard_files, start_eval, wait_gone  # noqa: E402
 
 from plantcad_flows.benchmark.synthetic import demo_config, ensure_benchmark  # noqa: E402
-from plantcad_flows.cli.prefect_server import start_server  # noqa: E402
 from plantcad_flows.cluster.processes import stop_process_group  # noqa: E402
+from plantcad_flows.services.prefect_server import start_server  # noqa: E402
 
 
 class ShardWatch:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import sys
@@ -148,7 +149,6 @@ _POD_FIELDS_THE_SERVER_DROPS = ("parallelism", "completions")
 
 def validate_manifest(manifest: dict[str, Any], k8s_version: str) -> list[str]:
     """Strict OpenAPI validation of the Job; returns the problems (empty when valid)."""
-    import copy
 
     import kubernetes_validate
 

@@ -34,12 +34,15 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
+
 from plantcad_flows import REPO_ROOT
-from plantcad_flows.cli.prefect_server import prefect_executable
 from plantcad_flows.secrets import SECRET_ENV_NAMES, redact, strip_url_credentials
+from plantcad_flows.services.prefect_server import prefect_executable
 
 K8S_TEMPLATE = REPO_ROOT / "infra" / "kubernetes" / "base-job-template.json"
 PROCESS_POOLS = ("local", "lambda")
@@ -62,7 +65,6 @@ def read_dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a .env file (quotes stripped, comments and `export ` allowed)."""
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values
 
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
@@ -203,7 +205,6 @@ async def configure(settings: Mapping[str, str], blocks: list[str]) -> list[str]
 
 def alert_automation(settings: Mapping[str, str]) -> list[str]:
     """Create or update the regression alert; returns what was done (never the webhook URL)."""
-    from datetime import timedelta
 
     from prefect.blocks.webhook import Webhook
     from prefect.client.orchestration import get_client

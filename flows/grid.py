@@ -28,6 +28,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelled
 
 from flows.run_command import run_command
+from plantcad_flows.config import EvalConfig
 from plantcad_flows.errors import GridFailedError
 from plantcad_flows.grid.expand import GridCell
 from plantcad_flows.grid.runs import Decision, decide, format_status_markdown, latest_by_cell, summarize
@@ -76,7 +77,6 @@ def _run_here(cell: GridCell, secret_names: list[str]):
         if cell.kind == "eval":
             # The eval flow brings torch with it: imported only when a cell needs it here.
             from flows.zero_shot_eval import zero_shot_eval
-            from plantcad_flows.config import EvalConfig
 
             config = EvalConfig.model_validate(cell.eval_config)
             return zero_shot_eval.with_options(flow_run_name=cell.name)(config, return_state=True)

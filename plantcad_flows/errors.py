@@ -11,6 +11,7 @@ one shape `field=value: reason (hint)`.
 from __future__ import annotations
 
 import difflib
+import typing
 from collections.abc import Iterable
 from typing import Any
 
@@ -114,7 +115,6 @@ def _model_named(title: str) -> type | None:
 
 def _models_in(annotation: Any) -> list[Any]:
     """The models, lists and dicts an annotation may hold (through Optional, unions, Annotated)."""
-    import typing
 
     origin = typing.get_origin(annotation)
     if origin in (list, tuple, dict):
@@ -126,7 +126,6 @@ def _models_in(annotation: Any) -> list[Any]:
 
 def _known_keys(model: type | None, loc: Iterable[object]) -> list[str]:
     """The keys the model at pydantic location `loc` (below `model`) accepts; [] if unknown."""
-    import typing
 
     here: list[Any] = [model] if model is not None else []
     for part in loc:

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the CDP browser of the UI tests
 sys.path.insert(0, str(REPO))
 
-from plantcad_flows.cli.prefect_server import prefect_executable, start_server  # noqa: E402
 from plantcad_flows.cluster.processes import stop_process_group  # noqa: E402
+from plantcad_flows.services.prefect_server import prefect_executable, start_server  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SPEC = REPO / "configs" / "grid-example.yaml"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect.filesystems import RemoteFileSystem, WritableFileSystem
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, State
 
 from plantcad_flows.errors import (
@@ -29,7 +30,7 @@ from plantcad_flows.errors import (
     StorageError,
     ValidationError,
 )
-from plantcad_flows.identity.retry import task_retry_waits
+from plantcad_flows.io.retry import task_retry_waits
 from plantcad_flows.layout.hashing import short_hash
 from plantcad_flows.layout.storage import is_local, storage_options
 
@@ -88,7 +89,6 @@ def result_storage(prefix: str) -> Path | WritableFileSystem:
     """
     if is_local(prefix):
         return Path(os.path.abspath(prefix)) / RESULTS_DIR
-    from prefect.settings import PREFECT_API_URL
 
     return _saved_block(f"{prefix.rstrip('/')}/{RESULTS_DIR}", prefix, PREFECT_API_URL.value())
 

@@ -13,11 +13,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 
 from plantcad_flows.config import PublishConfig
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity.remote import hf_token
+from plantcad_flows.io.remote import hf_token
 from plantcad_flows.publish.bundle import collect_run
 from plantcad_flows.publish.hub import PublishReport, publish_run
 from plantcad_flows.results.report import artifact_key
@@ -39,7 +40,6 @@ def secret_token(block: str | None, field: str = "publish.token_secret") -> str:
         raise ValidationError(
             field, None, "no Hugging Face token: HF_TOKEN is not set and no Secret block is named"
         )
-    from prefect.blocks.system import Secret
 
     try:
         value = Secret.load(block).get()

@@ -30,7 +30,7 @@ from prefect_ray import RayTaskRunner
 
 from plantcad_flows.cluster import ray_client
 from plantcad_flows.config import RayConfig
-from plantcad_flows.identity.retry import TASK_RETRY_WAITS_ENV
+from plantcad_flows.io.retry import TASK_RETRY_WAITS_ENV
 
 # How long a worker waits for its queued events and logs to reach the API after a task run.
 REPORT_FLUSH_TIMEOUT_S = 10.0

@@ -16,6 +16,7 @@ from typing import Any
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from plantcad_flows.cluster import ray_client
 from plantcad_flows.config import EvalConfig
 from plantcad_flows.layout.plan import Cell, completed_shard_count
 from plantcad_flows.layout.sharding import plan_shards
@@ -70,7 +71,6 @@ def scoring_pool(
         with pool.runner:
             yield pool
         return
-    from plantcad_flows.cluster import ray_client
     from tasks.ray_runner import PlantcadRayTaskRunner
 
     pool.kind, pool.runner = "ray", PlantcadRayTaskRunner(config.ray)

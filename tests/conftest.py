@@ -137,7 +137,7 @@ def prefect_server(tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
-        from plantcad_flows.cli.prefect_server import flush_prefect_logs
+        from plantcad_flows.services.prefect_server import flush_prefect_logs
 
         flush_prefect_logs()
         servers.stop(proc)

@@ -17,8 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plantcad_flows.cli.prefect_server import prefect_executable, start_server
 from plantcad_flows.cluster.processes import stop_process_group
+from plantcad_flows.services.prefect_server import prefect_executable, start_server
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

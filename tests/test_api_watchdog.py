@@ -1,4 +1,4 @@
-"""The CLI's watchdog on its Prefect API (`cli/api_watchdog.py`) against a real HTTP server on
+"""The CLI's watchdog on its Prefect API (`services/api_watchdog.py`) against a real HTTP server on
 loopback: quiet while `/api/health` answers, and it reports the server lost (naming it) once the
 server has been gone for the bound. The end-to-end case (the CLI's own Prefect server killed
 mid-scoring, exit 3, the next run resumes) is in `test_faults.py`."""
@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from plantcad_flows.cli.api_watchdog import EXIT_API_LOST, ApiWatchdog, lost_after_s, lost_message
 from plantcad_flows.errors import ValidationError
+from plantcad_flows.services.api_watchdog import EXIT_API_LOST, ApiWatchdog, lost_after_s, lost_message
 
 
 class _Health(BaseHTTPRequestHandler):

@@ -46,8 +46,8 @@ from fault_harness import (
 )
 from servers import client_env, seeded_home_env, start_moto, stop
 
-from plantcad_flows.cli.prefect_server import api_healthy
 from plantcad_flows.cluster.processes import free_port
+from plantcad_flows.services.prefect_server import api_healthy
 
 pytestmark = pytest.mark.slow
 

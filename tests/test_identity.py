@@ -23,8 +23,8 @@ from hub_fake import FakeHub, http_error
 import plantcad_flows.identity.resolve as resolve_mod
 from plantcad_flows.config import EvalConfig, SamplingConfig, SplitConfig
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity import retry
 from plantcad_flows.identity.resolve import resolve, resolve_split
+from plantcad_flows.io import retry
 from plantcad_flows.layout.plan import build_cells, plan_cells
 from plantcad_flows.layout.storage import STEP_INFO, read_json, to_path
 from plantcad_flows.results.table import cell_result
@@ -454,7 +454,7 @@ def test_data_from_an_older_generator_is_regenerated(tmp_path):
     [(None, (2.0, 4.0, 8.0)), ("", (2.0, 4.0, 8.0)), ("5, 30,120", (5.0, 30.0, 120.0)), ("0", (0.0,))],
 )
 def test_task_retry_waits_come_from_the_environment(raw, waits, monkeypatch):
-    from plantcad_flows.identity.retry import task_retry_waits
+    from plantcad_flows.io.retry import task_retry_waits
 
     if raw is None:
         monkeypatch.delenv("PLANTCAD_TASK_RETRY_WAITS", raising=False)
@@ -466,7 +466,7 @@ def test_task_retry_waits_come_from_the_environment(raw, waits, monkeypatch):
 @pytest.mark.parametrize("raw", ["soon", "2,,4", "-1", "4000", ",".join(["1"] * 11)])
 def test_bad_task_retry_waits_name_the_variable(raw, monkeypatch):
     from plantcad_flows.errors import ValidationError
-    from plantcad_flows.identity.retry import task_retry_waits
+    from plantcad_flows.io.retry import task_retry_waits
 
     monkeypatch.setenv("PLANTCAD_TASK_RETRY_WAITS", raw)
     with pytest.raises(ValidationError, match=f"PLANTCAD_TASK_RETRY_WAITS={raw!r}"):
@@ -480,8 +480,8 @@ def test_an_unreachable_hub_is_named_not_the_revision(offline, monkeypatch):
     from huggingface_hub import HfApi
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    from plantcad_flows.identity import retry
     from plantcad_flows.identity.revisions import hub_sha
+    from plantcad_flows.io import retry
 
     def unreachable(self, repo_id, **kw):
         if offline:

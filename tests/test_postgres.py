@@ -22,9 +22,9 @@ import yaml
 from conftest import eval_config
 from servers import REPO, api, client_env, stop
 
-from plantcad_flows.cli import postgres
-from plantcad_flows.cli.prefect_server import start_server
 from plantcad_flows.errors import ValidationError
+from plantcad_flows.services import postgres
+from plantcad_flows.services.prefect_server import start_server
 
 CLI = Path(sys.executable).parent / "plantcad-flows"
 

@@ -22,10 +22,10 @@ from conftest import eval_config
 from fault_harness import kill_leftovers, metrics_by_cell, start_eval
 from servers import CLI, REPO, seeded_home_env, stop
 
-from plantcad_flows.cli import prefect_server
-from plantcad_flows.cli.prefect_server import api_healthy, prefect_api
-from plantcad_flows.cli.server_records import read_record, record_path, remove_record, write_record
 from plantcad_flows.cluster.processes import free_port, listens_on
+from plantcad_flows.services import prefect_server
+from plantcad_flows.services.prefect_server import api_healthy, prefect_api
+from plantcad_flows.services.server_records import read_record, record_path, remove_record, write_record
 
 
 @pytest.fixture(autouse=True)

@@ -115,7 +115,7 @@ def test_sweep_scores_only_new_checkpoints(prefect_server, synthetic_dir, tmp_pa
     summary = _artifacts(run3)[artifact_key("summary", scope)].data
     assert "step-5000" in summary and "skipped" in summary
     assert "Nothing new since" in summary
-    from plantcad_flows.cli.prefect_server import flush_prefect_logs
+    from plantcad_flows.services.prefect_server import flush_prefect_logs
 
     flush_prefect_logs()
     logs = flow_run_logs(prefect_server, str(run3))

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 TINY_MLM = Path(__file__).resolve().parents[1] / "assets" / "models" / "tiny-mlm"
 WEIGHTS = "model.safetensors"
@@ -41,7 +42,6 @@ def _init_like(name: str, tensor: np.ndarray, rng: np.random.Generator) -> np.nd
 
 def blended_weights(blend: float, seed: int = 0, source: Path = TINY_MLM) -> dict[str, np.ndarray]:
     """The shipped weights blended with a fixed initialisation (`blend` = share of trained)."""
-    from safetensors.numpy import load_file
 
     trained = load_file(str(source / WEIGHTS))
     out = {}
@@ -53,8 +53,6 @@ def blended_weights(blend: float, seed: int = 0, source: Path = TINY_MLM) -> dic
 
 
 def _write(directory: Path, weights: dict[str, np.ndarray], source: Path) -> None:
-    from safetensors.numpy import save_file
-
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

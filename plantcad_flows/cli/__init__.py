@@ -3,7 +3,7 @@
 `eval` / `demo` (run.py), `sweep-demo`, `vep-demo`, `tasks`, `generate-data` (data.py), `server`, `history`,
 `leaderboard`, `grid` (experiment grids), `sync` and `publish` (a run to the Hugging Face hub) are built here;
 `setup`, `preview-job` and `env` own their flags and are delegated whole to their modules.
-Only the modules that start runs or talk to a server (run.py, grid.py, prefect_server.py) import Prefect,
+Only the modules that start runs or talk to a server (run.py, grid.py; services/prefect_server.py) import Prefect,
 and only when a run really starts: parsing, validation and the dry run stay light.
 """
 
@@ -27,6 +27,8 @@ from plantcad_flows.cli import (
     tasks,
     vep_demo,
 )
+from plantcad_flows.cli.config_errors import BadInput, config_error_lines
+from plantcad_flows.errors import ValidationError
 
 DELEGATED = {
     "setup": "deployments.setup",
@@ -59,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         # these commands own their flags (argparse.REMAINDER would swallow `--x` options)
         return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
-    from plantcad_flows.cli.config_errors import config_error_lines
-    from plantcad_flows.errors import ValidationError
 
     try:
         code = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught, not at exit
         return code
+    except BadInput as e:  # what a command read where it said `bad_input(...)`
+        print(*e.lines(), sep="\n", file=sys.stderr)
+        return 2
     except ValidationError as e:  # bad input a command did not check first (a setting read on import)
         print(*config_error_lines(e), sep="\n", file=sys.stderr)
         return 2

@@ -1,15 +1,45 @@
 """One line per configuration problem, naming the field and the value: what the CLI prints
-(with exit status 2) instead of a traceback when a config or its data is bad."""
+(with exit status 2) instead of a traceback when a config or its data is bad.
+
+A command marks where its input is read with `bad_input(...)`; what fails there travels up as
+`BadInput` to the one handler in `plantcad_flows.cli.main`, which prints these lines and exits 2.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pydantic
+import yaml
 
 from plantcad_flows.errors import problems
 
 
-def config_error_lines(exc: Exception, source: str | None = None) -> list[str]:
+class BadInput(Exception):
+    """Input a command could not use (`cause`, read from `source`): `main` prints its lines, exit 2."""
+
+    def __init__(self, cause: BaseException, source: str | None = None):
+        super().__init__(str(cause))
+        self.cause, self.source = cause, source
+
+    def lines(self) -> list[str]:
+        return config_error_lines(self.cause, self.source)
+
+
+@contextmanager
+def bad_input(*kinds: type[BaseException], source: str | None = None) -> Iterator[None]:
+    """Within, an error of `kinds` (any `Exception` when none is named) is bad input from `source`:
+    raised again as `BadInput` for `main`'s one handler."""
+    caught = kinds or (Exception,)
+    try:
+        yield
+    except caught as e:
+        raise BadInput(e, source) from e
+
+
+def config_error_lines(exc: BaseException, source: str | None = None) -> list[str]:
     """The lines to print for a config error (pydantic, YAML or our own ValidationError)."""
-    import pydantic
-    import yaml
 
     if isinstance(exc, yaml.YAMLError):
         # PyYAML's message spans several lines (with a caret drawing); keep only where and what

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -149,7 +150,6 @@ class RunLogFile(logging.FileHandler):
 def run_log_path(prefix: str, started: float | None = None) -> Path:
     """The run's log file: `{prefix}/logs/eval-YYYYmmdd-HHMMSS-PID.log` for a local prefix,
     `outputs/logs/...` beside the command for a remote one."""
-    import os
 
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started or time.time()))
     base = Path(prefix) if "://" not in prefix else Path("outputs")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from plantcad_flows.benchmark.synthetic import generate_benchmark
+
 DEMO_DATA_DIR = "data/synthetic"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from plantcad_flows.benchmark.synthetic import generate_benchmark
-
     paths = generate_benchmark(args.out, seed=args.seed)
     print(f"wrote {len(paths)} splits under {args.out}")
     return 0

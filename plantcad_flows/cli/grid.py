@@ -26,7 +26,18 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from plantcad_flows.cli.config_errors import config_error_lines
+import pydantic
+import yaml
+
+from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.config import EvalConfig
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.grid.collect import combine, download_filters
+from plantcad_flows.grid.expand import expand_grid
+from plantcad_flows.grid.runs import attempts_by_cell, format_plan, format_status, grid_tag, latest_by_cell
+from plantcad_flows.grid.secret_env import cell_secret_names, with_secrets
+from plantcad_flows.grid.spec import load_grid
+from plantcad_flows.services.prefect_server import DEFAULT_HOST, DEFAULT_PORT, api_healthy, prefect_api
 
 TERMINAL_WAIT_S = 300
 
@@ -36,16 +47,12 @@ class Usage(Exception):
 
 
 def _check_eval(config: dict) -> dict:
-    from plantcad_flows.config import EvalConfig
-
     EvalConfig.model_validate(config)
     return config
 
 
 def load(args: argparse.Namespace, target: str | None = None):
     """The checked spec and its cells (a relative local prefix made absolute for target `local`)."""
-    from plantcad_flows.grid.expand import expand_grid
-    from plantcad_flows.grid.spec import load_grid
     from plantcad_flows.layout.storage import is_local
 
     spec = load_grid(args.spec)
@@ -56,14 +63,11 @@ def load(args: argparse.Namespace, target: str | None = None):
 
 
 def api_candidate() -> str:
-    from plantcad_flows.cli.prefect_server import DEFAULT_HOST, DEFAULT_PORT
-
     return os.environ.get("PREFECT_API_URL") or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/api"
 
 
 def configured_api() -> str | None:
     """PREFECT_API_URL (else 127.0.0.1:4200) when a server answers there, or None."""
-    from plantcad_flows.cli.prefect_server import api_healthy
 
     url = api_candidate()
     return url if api_healthy(url) else None
@@ -90,7 +94,6 @@ def server(required: bool = True):
 def dotenv_secrets(path: str | None) -> dict[str, str]:
     """The `.env` values that become cell secrets (PREFECT_* settings left out)."""
     from deployments.setup import read_dotenv
-    from plantcad_flows.grid.secret_env import cell_secret_names
 
     values = read_dotenv(Path(path)) if path else {}
     return {k: values[k] for k in cell_secret_names(values)}
@@ -100,8 +103,6 @@ def dotenv_secrets(path: str | None) -> dict[str, str]:
 
 
 def cmd_plan(args) -> int:
-    from plantcad_flows.grid.runs import format_plan, latest_by_cell
-
     spec, cells = load(args)
     with server(required=False) as url:
         latest = None
@@ -111,7 +112,7 @@ def cmd_plan(args) -> int:
             latest = latest_by_cell(grid_runs(spec.project))
     print(format_plan(cells, latest))
     if args.manifests:
-        from plantcad_flows.cli.grid_jobs import write_manifests
+        from deployments.grid_jobs import write_manifests
 
         names = sorted(dotenv_secrets(args.env_file))
         for line in write_manifests(cells, Path(args.manifests), names, args.validate):
@@ -127,13 +128,10 @@ def cmd_print(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from plantcad_flows.grid.runs import grid_tag
-
     spec, cells = load(args, target="local" if args.local else None)
     secrets = dotenv_secrets(args.env_file)
     if args.local:
         return _submit_local(spec, cells, secrets, args)
-    from plantcad_flows.grid.secret_env import with_secrets
 
     with server() as url:
         from prefect import tags
@@ -168,9 +166,6 @@ def cmd_submit(args) -> int:
 
 
 def _submit_local(spec, cells, secrets: dict[str, str], args) -> int:
-    from plantcad_flows.cli.prefect_server import prefect_api
-    from plantcad_flows.grid.runs import grid_tag
-
     for key, value in secrets.items():
         os.environ.setdefault(key, value)  # the environment wins over .env, as in `setup`
     with prefect_api(log_path=os.devnull) as srv:
@@ -199,16 +194,12 @@ def _run_name(project: str) -> str:
 
 
 def _report(project: str, cells, state, url: str, grid_runs) -> None:
-    from plantcad_flows.grid.runs import format_status
-
     print(format_status(cells, grid_runs(project)))
     flow_run_id = state.state_details.flow_run_id
     print(f"grid run: {state.name}  {url.removesuffix('/api')}/runs/flow-run/{flow_run_id}")
 
 
 def cmd_status(args) -> int:
-    from plantcad_flows.grid.runs import format_status
-
     spec, cells = load(args)
     with server():
         from tasks.grid_runs import grid_runs
@@ -227,8 +218,6 @@ def _find_cell(cells, name: str):
 
 
 def cmd_logs(args) -> int:
-    from plantcad_flows.grid.runs import latest_by_cell
-
     spec, cells = load(args)
     cell = _find_cell(cells, args.cell)
     with server():
@@ -251,8 +240,6 @@ def last_lines(messages: list[str], n: int) -> list[str]:
 
 
 def cmd_errors(args) -> int:
-    from plantcad_flows.grid.runs import attempts_by_cell, latest_by_cell
-
     spec, cells = load(args)
     with server():
         from tasks.grid_runs import grid_runs, run_logs
@@ -299,7 +286,6 @@ def cmd_purge(args) -> int:
 
 
 def cmd_pickup(args) -> int:
-    from plantcad_flows.grid.collect import combine, download_filters
     from plantcad_flows.layout.sync import sync
 
     _, cells = load(args)
@@ -335,22 +321,13 @@ COMMANDS = {
 
 def run(args: argparse.Namespace) -> int:
     func = COMMANDS[args.grid_command][0]
+
     try:
-        return func(args)
+        with bad_input(ValidationError, pydantic.ValidationError, yaml.YAMLError, source=args.spec):
+            return func(args)
     except Usage as e:
         print(f"grid {args.grid_command}: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        import pydantic
-        import yaml
-
-        from plantcad_flows.errors import ValidationError
-
-        if isinstance(e, ValidationError | pydantic.ValidationError | yaml.YAMLError):
-            for line in config_error_lines(e, args.spec):
-                print(line, file=sys.stderr)
-            return 2
-        raise
 
 
 def register(sub: argparse._SubParsersAction) -> None:

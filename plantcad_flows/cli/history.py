@@ -11,6 +11,12 @@ import argparse
 import re
 import sys
 
+import pandas as pd
+
+from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.config import load_config
+from plantcad_flows.tables import text_table
+
 DEFAULT_PREFIX = "outputs/demo"
 SHOWN = (
     "model",
@@ -33,15 +39,11 @@ def _prefix(args: argparse.Namespace) -> str:
     if args.prefix:
         return args.prefix
     if args.config:
-        from plantcad_flows.config import load_config
-
         return load_config(args.config).executor.prefix
     return DEFAULT_PREFIX
 
 
 def _text_rows(frame) -> list[list[str]]:
-    import pandas as pd
-
     out = []
     for _, r in frame.iterrows():
         ci = (
@@ -72,10 +74,7 @@ def _text_rows(frame) -> list[list[str]]:
 
 def format_history(frame) -> str:
     body = _text_rows(frame)
-    widths = [max(len(row[i]) for row in (list(SHOWN), *body)) for i in range(len(SHOWN))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in (list(SHOWN), *body)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(text_table(SHOWN, body, rule="  "))
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -86,14 +85,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             except re.error as e:
                 print(f"{flag}={value!r}: invalid regular expression ({e})", file=sys.stderr)
                 return 2
-    try:
+    with bad_input(source=args.config):
         prefix = _prefix(args)
-    except Exception as e:
-        from plantcad_flows.cli.config_errors import config_error_lines
-
-        for line in config_error_lines(e, args.config):
-            print(line, file=sys.stderr)
-        return 2
     from plantcad_flows.results.history import deduplicated, read_history, select
 
     frame = select(deduplicated(read_history(prefix)), args.model, args.task)

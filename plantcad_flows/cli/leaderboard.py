@@ -17,7 +17,8 @@ import argparse
 import sys
 
 from plantcad_flows.cli.history import DEFAULT_PREFIX
-from plantcad_flows.errors import PlantCADError, ValidationError
+from plantcad_flows.errors import PlantCADError, UnknownNameError, ValidationError
+from plantcad_flows.families import task_registry
 
 
 def run_dirs(prefix: str) -> list:
@@ -51,8 +52,6 @@ def pick_run(prefix: str, run: str | None):
         return runs[-1]
     names = [d.name for d in runs]
     if run not in names:
-        from plantcad_flows.errors import UnknownNameError
-
         if names:
             raise UnknownNameError("--run", run, names)
         raise ValidationError("--run", run, f"no such run under {prefix} (it holds none)")
@@ -65,7 +64,6 @@ def build(prefix: str, run: str | None, task_files: list[str]):
     Raises:
         ValidationError: a bad prefix, run or task file, or a run with no leaderboard task.
     """
-    from plantcad_flows.families import task_registry
     from plantcad_flows.results.leaderboard import build_views
     from plantcad_flows.results.table import read_results_rows
 

@@ -16,6 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plantcad_flows.config import (
+    PublishConfig,
+    check_block_name,
+    check_path_template,
+    check_repo_id,
+    check_repo_type,
+)
+from plantcad_flows.errors import PlantCADError, ValidationError
+from plantcad_flows.io.remote import hf_token
+
 DEFAULT_PATH = "runs/{run}"
 _NETWORK_ERRORS = ("huggingface_hub", "httpx", "httpx2", "httpcore")
 
@@ -26,16 +36,6 @@ def _fail(line: str, status: int = 2) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from plantcad_flows.config import (
-        PublishConfig,
-        check_block_name,
-        check_path_template,
-        check_repo_id,
-        check_repo_type,
-    )
-    from plantcad_flows.errors import PlantCADError, ValidationError
-    from plantcad_flows.identity.remote import hf_token
-
     try:
         target = PublishConfig(
             repo=check_repo_id("--repo", args.repo),

@@ -4,7 +4,7 @@ Bad input exits with status 2 and one line per problem naming the field and valu
 Prefect run is created or any model is loaded. A dry run prints the plan and imports neither
 torch, Ray nor Prefect. A run whose cells failed exits with status 1; a run whose Prefect server
 stopped answering for `PLANTCAD_API_LOST_AFTER` seconds (60) exits with status 3, naming the
-server (`api_watchdog.py`), and the same command then resumes from what was completed. What a
+server (`services/api_watchdog.py`), and the same command then resumes from what was completed. What a
 run starts (a Prefect server, a local Ray instance) goes down with the CLI on SIGINT, SIGTERM and
 SIGKILL alike: SIGTERM is turned into an orderly exit, and a SIGKILL is caught by the reaper
 (`cluster/reaper.py`).
@@ -22,24 +22,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from plantcad_flows.cli.api_watchdog import ApiWatchdog, lost_after_s
-from plantcad_flows.cli.config_errors import config_error_lines
+from plantcad_flows.benchmark.synthetic import ensure_benchmark, write_demo_config
+from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.cli.console import run_console, run_log_path
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.preflight import preflight
+from plantcad_flows.cluster.processes import start_reaper, stop_reaper
+from plantcad_flows.config import EvalConfig, load_config
+from plantcad_flows.errors import PlantCADError, StorageError
+from plantcad_flows.services.api_watchdog import ApiWatchdog, lost_after_s
+from plantcad_flows.services.prefect_server import prefect_api
 
 DEMO_PREFIX = "outputs/demo"
 DEFAULT_SERVER_PORT = 4200
 
 
 def load(path: str, args: argparse.Namespace):
-    from plantcad_flows.config import load_config
-
     return apply_overrides(load_config(path), args)
 
 
 def apply_overrides(cfg, args: argparse.Namespace):
-    from plantcad_flows.config import EvalConfig
-
     data = cfg.model_dump()
     if getattr(args, "force", False):
         data["force"] = True
@@ -62,7 +64,7 @@ def environment_settings() -> float:
     A command checks these before it writes or loads anything (`sweep-demo` writes its demo
     checkpoints first). Raises `ValidationError` naming the variable and its value.
     """
-    from plantcad_flows.identity.retry import task_retry_waits
+    from plantcad_flows.io.retry import task_retry_waits
 
     lost_after = lost_after_s()  # how long the server may be silent before the run ends
     task_retry_waits()  # the steps' retry waits
@@ -70,31 +72,19 @@ def environment_settings() -> float:
 
 
 def run(cfg, args: argparse.Namespace) -> int:
-    from plantcad_flows.errors import PlantCADError
     from plantcad_flows.identity.resolve import resolve
     from plantcad_flows.layout.plan import format_plan, plan_cells
 
     # Identities first (hub revisions, content fingerprints, checkpoint discovery): what cannot be
     # resolved is bad input, one line and exit 2, before a flow run exists or a model loads.
-    try:
+    with bad_input(PlantCADError):
         lost_after = environment_settings()  # checked first
         resolution = resolve(cfg)
-    except PlantCADError as e:
-        for line in config_error_lines(e):
-            print(line, file=sys.stderr)
-        return 2
-    try:
         planned = read_plan(cfg, lambda: plan_cells(cfg, resolution))
         if args.dry_run:
             print(format_plan(planned, resolution.discoveries))
             return 0
         preflight(cfg, cells_to_run(planned))
-    except PlantCADError as e:
-        for line in config_error_lines(e):
-            print(line, file=sys.stderr)
-        return 2
-    from plantcad_flows.cli.prefect_server import prefect_api
-    from plantcad_flows.cluster.processes import start_reaper, stop_reaper
 
     home = os.environ.get("PREFECT_HOME")
     port = getattr(args, "server_port", None) or DEFAULT_SERVER_PORT
@@ -109,7 +99,6 @@ def run(cfg, args: argparse.Namespace) -> int:
         try:
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
                 from flows.zero_shot_eval import zero_shot_eval
-                from plantcad_flows.cli.console import run_console, run_log_path
                 from plantcad_flows.cluster.ray_client import quiet_driver_console
 
                 log_path = run_log_path(cfg.executor.prefix)
@@ -173,7 +162,6 @@ def orderly_signals() -> Iterator[list[int]]:
 def read_plan(cfg, plan):
     """The plan, reading the prefix; a prefix that cannot be read (an S3 endpoint that does not
     answer, a bucket without access) is bad input naming `executor.prefix`, not a traceback."""
-    from plantcad_flows.errors import PlantCADError, StorageError
 
     try:
         return plan()
@@ -273,19 +261,13 @@ def trends_dir(cfg, results) -> str | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    try:
+    with bad_input(source=args.config):
         cfg = load(args.config, args)
-    except Exception as e:
-        for line in config_error_lines(e, args.config):
-            print(line, file=sys.stderr)
-        return 2
     return run(cfg, args)
 
 
 def demo_config(data_dir: str = DEMO_DATA_DIR, prefix: str = DEMO_PREFIX):
     """The embedded default: synthetic benchmark (generated if missing) + shipped tiny models."""
-    from plantcad_flows.benchmark.synthetic import ensure_benchmark, write_demo_config
-    from plantcad_flows.config import load_config
 
     ensure_benchmark(data_dir)
     path = Path(prefix) / "demo-config.yaml"
@@ -297,12 +279,8 @@ def demo_config(data_dir: str = DEMO_DATA_DIR, prefix: str = DEMO_PREFIX):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    try:
+    with bad_input():
         cfg = apply_overrides(demo_config(args.data_dir, args.prefix or DEMO_PREFIX), args)
-    except Exception as e:
-        for line in config_error_lines(e):
-            print(line, file=sys.stderr)
-        return 2
     return run(cfg, args)
 
 

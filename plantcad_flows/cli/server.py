@@ -1,11 +1,11 @@
 """`plantcad-flows server`: a local Prefect server on 127.0.0.1 in the foreground, for the UI and
 for runs that should share one server (`make server`). Runs never stop a server they did not
-start, so this one stays up until you stop it; it records itself as shared (`server_records.py`), and
+start, so this one stays up until you stop it; it records itself as shared (`services/server_records.py`), and
 its UI talks to the API on its own `--port`.
 
 `--database sqlite` (the default) keeps Prefect's embedded SQLite database. `--database
 postgres` puts the server on a local PostgreSQL that this command initialises (the first time)
-and starts under `--pg-dir`, and stops again when the server stops (`cli/postgres.py`): the
+and starts under `--pg-dir`, and stops again when the server stops (`services/postgres.py`): the
 choice for sweeps of hundreds of cells, where SQLite reports "database is locked".
 """
 
@@ -15,19 +15,21 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
+
+from plantcad_flows.cli.config_errors import bad_input
+from plantcad_flows.errors import PlantCADError
+from plantcad_flows.services.postgres import local_postgres, server_settings
+from plantcad_flows.services.prefect_server import DEFAULT_HOST, prefect_executable
+from plantcad_flows.services.server_records import write_record
 
 
 def _command(exe: str, port: int) -> list[str]:
-    from plantcad_flows.cli.prefect_server import DEFAULT_HOST
-
     return [exe, "server", "start", "--host", DEFAULT_HOST, "--port", str(port)]
 
 
 def server_env(port: int) -> dict[str, str]:
     """The server's environment: its own port in its settings too, or its UI (`/ui-settings`)
     would send the browser to the API at 127.0.0.1:4200."""
-    from plantcad_flows.cli.prefect_server import DEFAULT_HOST
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(
@@ -40,26 +42,16 @@ def server_env(port: int) -> dict[str, str]:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from plantcad_flows.cli.prefect_server import prefect_executable
-    from plantcad_flows.cli.server_records import write_record
-
     exe = prefect_executable()
     env = server_env(args.port)
     if args.database == "sqlite":
         # runs that find it read this record and share it: it outlives them (the pid survives exec)
         write_record(args.port, os.getpid(), True, "plantcad-flows server")
         os.execvpe(exe, _command(exe, args.port), env)
-    from plantcad_flows.cli.config_errors import config_error_lines
-    from plantcad_flows.cli.postgres import local_postgres, server_settings
-    from plantcad_flows.errors import PlantCADError
 
-    try:
+    with bad_input(PlantCADError):
         pg = local_postgres(args.pg_dir)
         pg.start()
-    except PlantCADError as e:
-        for line in config_error_lines(e):
-            print(line, file=sys.stderr)
-        return 2
     print(f"PostgreSQL under {pg.data} on 127.0.0.1:{pg.port} (database prefect, pg_trgm)", flush=True)
     server = subprocess.Popen(_command(exe, args.port), env={**env, **server_settings(pg.url)})
     write_record(args.port, server.pid, True, "plantcad-flows server --database postgres")

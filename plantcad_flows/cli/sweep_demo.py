@@ -13,9 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from plantcad_flows.cli.config_errors import config_error_lines
+from plantcad_flows.benchmark.checkpoints import write_checkpoint
+from plantcad_flows.benchmark.synthetic import ensure_benchmark
+from plantcad_flows.cli.config_errors import bad_input
 from plantcad_flows.cli.data import DEMO_DATA_DIR
 from plantcad_flows.cli.run import add_run_flags, apply_overrides, environment_settings, run
+from plantcad_flows.config import EvalConfig
 
 SWEEP_PREFIX = "outputs/sweep-demo"
 SWEEP_NAME = "tiny-mlm-sweep"
@@ -28,9 +31,6 @@ SPLITS = (
 
 
 def sweep_config(prefix: str, data_dir: str, steps: tuple[int, ...], max_size: int):
-    from plantcad_flows.benchmark.synthetic import ensure_benchmark
-    from plantcad_flows.config import EvalConfig
-
     ensure_benchmark(data_dir)
     run_dir = Path(prefix) / "training-run"
     write_demo_checkpoints(run_dir, steps)
@@ -51,7 +51,6 @@ def write_demo_checkpoints(run_dir: Path, steps: tuple[int, ...]) -> None:
     (4000), every later step (5000) held the same weights as it. Written each time (they are
     deterministic, under a second each): a checkpoint left by a sweep with another last step
     holds another blend. Unchanged bytes keep their content fingerprint, so cells stay cached."""
-    from plantcad_flows.benchmark.checkpoints import write_checkpoint
 
     for step in steps:
         write_checkpoint(run_dir, step, final_step=max(steps))
@@ -64,13 +63,9 @@ def cmd_sweep_demo(args: argparse.Namespace) -> int:
         print(f"--steps={args.steps!r}: expected comma-separated integers", file=sys.stderr)
         return 2
     prefix = args.prefix or SWEEP_PREFIX
-    try:
+    with bad_input():
         environment_settings()  # before the demo checkpoints are written
         cfg = apply_overrides(sweep_config(prefix, args.data_dir, steps, args.max_size), args)
-    except Exception as e:
-        for line in config_error_lines(e):
-            print(line, file=sys.stderr)
-        return 2
     code = run(cfg, args)
     if args.dry_run:
         return code

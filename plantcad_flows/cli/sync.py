@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plantcad_flows.secrets import strip_url_credentials
+
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from plantcad_flows.layout.sync import sync
-    from plantcad_flows.secrets import strip_url_credentials
 
     src, dst = (args.local, args.remote) if args.direction == "up" else (args.remote, args.local)
     try:

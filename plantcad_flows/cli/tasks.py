@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from plantcad_flows.errors import ValidationError
+from plantcad_flows.families import task_registry
+from plantcad_flows.tables import text_table
+
 
 def format_registry(task_files: list[str] | tuple[str, ...] = ()) -> str:
-    from plantcad_flows.families import task_registry
-
     tasks = task_registry(list(task_files))
     header = ("task", "family", "splits", "settings", "metrics", "source")
     rows = [
@@ -23,16 +25,12 @@ def format_registry(task_files: list[str] | tuple[str, ...] = ()) -> str:
         )
         for t in tasks.values()
     ]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in (header, *rows)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(header, rows, rule="  ")
     lines.append(f"{len(rows)} tasks; masks are 0-based positions in each task's native sequence length")
     return "\n".join(lines)
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from plantcad_flows.errors import ValidationError
-
     try:
         print(format_registry(args.task_file or ()))
     except ValidationError as e:

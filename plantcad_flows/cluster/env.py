@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+
+from plantcad_flows.scoring.devices import cuda_devices
 
 Kind = Literal["kubernetes", "skypilot", "slurm", "pbs", "host"]
 
@@ -175,7 +178,6 @@ def probe_gpus() -> GpuInfo:
                 return GpuInfo(len(names), names[0])
         except (OSError, subprocess.SubprocessError):
             pass
-    from plantcad_flows.scoring.devices import cuda_devices
 
     n, name = cuda_devices()
     return GpuInfo(n, name) if n else GpuInfo()
@@ -202,8 +204,6 @@ def run_environment() -> tuple[str, int]:
     try:
         r = detect()
     except Exception as e:
-        import logging
-
         logging.getLogger(__name__).warning("environment detection failed: %s", e)
         return "unknown", 1
     return r.line(), r.workers

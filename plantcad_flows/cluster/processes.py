@@ -6,6 +6,7 @@ that is stopped by its PID, never by a name (which would hit other people's proc
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -27,7 +28,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     """
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
 
     parent = os.getpid()
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork: the child only calls

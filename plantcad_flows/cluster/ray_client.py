@@ -33,7 +33,8 @@ from plantcad_flows import REPO_ROOT
 from plantcad_flows.config import RAY_ADDRESS_FIELD as FIELD
 from plantcad_flows.config import Address, parse_address
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity.retry import backoff, retrying
+from plantcad_flows.io.retry import backoff, retrying
+from plantcad_flows.scoring.devices import cuda_devices
 
 if TYPE_CHECKING:
     from plantcad_flows.config import RayConfig
@@ -332,7 +333,6 @@ def connected_resources() -> Resources:
 
 def local_resources() -> Resources:
     """What a local instance would have, without starting one."""
-    from plantcad_flows.scoring.devices import cuda_devices
 
     return Resources(float(cuda_devices()[0]), float(os.cpu_count() or 1), 1)
 

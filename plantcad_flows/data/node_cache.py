@@ -18,7 +18,7 @@ from pathlib import Path
 import fsspec
 from filelock import FileLock
 
-from plantcad_flows.identity.remote import filesystem, is_local, version_token
+from plantcad_flows.io.remote import filesystem, is_local, version_token
 
 DEFAULT_CACHE_ROOT = Path("~/.cache/plantcad-flows/node-cache")
 

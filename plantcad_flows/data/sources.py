@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity.remote import filesystem, is_local
+from plantcad_flows.io.remote import filesystem, is_local
 
 BATCH_ROWS = 1024  # rows decoded at once within a row group: 8 MB of 8,192-bp sequences
 READ_BUFFER = 1 << 22  # bytes of a column chunk read at a time

@@ -32,7 +32,7 @@ from plantcad_flows.data.dataset_repo import checkout
 from plantcad_flows.data.sources import DatasetSource, FrameSource, ParquetSource
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.families import labels_of, require_columns
-from plantcad_flows.identity.retry import with_retries
+from plantcad_flows.io.retry import with_retries
 
 
 def open_split(split: SplitConfig):

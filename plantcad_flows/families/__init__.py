@@ -13,10 +13,9 @@ The rest of the house uses only this package's public names (below), `families.t
 
 from plantcad_flows.families.base import NO_LABEL, ModelInputs, Runner, TaskFamily, labels_of, require_columns
 from plantcad_flows.families.measures import MetricInputs
-from plantcad_flows.families.registry import FAMILIES, get_family
+from plantcad_flows.families.registry import BUILTIN_TASK_FILE, FAMILIES, get_family
 from plantcad_flows.families.tasks import (
     BENCHMARK_REPO_ID,
-    BUILTIN_TASK_FILE,
     NATIVE_SEQ_LENGTH,
     TaskDef,
     all_task_splits,

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 BENCHMARK_REPO_ID = "plantcad/PlantCAD2_zero_shot_tasks"
 NATIVE_SEQ_LENGTH = 8192
-BUILTIN_TASK_FILE = Path(__file__).resolve().parents[1] / "assets" / "tasks" / "plantcad2.yaml"
 
 
 def centred_mask(num_masks: int, seq_length: int = NATIVE_SEQ_LENGTH) -> tuple[int, ...]:
@@ -335,6 +334,8 @@ _BUILTIN: dict[str, TaskDef] | None = None
 
 def builtin_tasks() -> dict[str, TaskDef]:
     """The shipped PlantCAD2 task set, by name, in file order (read once per process)."""
+    from plantcad_flows.families.registry import BUILTIN_TASK_FILE
+
     global _BUILTIN
     if _BUILTIN is None:
         _BUILTIN = {t.name: t for t in read_task_file(BUILTIN_TASK_FILE)}

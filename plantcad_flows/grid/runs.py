@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from plantcad_flows.grid.expand import GridCell
+from plantcad_flows.tables import text_table
 
 GRID_TAG, CELL_TAG = "grid:", "cell:"
 ACTIVE = frozenset({"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"})
@@ -143,15 +144,6 @@ def duration(run: RunRecord, now: dt.datetime) -> float | None:
     return ((run.end or now) - run.start).total_seconds()
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
-    lines = []
-    for r in (header, *rows):
-        head = "  ".join(v.ljust(w) for v, w in zip(r, widths))
-        lines.append(f"{head}  {r[-1]}".rstrip())
-    return lines
-
-
 def _state(cell: GridCell, latest: Mapping[str, RunRecord]) -> str:
     run = latest.get(cell.name)
     return run.state_name if run else NOT_SUBMITTED
@@ -168,7 +160,7 @@ def format_plan(cells: Sequence[GridCell], latest: Mapping[str, RunRecord] | Non
             else f"zero-shot-eval ({len((c.eval_config or {}).get('models', []))} models)"
         )
         rows.append((c.name, c.deployment, c.resources.summary(), state, what or ""))
-    lines = _table(("cell", "runs as", "resources", "state", "command"), rows)
+    lines = text_table(("cell", "runs as", "resources", "state", "command"), rows)
     where = "state unknown: no Prefect server" if latest is None else "nothing submitted"
     lines.append(f"{len(cells)} cells ({where})")
     return "\n".join(lines)
@@ -198,7 +190,7 @@ def format_status(
                 run.worker or NOT_SUBMITTED,
             )
         )
-    lines = _table(("cell", "state", "attempt", "start", "duration", "worker"), rows)
+    lines = text_table(("cell", "state", "attempt", "start", "duration", "worker"), rows)
     lines.append(status_summary(cells, latest))
     return "\n".join(lines)
 

@@ -26,9 +26,9 @@ from plantcad_flows.config import CheckpointsConfig, ModelConfig
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.identity.content import listing_fingerprint, local_model_fingerprint
 from plantcad_flows.identity.records import Identity
-from plantcad_flows.identity.remote import filesystem, is_local
-from plantcad_flows.identity.retry import with_retries
 from plantcad_flows.identity.revisions import hub_error, hub_sha
+from plantcad_flows.io.remote import filesystem, is_local
+from plantcad_flows.io.retry import with_retries
 
 CONFIG = "config.json"
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from plantcad_flows.identity.digests import file_digest
-from plantcad_flows.identity.remote import CONTENT_FIELDS, filesystem, version_token
+from plantcad_flows.io.remote import CONTENT_FIELDS, filesystem, version_token
 
 FINGERPRINT_LEN = 16
 # enters every local model's fingerprint: fingerprints of an older scheme never match this one's

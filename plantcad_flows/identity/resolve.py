@@ -22,9 +22,9 @@ from plantcad_flows.identity.content import (
     remote_fingerprint,
 )
 from plantcad_flows.identity.records import Identity
-from plantcad_flows.identity.remote import is_local
-from plantcad_flows.identity.retry import with_retries
 from plantcad_flows.identity.revisions import git_sha, hub_sha
+from plantcad_flows.io.remote import is_local
+from plantcad_flows.io.retry import with_retries
 
 
 class ResolvedModel(BaseModel):

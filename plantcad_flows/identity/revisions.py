@@ -14,7 +14,7 @@ import subprocess
 from typing import Literal
 
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity.retry import with_retries
+from plantcad_flows.io.retry import _chain, _is_transport_error, _status, with_retries
 
 SHA_RE = re.compile(r"[0-9a-fA-F]{40}")
 RepoType = Literal["model", "dataset"]
@@ -53,8 +53,6 @@ def hub_unreachable(exc: BaseException) -> bool:
     """The hub was not asked (offline mode) or did not answer (refused, reset, timed out, DNS)."""
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    from plantcad_flows.identity.retry import _chain, _is_transport_error, _status
-
     chain = list(_chain(exc))
     if any(_status(e) is not None for e in chain):
         return False  # the hub answered, with an HTTP status
@@ -64,8 +62,6 @@ def hub_unreachable(exc: BaseException) -> bool:
 def unreachable_message(exc: BaseException, repo_id: str) -> str:
     from huggingface_hub import constants
     from huggingface_hub.errors import OfflineModeIsEnabled
-
-    from plantcad_flows.identity.retry import _chain
 
     way_out = "pin a 40-hex revision of a model in the hub cache, or use a local directory"
     if any(isinstance(e, OfflineModeIsEnabled) for e in _chain(exc)):

@@ -34,6 +34,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 from upath import UPath
 
 from plantcad_flows.errors import CorruptFileError
@@ -222,7 +224,6 @@ def read_verified_parquet(path: UPath, record: dict[str, Any] | None, expected_r
     Raises:
         CorruptFileError: naming the file and what differs.
     """
-    import pandas as pd
 
     # read once: the bytes that are checked are the bytes that are parsed
     problem = _record_problem(record, expected_rows)
@@ -249,8 +250,6 @@ def write_parquet_batches_recorded(path: UPath, batches: Iterable, row_group_row
     A local file is written beside `path` and renamed; a remote one is written to a local
     temporary file and uploaded whole (the object appears only once complete).
     """
-    import pandas as pd
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if _local(path):

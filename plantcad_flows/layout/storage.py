@@ -20,11 +20,12 @@ import socket
 import uuid
 from typing import Any
 
+import pandas as pd
 from upath import UPath
 
 from plantcad_flows import CODE_VERSION
 from plantcad_flows.errors import DiskFullError, StorageError
-from plantcad_flows.identity.remote import hf_token, is_local, storage_options
+from plantcad_flows.io.remote import hf_token, is_local, storage_options
 from plantcad_flows.layout.hashing import short_hash
 
 SUCCESS = "_SUCCESS"
@@ -167,7 +168,6 @@ def mark_failed(directory: UPath, error: str) -> None:
 def read_parquet(location: str | os.PathLike | UPath):
     """The one parquet reader: a file, or every `*.parquet` under a directory (sorted by name),
     on any backend. A missing location raises FileNotFoundError naming it."""
-    import pandas as pd
 
     path = location if isinstance(location, UPath) else to_path(os.fspath(location))
     if not path.exists():

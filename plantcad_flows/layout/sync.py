@@ -35,8 +35,8 @@ from typing import Any
 
 import fsspec
 
-from plantcad_flows.identity import remote
-from plantcad_flows.identity.remote import hf_token, is_local
+from plantcad_flows.io import remote
+from plantcad_flows.io.remote import hf_token, is_local
 
 _CHUNK = 8 * 2**20
 # Part sizes of multipart uploads whose ETags we can recompute: s3fs (50 MiB), AWS CLI (8 MiB).

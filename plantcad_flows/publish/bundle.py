@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+import pandas as pd
+
 from plantcad_flows.errors import CorruptFileError, ValidationError
 from plantcad_flows.layout.integrity import recorded
 from plantcad_flows.layout.plan import PREDICTIONS
@@ -145,14 +147,11 @@ def _run_time(prefix: str, run: str) -> str | None:
 
 
 def _iso(value: Any) -> str:
-    import pandas as pd
-
     return pd.Timestamp(value).isoformat()
 
 
 def _plain(value: Any) -> Any:
     """A JSON value for a history cell (pandas NA and numpy scalars become plain Python)."""
-    import pandas as pd
 
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None

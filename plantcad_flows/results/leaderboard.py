@@ -35,6 +35,7 @@ from typing import Any
 
 from plantcad_flows.families.tasks import LeaderboardEntry, TaskDef
 from plantcad_flows.layout.storage import to_path, write_bytes_atomic
+from plantcad_flows.tables import text_table
 
 DEFAULT_BOARD = "plantcad2"
 # the leaderboard's own names of the two strands (its `left` and `right_reverse_complement`)
@@ -312,9 +313,7 @@ def format_views(views: list[View]) -> str:
             )
             for s in v.scores
         ]
-        widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
-        for r in (header, *body):
-            out.append("  " + "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
+        out += text_table(header, body, indent="  ")
         means = ", ".join(f"{g} {_fmt(m) or 'n/a'}" for g, m in v.groups.items())
         out.append(f"  group means: {means}")
         out.append(f"  composite: {_fmt(v.composite) or 'n/a (missing tasks)'}")

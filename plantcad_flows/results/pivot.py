@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from plantcad_flows.families import FAMILIES, TaskFamily
 from plantcad_flows.results.table import CellResult, axis_labels
+from plantcad_flows.tables import text_table
 
 
 def value_text(r: CellResult, metric: str, with_reason: bool = True) -> str:
@@ -86,13 +87,7 @@ def pivot_text(results: list[CellResult]) -> str:
     for b in pivot_blocks(results, with_reasons=False):
         header = ["model", "split", *(b.family.short_name(t) for t in b.tasks)]
         body = [[m, s, *texts] for m, s, texts in b.rows]
-        widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
-        out += [f"{b.family.name} - {b.metric} (95% CI)", _line(header, widths)]
-        out += [_line(["-" * w for w in widths], widths), *(_line(r, widths) for r in body)]
+        out += [f"{b.family.name} - {b.metric} (95% CI)", *text_table(header, body, rule="  ")]
         out += [f"  note: {n}" for n in b.notes]
         out.append("")
     return "\n".join(out).rstrip()
-
-
-def _line(values: list[str], widths: list[int]) -> str:
-    return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()

@@ -15,6 +15,7 @@ import base64
 import re
 from collections.abc import Iterable
 
+from plantcad_flows.families import builtin_tasks
 from plantcad_flows.layout.storage import to_path
 from plantcad_flows.results.history import family_of
 from plantcad_flows.results.table import CellResult
@@ -94,7 +95,6 @@ def trends_index_markdown(plots: list[TrendPlot], scope: str, directory: str) ->
 def results_title(results: list[CellResult]) -> str:
     """What the results artifact is titled: "PlantCAD2 zero-shot results" only when every task
     is one of the built-in PlantCAD2 tasks; a run of the user's own tasks names them."""
-    from plantcad_flows.families import builtin_tasks
 
     builtin = set(builtin_tasks())
     own = sorted({r.task for r in results} - builtin)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from plantcad_flows.layout.plan import Cell
 from plantcad_flows.layout.storage import to_path, write_bytes_atomic, write_json_atomic
 from plantcad_flows.results import schema
+from plantcad_flows.tables import text_table
 
 METRIC_ORDER = (
     "auroc",
@@ -176,11 +177,7 @@ def format_table(results: list[CellResult]) -> str:
         ]
         for row in table
     ]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    fmt = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
-    lines = [fmt(cols), "-+-".join("-" * w for w in widths)]
-    lines += [fmt(r) for r in cells]
-    return "\n".join(lines)
+    return "\n".join(text_table(cols, cells, sep=" | ", rule="-+-", rstrip=False))
 
 
 def write_results(directory: str, results: list[CellResult]) -> dict[str, str]:

@@ -21,8 +21,8 @@ from torch import nn
 from plantcad_flows.config import ComputeConfig, ModelConfig, check_remote_code, runs_natively
 from plantcad_flows.data.node_cache import local_copy
 from plantcad_flows.errors import DeviceError, ValidationError
-from plantcad_flows.identity.remote import is_local
-from plantcad_flows.identity.retry import with_retries
+from plantcad_flows.io.remote import is_local
+from plantcad_flows.io.retry import with_retries
 from plantcad_flows.sequences import NUCLEOTIDES, TokenTable
 
 log = logging.getLogger(__name__)

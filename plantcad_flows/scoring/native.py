@@ -20,8 +20,8 @@ from plantcad_flows.architectures.caduceus import kernels as caduceus_kernels
 from plantcad_flows.architectures.caduceus.weights import CheckpointError, load_caduceus
 from plantcad_flows.config import ModelConfig
 from plantcad_flows.errors import DeviceError, ValidationError
-from plantcad_flows.identity.remote import hf_token, is_local
-from plantcad_flows.identity.retry import with_retries
+from plantcad_flows.io.remote import hf_token, is_local
+from plantcad_flows.io.retry import with_retries
 
 log = logging.getLogger(__name__)
 

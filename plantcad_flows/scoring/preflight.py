@@ -41,8 +41,8 @@ from plantcad_flows.config import (
     runs_natively,
 )
 from plantcad_flows.errors import DeviceError, ValidationError
-from plantcad_flows.identity.remote import hf_token, is_local
-from plantcad_flows.identity.retry import with_retries
+from plantcad_flows.io.remote import hf_token, is_local
+from plantcad_flows.io.retry import with_retries
 from plantcad_flows.scoring.weights import check_weights
 
 log = logging.getLogger(__name__)

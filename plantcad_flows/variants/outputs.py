@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plantcad_flows.identity.remote import is_local
+from plantcad_flows.io.remote import is_local
 from plantcad_flows.layout.storage import read_parquet, to_path, write_bytes_atomic
 
 log = logging.getLogger(__name__)

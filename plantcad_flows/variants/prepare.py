@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from plantcad_flows.errors import ValidationError
 from plantcad_flows.families import VariantSetConfig
 from plantcad_flows.identity.content import local_data_fingerprint, remote_fingerprint
-from plantcad_flows.identity.remote import is_local
+from plantcad_flows.io.remote import is_local
 from plantcad_flows.layout.storage import to_path, write_bytes_atomic
 from plantcad_flows.variants.classify import classify
 from plantcad_flows.variants.records import (

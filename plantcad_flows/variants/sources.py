@@ -23,7 +23,7 @@ from filelock import FileLock
 
 from plantcad_flows.data.node_cache import DEFAULT_CACHE_ROOT, local_copy
 from plantcad_flows.errors import ValidationError
-from plantcad_flows.identity.remote import filesystem, is_local
+from plantcad_flows.io.remote import filesystem, is_local
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

@@ -3,7 +3,7 @@
 `grid plan --manifests DIR` writes `DIR/{cell}.yaml` for every cell that runs on a kubernetes pool:
 the cell's deployment's job variables from prefect.yaml, the cell's own on top (a run's job
 variables replace the deployment's key by key, as the worker merges them), rendered by
-prefect-kubernetes' own code through `deployments/preview_job.py` and, with `--validate`, checked
+prefect-kubernetes' own code through `preview_job.py` and, with `--validate`, checked
 against the Kubernetes OpenAPI schema. No cluster and no server are needed.
 """
 
@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from deployments.preview_job import PREFECT_YAML, load_template, render_job, validate_manifest
 from plantcad_flows.grid.expand import EVAL_FLOW, RUN_COMMAND_FLOW, GridCell
+from plantcad_flows.grid.secret_env import with_secrets
 
 ENTRYPOINTS = {
     RUN_COMMAND_FLOW: "flows/run_command.py:run_command",
@@ -25,8 +27,6 @@ ENTRYPOINTS = {
 
 def deployment_job_variables(deployment: str, prefect_yaml: Path | None = None) -> dict[str, Any]:
     """The job variables prefect.yaml gives deployment `flow/name` ({} when it is not there)."""
-    from deployments.preview_job import PREFECT_YAML
-
     flow, _, name = deployment.partition("/")
     spec = yaml.safe_load(Path(prefect_yaml or PREFECT_YAML).read_text())
     for dep in spec.get("deployments", []):
@@ -37,8 +37,6 @@ def deployment_job_variables(deployment: str, prefect_yaml: Path | None = None) 
 
 def cell_job(cell: GridCell, prefect_yaml: Path | None = None) -> dict[str, Any]:
     """The Job manifest of one kubernetes cell."""
-    from deployments.preview_job import render_job
-
     variables = deployment_job_variables(cell.deployment, prefect_yaml)
     variables.update(cell.job_variables)
     return render_job(variables, flow_run_name=cell.name)
@@ -48,9 +46,6 @@ def write_manifests(
     cells: Sequence[GridCell], dest: Path, secret_names: Sequence[str] = (), k8s_version: str | None = None
 ) -> Iterator[str]:
     """Write each kubernetes cell's Job to `dest/{cell}.yaml`; yields one line per cell."""
-    from deployments.preview_job import load_template, validate_manifest
-    from plantcad_flows.grid.secret_env import with_secrets
-
     dest.mkdir(parents=True, exist_ok=True)
     base = load_template()["variables"]["properties"]["secret_env"]["default"]
     for cell in cells:

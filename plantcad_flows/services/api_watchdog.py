@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from plantcad_flows.cli.prefect_server import api_healthy
 from plantcad_flows.errors import ValidationError
+from plantcad_flows.services.prefect_server import api_healthy
 
 EXIT_API_LOST = 3
 LOST_AFTER_ENV = "PLANTCAD_API_LOST_AFTER"

@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from plantcad_flows.cli.server_records import ServerRecord, read_record, remove_record, write_record
 from plantcad_flows.cluster.processes import (
     LOOPBACK,
     die_with_parent,
@@ -37,6 +36,7 @@ from plantcad_flows.cluster.processes import (
     stop_process_group,
 )
 from plantcad_flows.cluster.reaper import descendants
+from plantcad_flows.services.server_records import ServerRecord, read_record, remove_record, write_record
 
 DEFAULT_HOST = LOOPBACK
 DEFAULT_PORT = 4200

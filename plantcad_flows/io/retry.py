@@ -22,6 +22,8 @@ from typing import TypeVar
 
 import tenacity
 
+from plantcad_flows.errors import ValidationError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -45,7 +47,6 @@ def task_retry_waits() -> tuple[float, ...]:
         ValidationError: naming the variable, when it is not a list of 1 to 10 numbers from 0
         to 3600.
     """
-    from plantcad_flows.errors import ValidationError
 
     raw = os.environ.get(TASK_RETRY_WAITS_ENV, "").strip()
     if not raw:
