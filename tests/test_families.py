@@ -117,15 +117,16 @@ def _all_cell_keys() -> dict[str, str]:
     ],
 )
 def test_editing_a_shipped_task_rescores_its_cells_and_nothing_else(tmp_path, monkeypatch, edit):
+    from plantcad_flows.families import registry
     from plantcad_flows.families import tasks as tasks_module
 
     before = _all_cell_keys()
-    data = yaml.safe_load(tasks_module.BUILTIN_TASK_FILE.read_text())
+    data = yaml.safe_load(registry.BUILTIN_TASK_FILE.read_text())
     [tis] = [t for t in data["tasks"] if t["name"] == "tis_recovery"]
     edit(tis)
     edited = tmp_path / "plantcad2.yaml"
     edited.write_text(yaml.safe_dump(data, sort_keys=False))
-    monkeypatch.setattr(tasks_module, "BUILTIN_TASK_FILE", edited)
+    monkeypatch.setattr(registry, "BUILTIN_TASK_FILE", edited)
     monkeypatch.setattr(tasks_module, "_BUILTIN", None)
     after = _all_cell_keys()
     moved = sorted(k for k in before if before[k] != after[k])

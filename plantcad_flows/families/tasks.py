@@ -22,7 +22,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from plantcad_flows.errors import UnknownNameError, ValidationError
+from plantcad_flows.errors import UnknownNameError, ValidationError, _did_you_mean
 
 if TYPE_CHECKING:
     from plantcad_flows.families.base import TaskFamily
@@ -239,7 +239,9 @@ def check_settings(where: str, family: str, model: type[BaseModel], values: dict
             for f in FAMILIES.values()
         ):
             raise ValidationError(f"{where}.{key}", value, f"does nothing for family {family}")
-        raise ValidationError(f"{where}.{key}", value, f"unknown key {key!r}")
+        raise ValidationError(
+            f"{where}.{key}", value, "unknown key", _did_you_mean(str(key), model.model_fields, cutoff=0.6)
+        )
     try:
         model.model_validate(values)
     except pydantic.ValidationError as e:
