@@ -116,6 +116,23 @@ def training_windows(
     return torch.from_numpy(out[rng.permutation(len(out))])
 
 
+def optimise(model, loss, opt, sched) -> None:
+    """One optimiser step on `loss`, gradients clipped to norm 1."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
+def log_step(which: str, step: int, steps: int, length: int, loss, t0: float) -> None:
+    if step % 25 == 0 or step == steps - 1:
+        print(
+            f"[{which}] step {step:4d} len {length} loss {loss.item():.4f} ({time.time() - t0:.0f}s)",
+            flush=True,
+        )
+
+
 def span_mask(
     ids: torch.Tensor,
     gen: torch.Generator,
@@ -200,16 +217,8 @@ def train_caduceus(steps: int, lr: float, seed: int) -> CaduceusForMaskedLM:
         inputs, labels = span_mask(data[step * 32 : (step + 1) * 32], gen, mask_id=mask_id, acgt=acgt)
         logits = model(inputs)[0]
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 25 == 0 or step == steps - 1:
-            print(
-                f"[caduceus] step {step:4d} len 128 loss {loss.item():.4f} ({time.time() - t0:.0f}s)",
-                flush=True,
-            )
+        optimise(model, loss, opt, sched)
+        log_step("caduceus", step, steps, 128, loss, t0)
     return model.eval()
 
 
@@ -287,16 +296,8 @@ def train(which: str, phases: list[tuple[int, int, int]], lr: float, seed: int, 
                 loss = model(input_ids=inputs, position_ids=pos, labels=labels).loss
             else:
                 loss = model(input_ids=ids, position_ids=pos, labels=ids).loss
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            if step % 25 == 0 or step == steps - 1:
-                print(
-                    f"[{which}] step {step:4d} len {length} loss {loss.item():.4f} ({time.time() - t0:.0f}s)",
-                    flush=True,
-                )
+            optimise(model, loss, opt, sched)
+            log_step(which, step, steps, length, loss, t0)
             step += 1
     return model.eval()
 
