@@ -190,19 +190,22 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
     except OSError:
         declared = {}  # no config.json: loading below fails naming the model, after the device check
     check_remote_code(model, declared)
-    native = runs_natively(model, declared)
+    native, complement = runs_natively(model, declared), None
     if native:
         from plantcad_flows.scoring.native import model_files, native_spec
 
-        native_spec(model, declared)  # a key we do not implement fails before any download
+        # a key we do not implement fails before any download
+        complement = native_spec(model, declared).complement_map
         path, subfolder = model_files(model, path, subfolder), ""
         # the tokenizer too is read without the repository's code
         kwargs = dict(trust_remote_code=False)
     device, dtype = resolve_device(compute)
-    from plantcad_flows.scoring.preflight import native_config_quiet
+    from plantcad_flows.scoring.preflight import native_config_quiet, tokenizer_tables
 
     with native_config_quiet(native):
         tokenizer = with_retries(lambda: AutoTokenizer.from_pretrained(path, **kwargs), what)
+    # the preflight's own tokenizer checks, before any weights load
+    table, nucleotide_ids = tokenizer_tables(model, tokenizer, complement)
     if native:
         from plantcad_flows.scoring.native import load_native
 
@@ -224,16 +227,12 @@ def load_model(model: ModelConfig, compute: ComputeConfig) -> LoadedModel:
                 f"cannot load the weights in {where}: {type(e).__name__}: {cause}",
             ) from e
         module = module.to(device).eval()
-    table = TokenTable(tokenizer)
-    mask_id = tokenizer.mask_token_id
-    if model.type == "mlm" and mask_id is None:
-        raise ValidationError("models[].path", model.path, "type mlm but the tokenizer has no mask token")
     loaded = LoadedModel(
         model=module,
         tokenizer=tokenizer,
         table=table,
-        nucleotide_ids=nucleotide_token_ids(tokenizer, table),
-        mask_id=mask_id,
+        nucleotide_ids=nucleotide_ids,
+        mask_id=tokenizer.mask_token_id,
         type=model.type,
         device=device,
         dtype=dtype,

@@ -330,9 +330,6 @@ def check_tokenizer(
     """
     from transformers import AutoTokenizer
 
-    from plantcad_flows.scoring.loading import nucleotide_token_ids
-    from plantcad_flows.sequences import TokenTable
-
     field = f"models[{model.label}].path"
     # transformers makes an empty tokenizer of the config's class when a directory has none
     if not any(os.path.isfile(os.path.join(directory, n)) for n in TOKENIZER_FILES):
@@ -350,9 +347,27 @@ def check_tokenizer(
         raise ValidationError(
             field, model.path, f"no usable tokenizer ({type(e).__name__}: {problem})"
         ) from None
+    tokenizer_tables(model, tokenizer, complement)
+
+
+def tokenizer_tables(model: ModelConfig, tokenizer, complement: tuple[int, ...] | None = None):
+    """The checks a loaded tokenizer must pass, shared by the preflight and the loader: one
+    token per base, every nucleotide in the vocabulary, a mask token for a masked LM, and an RCPS
+    model's `complement` map pairing a with t and c with g.
+
+    Returns:
+        (the tokenizer's `TokenTable`, the (4,) token ids of A, C, G, T).
+
+    Raises:
+        ValidationError: naming `models[NAME].path`.
+    """
+    from plantcad_flows.scoring.loading import nucleotide_token_ids
+    from plantcad_flows.sequences import TokenTable
+
+    field = f"models[{model.label}].path"
     try:
         table = TokenTable(tokenizer)
-        nucleotide_token_ids(tokenizer, table)
+        ids = nucleotide_token_ids(tokenizer, table)
     except ValidationError as e:
         # the message of the inner error names the tokenizer; say which model it belongs to
         raise ValidationError(field, model.path, str(e).split(": ", 1)[-1]) from None
@@ -360,6 +375,7 @@ def check_tokenizer(
         raise ValidationError(field, model.path, "type mlm but the tokenizer has no mask token")
     if complement is not None:
         _check_complement(model, tokenizer, table, complement)
+    return table, ids
 
 
 def check_model(
