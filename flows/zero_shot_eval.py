@@ -101,25 +101,29 @@ def zero_shot_eval(config: EvalConfig, resolution: Resolution | None = None) -> 
         "timings": ledger.timings(),
     }
     results, run = ledger.ordered(), get_run_context().flow_run
-    history = record_history(
-        results, config.executor.prefix, run.name, str(run.id), config.metrics, plan, config.alerts
-    )
-    trends = trend_report(results, config.executor.prefix, scope, plan)
-    info |= {
-        "regressions": history.lines,
-        "nothing_new_since": history.nothing_new_since,
-        "artifacts": report_keys(results, scope, trends),
-        "trends_dir": trends.directory,
-        "checkpoints": [line for d in resolution.discoveries for line in format_discovery(d, planned)],
-    }
-    paths = collect_results(
-        results, config.executor.prefix, run.name, plan, info, config.model_dump(mode="json")
-    )
-    publish_artifacts(results, paths["summary"], scope)
-    publish_leaderboard(results, config, paths["run_dir"], scope)
-    publish_reports(results, scope, trends)
-    progress.finish()
-    get_run_logger().info("results written to %s", paths["parquet"])
+    try:
+        history = record_history(
+            results, config.executor.prefix, run.name, str(run.id), config.metrics, plan, config.alerts
+        )
+        trends = trend_report(results, config.executor.prefix, scope, plan)
+        info |= {
+            "regressions": history.lines,
+            "nothing_new_since": history.nothing_new_since,
+            "artifacts": report_keys(results, scope, trends),
+            "trends_dir": trends.directory,
+            "checkpoints": [line for d in resolution.discoveries for line in format_discovery(d, planned)],
+        }
+        paths = collect_results(
+            results, config.executor.prefix, run.name, plan, info, config.model_dump(mode="json")
+        )
+        publish_artifacts(results, paths["summary"], scope)
+        publish_leaderboard(results, config, paths["run_dir"], scope)
+        publish_reports(results, scope, trends)
+        progress.finish()
+        get_run_logger().info("results written to %s", paths["parquet"])
+    except Exception as e:  # the report failed: when cells failed too, say both
+        ledger.raise_if_failed(report_error=e)
+        raise
     ledger.raise_if_failed()
     if config.publish is not None:  # only a run whose every cell finished is published
         publish_results(config.executor.prefix, run.name, config.publish, scope)

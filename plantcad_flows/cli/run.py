@@ -197,7 +197,9 @@ def report(state, cfg, ui_url: str, flow_run_id, results_json: str | None, log_p
     except Exception as e:
         failed = getattr(e, "results", None)
         if failed:  # cells failed: one line each, with its cause and file
-            print(f"run failed: {len(failed)} cell(s) failed (tracebacks: {log_path})", file=sys.stderr)
+            report = getattr(e, "report_error", None)
+            also = f"; the run's report was not written: {_first_line(report)}" if report else ""
+            print(f"run failed: {len(failed)} cell(s) failed{also} (tracebacks: {log_path})", file=sys.stderr)
             for cell_id, reason in failed:
                 print(f"  failed {cell_id}: {_first_line(reason)}", file=sys.stderr)
         else:

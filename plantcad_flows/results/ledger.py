@@ -18,9 +18,12 @@ class EvalFailed(PlantCADError):
     """Some cells failed; the others completed and their results were written. `results` holds
     (cell id, reason) per failed cell, for the CLI's one line per cell."""
 
-    def __init__(self, message: str, results: list[tuple[str, str]] | None = None):
+    def __init__(
+        self, message: str, results: list[tuple[str, str]] | None = None, report_error: str | None = None
+    ):
         super().__init__(message)
         self.results = results or []
+        self.report_error = report_error  # why the run's report could not be written, if it could not
 
 
 @dataclass
@@ -98,10 +101,17 @@ class RunLedger:
                 total[k] = total.get(k, 0) + v
         return total
 
-    def raise_if_failed(self) -> None:
+    def raise_if_failed(self, report_error: BaseException | None = None) -> None:
+        """Raise `EvalFailed` when cells failed. `report_error` is what stopped the run's report
+        (results files, history) being written, when something did: the same outage often fails
+        both, and the user needs the cells' causes as much as the report's."""
         failed = [r for r in self.ordered() if r.status == "failed"]
         if failed:
+            report = None if report_error is None else f"{type(report_error).__name__}: {report_error}"
             raise EvalFailed(
-                f"{len(failed)} cell(s) failed: " + "; ".join(f"{r.cell_id} ({r.reason})" for r in failed),
+                f"{len(failed)} cell(s) failed: "
+                + "; ".join(f"{r.cell_id} ({r.reason})" for r in failed)
+                + (f"; and the run's report was not written: {report}" if report else ""),
                 [(r.cell_id, r.reason or "") for r in failed],
+                report,
             )

@@ -23,7 +23,7 @@ from plantcad_flows.data.node_cache import local_copy
 from plantcad_flows.errors import DeviceError, ValidationError
 from plantcad_flows.io.remote import is_local
 from plantcad_flows.io.retry import with_retries
-from plantcad_flows.sequences import NUCLEOTIDES, TokenTable
+from plantcad_flows.sequences import TokenTable
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +59,6 @@ def resolve_device(compute: ComputeConfig) -> tuple[torch.device, torch.dtype]:
     if major >= 6:
         return device, torch.float16
     return device, torch.float32
-
-
-def nucleotide_token_ids(tokenizer, table: TokenTable) -> np.ndarray:
-    """Token ids of A, C, G, T, found case-insensitively in the vocabulary.
-
-    When both cases are in the vocabulary, the one the tokenizer itself produces for the base wins.
-
-    Raises:
-        ValidationError: a base has no token.
-    """
-    vocab = tokenizer.get_vocab()
-    ids = []
-    for base in NUCLEOTIDES:
-        candidates = {vocab[k] for k in vocab if k.lower() == base.lower()}
-        if not candidates:
-            raise ValidationError("models[].path", base, "nucleotide missing from the tokenizer vocabulary")
-        produced = int(table.lut[ord(base.lower())])
-        ids.append(produced if produced in candidates else min(candidates))
-    return np.array(ids, dtype=np.int64)
 
 
 def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:

@@ -33,6 +33,8 @@ import os
 import re
 import sys
 
+import numpy as np
+
 from plantcad_flows.config import (
     NATIVE_MODEL_TYPES,
     ComputeConfig,
@@ -44,6 +46,7 @@ from plantcad_flows.errors import DeviceError, ValidationError
 from plantcad_flows.io.remote import hf_token, is_local
 from plantcad_flows.io.retry import with_retries
 from plantcad_flows.scoring.weights import check_weights
+from plantcad_flows.sequences import NUCLEOTIDES, TokenTable
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +283,26 @@ def check_remote_imports(model: ModelConfig, directory: str, declared: dict) -> 
                 )
 
 
-def _check_complement(model: ModelConfig, tokenizer, table, complement: tuple[int, ...]) -> None:
-    from plantcad_flows.scoring.loading import nucleotide_token_ids
+def nucleotide_token_ids(tokenizer, table: TokenTable) -> np.ndarray:
+    """Token ids of A, C, G, T, found case-insensitively in the vocabulary.
 
+    When both cases are in the vocabulary, the one the tokenizer itself produces for the base wins.
+
+    Raises:
+        ValidationError: a base has no token.
+    """
+    vocab = tokenizer.get_vocab()
+    ids = []
+    for base in NUCLEOTIDES:
+        candidates = {vocab[k] for k in vocab if k.lower() == base.lower()}
+        if not candidates:
+            raise ValidationError("models[].path", base, "nucleotide missing from the tokenizer vocabulary")
+        produced = int(table.lut[ord(base.lower())])
+        ids.append(produced if produced in candidates else min(candidates))
+    return np.array(ids, dtype=np.int64)
+
+
+def _check_complement(model: ModelConfig, tokenizer, table, complement: tuple[int, ...]) -> None:
     a, c, g, t = (int(i) for i in nucleotide_token_ids(tokenizer, table))
     pairs = {a: t, t: a, c: g, g: c}
     for token, partner in pairs.items():
@@ -361,9 +381,6 @@ def tokenizer_tables(model: ModelConfig, tokenizer, complement: tuple[int, ...] 
     Raises:
         ValidationError: naming `models[NAME].path`.
     """
-    from plantcad_flows.scoring.loading import nucleotide_token_ids
-    from plantcad_flows.sequences import TokenTable
-
     field = f"models[{model.label}].path"
     try:
         table = TokenTable(tokenizer)
