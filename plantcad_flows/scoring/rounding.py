@@ -13,8 +13,8 @@ So, for a given cell:
 * the same batching gives bit-identical scores, run after run (nothing is sampled at scoring
   time, and resumed shards keep their batch size);
 * another batch size, shard count or batch order moves a score by float rounding only, bounded
-  by `SCORE_RTOL` and `SCORE_ATOL` (`|a - b| <= SCORE_ATOL + SCORE_RTOL * |b|`) for fp32 scoring.
-  bf16/fp16 on a GPU round logits to 8/11 mantissa bits, so there the bound is `HALF_RTOL`.
+  by `SCORE_RTOL` and `SCORE_ATOL` (`|a - b| <= SCORE_ATOL + SCORE_RTOL * |b|`) for fp32 scoring
+  (bf16/fp16 on a GPU round far more coarsely; no bound is claimed for them here).
 
 Tests that compare scores across batchings use these constants, never exact equality.
 """
@@ -23,4 +23,3 @@ from __future__ import annotations
 
 SCORE_RTOL = 1e-5
 SCORE_ATOL = 1e-6
-HALF_RTOL = 2e-2
