@@ -2,7 +2,8 @@
 
 * the v1 and v2 mixers against transformers' own `MambaMixer` / `Mamba2Mixer` torch paths, with
   the same weights copied in;
-* the chunked scans against the sequential references, across chunk borders;
+* the chunked scans against the sequential references, across chunk borders, and the compiled CPU
+  scan against the reference, alone and batched, on one thread and on several;
 * reverse-complement equivariance of whole RCPS models (fused and unfused norms, v1 and v2);
 * a safetensors checkpoint with tied tensors left out against the full .bin of the same model,
   and a checkpoint missing one norm tensor refused, naming it;
@@ -15,10 +16,12 @@ import pytest
 import torch
 from caduceus_factory import caduceus_config, random_caduceus, save_caduceus
 
+from plantcad_flows.architectures.caduceus import cpu_scan
 from plantcad_flows.architectures.caduceus.config import MambaSpec, UnsupportedConfig, parse_config
 from plantcad_flows.architectures.caduceus.mixers import Mamba, Mamba2
 from plantcad_flows.architectures.caduceus.scan import (
     selective_scan,
+    selective_scan_chunked,
     selective_scan_reference,
     ssd_scan,
     ssd_scan_reference,
@@ -106,10 +109,12 @@ def test_chunked_scans_equal_the_sequential_references():
     A, D = -3 * torch.rand(d, n, generator=gen), torch.randn(d, generator=gen)
     B, C = torch.randn(b, length, n, generator=gen), torch.randn(b, length, n, generator=gen)
     expected = selective_scan_reference(x, dt, A, B, C, D)
-    torch.testing.assert_close(selective_scan(x, dt, A, B, C, D, block=3), expected, rtol=6e-4, atol=2e-4)
+    torch.testing.assert_close(
+        selective_scan_chunked(x, dt, A, B, C, D, block=3), expected, rtol=6e-4, atol=2e-4
+    )
     for chunk in (1, 16, 64, 256):
         torch.testing.assert_close(
-            selective_scan(x, dt, A, B, C, D, chunk=chunk), expected, rtol=6e-4, atol=2e-4
+            selective_scan_chunked(x, dt, A, B, C, D, chunk=chunk), expected, rtol=6e-4, atol=2e-4
         )
     h, p, g = 4, 3, 2
     x, dt = torch.randn(b, length, h, p, generator=gen), torch.rand(b, length, h, generator=gen)
@@ -118,6 +123,52 @@ def test_chunked_scans_equal_the_sequential_references():
     expected = ssd_scan_reference(x, dt, A, B, C, D)
     for chunk in (1, 32, 256):
         torch.testing.assert_close(ssd_scan(x, dt, A, B, C, D, chunk), expected, rtol=6e-4, atol=2e-4)
+
+
+def test_compiled_cpu_scan_equals_the_reference_whatever_the_batch_and_threads():
+    gen = torch.Generator().manual_seed(3)
+    b, length, d, n = 3, 300, 37, 16  # 37 channels: two groups of 16 lanes and a padded one
+    x = torch.randn(b, length, d, generator=gen)
+    # step sizes from 1e-4 to ~50: the largest take dt * A below exp's floor of -87
+    dt = torch.exp(torch.empty(b, length, d).uniform_(-9.2, 4.0, generator=gen))
+    A, D = -torch.exp(torch.randn(d, n, generator=gen)), torch.randn(d, generator=gen)
+    B, C = torch.randn(b, length, n, generator=gen), torch.randn(b, length, n, generator=gen)
+    # the exact answer (float64); every float32 form, the sequential one included, is ~2e-5 x (|y| + 1)
+    # from it here, where |y| reaches ~1,700
+    exact = selective_scan_reference(*(t.double() for t in (x, dt, A, B, C, D)))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = [
+            cpu_scan.selective_scan_cpu(x[i : i + 1], dt[i : i + 1], A, B[i : i + 1], C[i : i + 1], D)
+            for i in range(b)
+        ]
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            batched = selective_scan(x, dt, A, B, C, D)  # no autograd on a CPU: the compiled scan
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(batched.double(), exact, rtol=5e-5, atol=5e-5)
+    torch.testing.assert_close(
+        selective_scan_reference(x, dt, A, B, C, D).double(), exact, rtol=5e-5, atol=5e-5
+    )
+    # each (sequence, channel) alone and in a fixed order: bit-identical across batches and threads
+    assert torch.equal(torch.cat(alone), batched)
+    # with autograd the chunked form runs, and gives the same function
+    x.requires_grad_(True)
+    chunked = selective_scan(x, dt, A, B, C, D)
+    assert chunked.requires_grad
+    torch.testing.assert_close(chunked.detach().double(), exact, rtol=5e-5, atol=5e-5)
+
+
+def test_compiled_exp_is_float32_accurate_on_the_scans_range():
+    import numpy as np
+
+    xs = np.linspace(-87.0, 0.0, 200_001, dtype=np.float32)
+    got = np.array([cpu_scan._exp_nonpositive(v) for v in xs[::97]], dtype=np.float64)
+    exact = np.exp(xs[::97].astype(np.float64))
+    assert np.max(np.abs(got - exact) / exact) < 2e-7
+    assert cpu_scan._exp_nonpositive(np.float32(-500.0)) == pytest.approx(np.exp(-87.0), rel=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -109,13 +109,19 @@ class Block(nn.Module):
         return self.mixer(normed.to(dtype)), residual
 
 
+def _complement_buffer(spec: CaduceusSpec) -> torch.Tensor:
+    """The complement map as a buffer, made on the CPU even while the model is built on the meta
+    device (`weights.load_caduceus`): it comes from config.json, never from the checkpoint."""
+    return torch.tensor(spec.complement_map, device="cpu")
+
+
 class RCPSEmbedding(nn.Module):
     """Token embeddings and, beside them, the embeddings of the reverse complement, flipped back."""
 
     def __init__(self, spec: CaduceusSpec):
         super().__init__()
         self.embedding = nn.Embedding(spec.vocab_size, spec.d_model)
-        self.register_buffer("complement_map", torch.tensor(spec.complement_map), persistent=False)
+        self.register_buffer("complement_map", _complement_buffer(spec), persistent=False)
 
     @property
     def weight(self) -> nn.Parameter:
@@ -181,7 +187,7 @@ class RCPSLMHead(nn.Module):
     def __init__(self, spec: CaduceusSpec):
         super().__init__()
         self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
-        self.register_buffer("complement_map", torch.tensor(spec.complement_map), persistent=False)
+        self.register_buffer("complement_map", _complement_buffer(spec), persistent=False)
         self.flip_channels = spec.flip_lm_head_channels
 
     @property

@@ -1,14 +1,15 @@
-"""The two state-space scans, each as what runs (chunked) and as the reference (sequential).
+"""The two state-space scans, each as what runs and as the reference (sequential).
 
 Mamba v1's selective scan keeps a state of (channels, d_state) per sequence,
 `h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * x_t`, `y_t = <C_t, h_t> + D * x_t`. Its decay
-differs per channel and state, so no matmul form exists, and the work is memory-bound: the fewer
-passes over (length, channels, d_state) the better. `selective_scan` takes the channels a block
-at a time (so an 8 kb window never materialises its whole (batch, channels, length, state)
-tensor), cuts the sequence into chunks, steps through the positions of all chunks at once, then
-carries each chunk's final state into the next: `chunk + length / chunk` Python steps, not
-`length`, and about eight passes over the block. Every step multiplies by decays <= 1, so it is
-stable whatever dt and A are (nothing is divided by a cumulative product).
+differs per channel and state, so no matmul form exists. On a CPU without autograd
+`selective_scan` runs the compiled kernel of `cpu_scan` (the state in registers, one pass over
+the inputs). Elsewhere (CUDA or MPS without mamba_ssm, and training) it runs
+`selective_scan_chunked`, which takes the channels a block at a time (so an 8 kb window never
+materialises its whole (batch, channels, length, state) tensor), cuts the sequence into chunks,
+steps through the positions of all chunks at once, then carries each chunk's final state into
+the next: `chunk + length / chunk` Python steps, not `length`. Every step multiplies by decays
+<= 1, so both are stable whatever dt and A are (nothing is divided by a cumulative product).
 
 Mamba v2's decay is one scalar per head, so the scan within a chunk is a masked matmul (the
 "state space dual" form of Dao and Gu, 2024) and only the state crosses chunk borders;
@@ -26,6 +27,8 @@ import threading
 
 import torch
 import torch.nn.functional as F
+
+from plantcad_flows.architectures.caduceus.cpu_scan import selective_scan_cpu
 
 # elements of the (batch, length, channels, d_state) slab one pass of the v1 scan holds (128 MiB)
 V1_SLAB = 1 << 25
@@ -51,7 +54,16 @@ def _v1_chunk(length: int) -> int:
     return 2 ** max(0, round(math.log2(math.sqrt(max(length, 1)))))
 
 
-def selective_scan(
+def selective_scan(x, dt, A, B, C, D) -> torch.Tensor:
+    """Mamba v1's scan (arguments as `selective_scan_chunked`): the compiled CPU kernel
+    (`cpu_scan`) for CPU tensors without autograd, else the chunked PyTorch form."""
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, D))
+    if x.device.type == "cpu" and not training:
+        return selective_scan_cpu(x, dt, A, B, C, D)
+    return selective_scan_chunked(x, dt, A, B, C, D)
+
+
+def selective_scan_chunked(
     x: torch.Tensor,
     dt: torch.Tensor,
     A: torch.Tensor,
@@ -123,14 +135,15 @@ def selective_scan(
 
 
 def selective_scan_reference(x, dt, A, B, C, D) -> torch.Tensor:
-    """The same scan, one position at a time (the definition; slow)."""
-    x, dt, A, B, C = x.float(), dt.float(), A.float(), B.float(), C.float()
+    """The same scan, one position at a time (the definition; slow). In float32, or in float64
+    when given float64 (the tests' exact answer)."""
+    x, dt, A, B, C, D = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (x, dt, A, B, C, D))
     h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
     ys = []
     for t in range(x.shape[1]):
         h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[..., None] * B[:, t, None, :]
         ys.append((h * C[:, t, None, :]).sum(-1))
-    return torch.stack(ys, dim=1) + x * D.float()
+    return torch.stack(ys, dim=1) + x * D
 
 
 def ssd_scan(

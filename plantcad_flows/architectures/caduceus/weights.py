@@ -116,7 +116,7 @@ def load_weights(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor]) -> 
             raise CheckpointError(
                 name, f"shape {tuple(tensor.shape)}, config.json gives {tuple(own[name].shape)}"
             )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)  # the checkpoint's tensors, not copies
     model.tie_weights()
     return model
 
@@ -124,8 +124,14 @@ def load_weights(model: CaduceusForMaskedLM, state: dict[str, torch.Tensor]) -> 
 def load_caduceus(
     directory: str | Path, spec: CaduceusSpec, dtype: torch.dtype = torch.float32
 ) -> CaduceusForMaskedLM:
-    """The model `spec` describes, with the weights in `directory`, in `dtype`, in eval mode."""
-    model = load_weights(CaduceusForMaskedLM(spec), read_state_dict(directory))
+    """The model `spec` describes, with the weights in `directory`, in `dtype`, in eval mode.
+
+    The model is built on the meta device and takes the checkpoint's tensors as its parameters,
+    so the weights are in memory once (never a random initialisation beside the loaded copy).
+    """
+    with torch.device("meta"):
+        model = CaduceusForMaskedLM(spec)
+    model = load_weights(model, read_state_dict(directory))
     model = model.to(dtype)
     model.tie_weights()
     return model.eval()
