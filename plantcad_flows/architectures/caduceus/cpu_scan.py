@@ -110,12 +110,21 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def selective_scan_cpu(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    overwrite_x: bool = False,
 ) -> torch.Tensor:
     """The v1 scan of `scan.selective_scan` (same arguments and result), on CPU tensors,
-    without autograd."""
+    without autograd. With `overwrite_x`, a contiguous float32 `x` whose channels fill whole
+    groups receives y (each position's x is read before its y is written), saving a
+    full-length tensor; otherwise y is new."""
     batch, length, channels = x.shape
     pad = (-channels) % LANES  # padded channels have dt = 0 and x = 0: their state stays 0
+    overwrite_x = overwrite_x and not pad and x.dtype == torch.float32 and x.is_contiguous()
 
     def arr(t: torch.Tensor, channel_dim: int | None = None) -> np.ndarray:
         t = t.detach().float()
@@ -126,7 +135,7 @@ def selective_scan_cpu(
 
     xs, dts, As, Ds = arr(x, 2), arr(dt, 2), arr(A, 0), arr(D, 0)
     Bs, Cs = arr(B), arr(C)
-    y = torch.empty(batch, length, channels + pad, dtype=torch.float32)
+    y = x.detach() if overwrite_x else torch.empty(batch, length, channels + pad, dtype=torch.float32)
     ys = y.numpy()
     groups = (channels + pad) // LANES
     workers = min(groups, max(1, torch.get_num_threads()))

@@ -19,13 +19,27 @@ from torch import nn
 
 from plantcad_flows.architectures.caduceus import kernels
 from plantcad_flows.architectures.caduceus.config import CaduceusSpec, MambaSpec
-from plantcad_flows.architectures.caduceus.scan import selective_scan, softplus, ssd_scan
+from plantcad_flows.architectures.caduceus.scan import selective_scan, softplus, softplus_, ssd_scan
+
+
+def _lean() -> bool:
+    """No autograd: intermediates may be overwritten in place, so a long window holds fewer
+    full-length tensors at once (the function is the same)."""
+    return not torch.is_grad_enabled()
 
 
 def _causal_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """Depthwise causal conv + SiLU over (batch, length, channels)."""
-    length = x.shape[1]
-    return F.silu(conv(x.transpose(1, 2))[..., :length].transpose(1, 2))
+    """Depthwise causal conv + SiLU over (batch, length, channels), kept in that layout: one
+    multiply-add per tap over the shifted sequence (no transposed copies), so the output is
+    contiguous for the projections and the scan that read it."""
+    weight = conv.weight[:, 0, :]  # (channels, taps); tap -1 meets the current position
+    taps = weight.shape[1]
+    out = x * weight[:, -1]
+    if conv.bias is not None:
+        out += conv.bias
+    for back in range(1, min(taps, x.shape[1] + 1)):
+        out[:, back:].addcmul_(x[:, :-back], weight[:, -1 - back])
+    return F.silu(out, inplace=_lean())
 
 
 class Mamba(nn.Module):
@@ -62,10 +76,15 @@ class Mamba(nn.Module):
             x = _causal_conv(self.conv1d, x)
             dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
             # the bias joins in float32, inside the softplus, as mamba_ssm's scan adds it
-            dt = softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
-            y = selective_scan(x, dt, -torch.exp(self.A_log.float()), B, C, self.D)
+            dt = F.linear(dt, self.dt_proj.weight).float()
+            if _lean():  # in place: one full-length tensor for dt, and y written over x
+                dt = softplus_(dt.add_(self.dt_proj.bias.float()))
+            else:
+                dt = softplus(dt + self.dt_proj.bias.float())
+            y = selective_scan(x, dt, -torch.exp(self.A_log.float()), B, C, self.D, overwrite_x=_lean())
             del x, dt
-            y = y * F.silu(self._in_proj(hidden_states, 1).float())
+            z = F.silu(self._in_proj(hidden_states, 1).float(), inplace=_lean())
+            y = y.mul_(z) if _lean() else y * z
         return self.out_proj(y.to(hidden_states.dtype))
 
 
@@ -157,6 +176,8 @@ class BiMambaWrapper(nn.Module):
         if self.mamba_rev is None:
             return out
         rev = self.mamba_rev(hidden_states.flip(1)).flip(1)
+        if _lean():  # out is this call's own fresh tensor
+            return out.add_(rev) if self.strategy == "add" else out.mul_(rev)
         return out + rev if self.strategy == "add" else out * rev
 
 

@@ -94,19 +94,28 @@ class Block(nn.Module):
         self.mixer = RCPSWrapper(mixer) if spec.rcps else mixer
         self.norm = RCPSAddNormWrapper(_norm(spec)) if spec.rcps and not spec.fused_add_norm else _norm(spec)
 
-    def forward(
+    def add_norm(
         self, hidden_states: torch.Tensor, residual: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised input of the mixer, new residual)."""
         dtype = hidden_states.dtype
         if residual is None:
             residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
+        elif not torch.is_grad_enabled():  # the residual is this forward's own: add in place
+            residual = residual.add_(hidden_states.to(residual.dtype))
         else:
             residual = hidden_states.to(residual.dtype) + residual
         if self.rcps:
             normed, residual = _rcps_norm(self.norm, residual, swap=self.fused)
         else:
             normed = self.norm(residual)
-        return self.mixer(normed.to(dtype)), residual
+        return normed.to(dtype), residual
+
+    def forward(
+        self, hidden_states: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        normed, residual = self.add_norm(hidden_states, residual)
+        return self.mixer(normed), residual
 
 
 def _complement_buffer(spec: CaduceusSpec) -> torch.Tensor:
@@ -159,8 +168,11 @@ class CaduceusMixerModel(nn.Module):
         hidden_states = self.embeddings(input_ids)
         dtype = hidden_states.dtype
         residual = None
-        for layer in self.layers:
-            hidden_states, residual = layer(hidden_states, residual)
+        for layer in self.layers:  # Block.forward, with the last output freed before the mixer runs
+            normed, residual = layer.add_norm(hidden_states, residual)
+            del hidden_states
+            hidden_states = layer.mixer(normed)
+            del normed
         residual = hidden_states.to(residual.dtype) + residual if residual is not None else hidden_states
         if self.spec.rcps:
             out, _ = _rcps_norm(self.norm_f, residual, swap=False)

@@ -54,12 +54,13 @@ def _v1_chunk(length: int) -> int:
     return 2 ** max(0, round(math.log2(math.sqrt(max(length, 1)))))
 
 
-def selective_scan(x, dt, A, B, C, D) -> torch.Tensor:
+def selective_scan(x, dt, A, B, C, D, overwrite_x: bool = False) -> torch.Tensor:
     """Mamba v1's scan (arguments as `selective_scan_chunked`): the compiled CPU kernel
-    (`cpu_scan`) for CPU tensors without autograd, else the chunked PyTorch form."""
+    (`cpu_scan`) for CPU tensors without autograd, else the chunked PyTorch form. With
+    `overwrite_x` the CPU kernel may write y into x's memory (x is not needed afterwards)."""
     training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, D))
     if x.device.type == "cpu" and not training:
-        return selective_scan_cpu(x, dt, A, B, C, D)
+        return selective_scan_cpu(x, dt, A, B, C, D, overwrite_x=overwrite_x)
     return selective_scan_chunked(x, dt, A, B, C, D)
 
 
@@ -224,3 +225,16 @@ def ssd_scan_reference(x, dt, A, B, C, D) -> torch.Tensor:
 def softplus(x: torch.Tensor) -> torch.Tensor:
     """mamba_ssm's softplus (float32, linear above 20)."""
     return F.softplus(x.float())
+
+
+# positions per slice of `softplus_`: a few MiB of temporaries at a time
+_SOFTPLUS_ROWS = 512
+
+
+def softplus_(x: torch.Tensor) -> torch.Tensor:
+    """`softplus` written back into a float32 (batch, length, ...) tensor without autograd, a
+    slice of positions at a time (the same values, without a second full-length tensor)."""
+    for start in range(0, x.shape[1], _SOFTPLUS_ROWS):
+        part = x[:, start : start + _SOFTPLUS_ROWS]
+        part.copy_(F.softplus(part))
+    return x
