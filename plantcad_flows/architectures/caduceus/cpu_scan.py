@@ -98,15 +98,15 @@ def _scan_groups(x, dt, A, B, C, D, y, first, last):
                     y[b, t, d0 + j] = acc[j]
 
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     """This process's scan threads (a forked child makes its own; more are made if asked)."""
     global _POOL
-    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < workers:
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="v1-scan"))
-    return _POOL[1]
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < workers:
+        _POOL = (os.getpid(), workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="v1-scan"))
+    return _POOL[2]
 
 
 def selective_scan_cpu(
