@@ -213,6 +213,12 @@ def test_compiled_scan_takes_any_float_dtype_and_returns_gradients_in_it():
     A = inputs[2].detach().clone().requires_grad_(True)
     cpu_scan.selective_scan_cpu_with_grad(inputs[0], inputs[1], A, *inputs[3:]).sum().backward()
     assert A.grad is not None and A.grad.dtype == torch.float64
+    # the inputs are saved as autograd saves them: changed in place before the backward, an error
+    x = inputs[0].float().requires_grad_(True) * 1
+    y = cpu_scan.selective_scan_cpu_with_grad(x, *inputs[1:])
+    x.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
 
 
 def test_a_training_step_through_the_compiled_scan_equals_one_through_the_chunked_scan(monkeypatch):

@@ -267,20 +267,23 @@ CHECKPOINT = 64
 
 class CompiledScan(torch.autograd.Function):
     """The compiled scan with its compiled backward (`_scan_grad_groups`); float32 inside, y
-    float32, each gradient in its input's dtype."""
+    float32, each gradient in its input's dtype. The inputs are saved as autograd saves them
+    (an in-place change before the backward is an error), the checkpointed states on `ctx`."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D):
-        arrays, every = _arrays(x, dt, A, B, C, D), max(1, min(CHECKPOINT, x.shape[1]))
-        y, states = _forward(arrays, every)
-        ctx.arrays, ctx.states, ctx.every = arrays, states, every
+        every = max(1, min(CHECKPOINT, x.shape[1]))
+        y, ctx.states = _forward(_arrays(x, dt, A, B, C, D), every)
+        ctx.save_for_backward(x, dt, A, B, C, D)
+        ctx.every = every
         ctx.dtypes, ctx.channels = [t.dtype for t in (x, dt, A, B, C, D)], x.shape[2]
         return y[..., : x.shape[2]].contiguous()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        xs, dts, As, Bs, Cs, Ds = ctx.arrays
+        arrays = _arrays(*ctx.saved_tensors)
+        xs, dts, As, Bs, Cs, Ds = arrays
         batch, length, padded = xs.shape
         n, channels = As.shape[1], ctx.channels
         dys = _array(dy, 2)
@@ -292,13 +295,13 @@ class CompiledScan(torch.autograd.Function):
         _run(
             _scan_grad_groups,
             ranges,
-            lambda i: (*ctx.arrays, dys, ctx.states, ctx.every, dx, ddt, dA, dD, dB_parts[i], dC_parts[i]),
+            lambda i: (*arrays, dys, ctx.states, ctx.every, dx, ddt, dA, dD, dB_parts[i], dC_parts[i]),
         )
         grads = [dx, ddt, dA, dB_parts.sum(0), dC_parts.sum(0), dD]
         grads = [torch.from_numpy(g) for g in grads]
         grads[0], grads[1] = grads[0][..., :channels], grads[1][..., :channels]
         grads[2], grads[5] = grads[2][:channels], grads[5][:channels]
-        ctx.arrays = ctx.states = None
+        ctx.states = None
         return tuple(
             g.to(dtype) if needed else None
             for g, dtype, needed in zip(grads, ctx.dtypes, ctx.needs_input_grad)
