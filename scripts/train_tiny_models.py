@@ -16,10 +16,10 @@ same ids, and no special tokens are added when `add_special_tokens=False`):
   and saved as PlantCaduceus is: config.json with model_type caduceus, model.safetensors, and the
   PlantCAD tokenizer (`[PAD] [MASK] [UNK] a c g t`). Same masking as tiny-mlm; `--caduceus-steps`
   steps on 128-bp windows, batch 32, peak learning rate `--caduceus-lr`. The shipped one is the
-  defaults (600 steps at 6e-3): 0.15 s per step, 91 s of training, 1 min 49 s for the whole
-  command on a 2-core machine with another process using most of both cores (the scan's chunked
-  PyTorch form took 0.56 s per step there). Its check: held-out masked accuracy 0.392,
-  conservation AUROC 0.58 / 0.98 / 0.92, donor motif accuracy 0.72, TIS 0.58 (the earlier
+  defaults (600 steps at 6e-3): 0.15 s per step on one thread, 90 s of training, 1 min 47 s for the
+  whole command on a 2-core machine (the same beside another process using most of both cores; the
+  scan's chunked PyTorch form took 0.55-0.60 s per step). Its check: held-out masked accuracy
+  0.392, conservation AUROC 0.58 / 0.98 / 0.92, donor motif accuracy 0.72, TIS 0.58 (the earlier
   150 steps at 3e-3: 0.366, 0.46 / 0.68 / 0.50, 0.00, 0.00).
 
 The shipped models came from `--which clm --short-steps 300 --steps 100` (about 12 min) and
