@@ -161,7 +161,7 @@ def run_one(
 
     torch.set_num_threads(threads)
     if reference:
-        mixers.selective_scan = selective_scan_reference
+        mixers.selective_scan = lambda *a, overwrite_x=False: selective_scan_reference(*a)
         mixers.ssd_scan = lambda x, dt, A, B, C, D, chunk: ssd_scan_reference(x, dt, A, B, C, D)
     model = load_caduceus(ckpt, parse_config(MODELS[model_key][1]))
     with torch.no_grad():  # every weight in memory, as a full-depth forward would have it

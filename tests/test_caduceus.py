@@ -4,6 +4,8 @@
   the same weights copied in;
 * the chunked scans against the sequential references, across chunk borders, and the compiled CPU
   scan against the reference, alone and batched, on one thread and on several;
+* the compiled scan's gradients against autograd through the chunked scan and through the
+  float64 reference, and a training step of an RCPS model through either scan;
 * reverse-complement equivariance of whole RCPS models (fused and unfused norms, v1 and v2);
 * a safetensors checkpoint with tied tensors left out against the full .bin of the same model,
   and a checkpoint missing one norm tensor refused, naming it;
@@ -154,11 +156,95 @@ def test_compiled_cpu_scan_equals_the_reference_whatever_the_batch_and_threads()
     )
     # each (sequence, channel) alone and in a fixed order: bit-identical across batches and threads
     assert torch.equal(torch.cat(alone), batched)
-    # with autograd the chunked form runs, and gives the same function
+    # with autograd the compiled scan with its backward runs, and gives the same function
     x.requires_grad_(True)
-    chunked = selective_scan(x, dt, A, B, C, D)
-    assert chunked.requires_grad
-    torch.testing.assert_close(chunked.detach().double(), exact, rtol=5e-5, atol=5e-5)
+    trained = selective_scan(x, dt, A, B, C, D)
+    assert type(trained.grad_fn).__name__ == "CompiledScanBackward"
+    torch.testing.assert_close(trained.detach(), batched, rtol=0, atol=0)
+
+
+def _scan_inputs(seed: int, b: int, length: int, d: int, n: int, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, length, d, generator=gen, dtype=torch.float64)
+    # step sizes from 1e-4 to ~7: decays from ~1 to far below float32's exp floor
+    dt = torch.exp(torch.empty(b, length, d, dtype=torch.float64).uniform_(-9.2, 2.0, generator=gen))
+    A = -torch.exp(torch.randn(d, n, generator=gen, dtype=torch.float64))
+    D = torch.randn(d, generator=gen, dtype=torch.float64)
+    B = torch.randn(b, length, n, generator=gen, dtype=torch.float64)
+    C = torch.randn(b, length, n, generator=gen, dtype=torch.float64)
+    dy = torch.randn(b, length, d, generator=gen, dtype=torch.float64)
+    return [t.to(dtype) for t in (x, dt, A, B, C, D)], dy
+
+
+def _scan_grads(scan, inputs, dy):
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    y = scan(*leaves)
+    y.backward(dy.to(y.dtype))
+    return y, [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("checkpoint", [64, 7])
+def test_compiled_scan_gradients_equal_the_chunked_scans_and_the_float64_reference(checkpoint, monkeypatch):
+    """21 channels (a padded group of 16 lanes), 200 positions (4 checkpoint chunks, the last
+    partial; 29 of 7 positions), dt * A from ~0 to below exp's floor."""
+    monkeypatch.setattr(cpu_scan, "CHECKPOINT", checkpoint)
+    inputs, dy = _scan_inputs(5, 2, 200, 21, 5)
+    _, exact = _scan_grads(selective_scan_reference, inputs, dy)  # float64 throughout
+    y, compiled = _scan_grads(cpu_scan.selective_scan_cpu_with_grad, [t.float() for t in inputs], dy)
+    _, chunked = _scan_grads(selective_scan_chunked, [t.float() for t in inputs], dy)
+    assert y.dtype == torch.float32
+    for name, e, c, k in zip(("x", "dt", "A", "B", "C", "D"), exact, compiled, chunked):
+        # float32 sums over up to 200 positions x 21 channels: both scans are within ~3e-7 x the
+        # gradient's largest magnitude of the exact one; allowed 5e-6
+        tol = 5e-6 * float(e.abs().max())
+        assert c.dtype == torch.float32 and c.shape == e.shape, name
+        torch.testing.assert_close(c.double(), e, rtol=0, atol=tol, msg=name)
+        torch.testing.assert_close(k.double(), e, rtol=0, atol=tol, msg=name)
+        torch.testing.assert_close(c, k, rtol=0, atol=2 * tol, msg=name)
+
+
+def test_compiled_scan_takes_any_float_dtype_and_returns_gradients_in_it():
+    inputs, dy = _scan_inputs(6, 1, 40, 16, 4)
+    inputs = [inputs[0].bfloat16(), *inputs[1:]]  # x in bfloat16, the rest float64
+    y, grads = _scan_grads(cpu_scan.selective_scan_cpu_with_grad, inputs, dy)
+    assert y.dtype == torch.float32
+    assert [g.dtype for g in grads] == [torch.bfloat16] + [torch.float64] * 5
+    # an input that needs no gradient gets none
+    A = inputs[2].detach().clone().requires_grad_(True)
+    cpu_scan.selective_scan_cpu_with_grad(inputs[0], inputs[1], A, *inputs[3:]).sum().backward()
+    assert A.grad is not None and A.grad.dtype == torch.float64
+    # the inputs are saved as autograd saves them: changed in place before the backward, an error
+    x = inputs[0].float().requires_grad_(True) * 1
+    y = cpu_scan.selective_scan_cpu_with_grad(x, *inputs[1:])
+    x.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_a_training_step_through_the_compiled_scan_equals_one_through_the_chunked_scan(monkeypatch):
+    """The same RCPS model, loss and batch: every parameter's gradient agrees."""
+    import plantcad_flows.architectures.caduceus.mixers as mixers
+
+    def step(model):
+        ids = torch.randint(3, 7, (2, 150), generator=torch.Generator().manual_seed(4))
+        labels = torch.where(
+            torch.rand(ids.shape, generator=torch.Generator().manual_seed(5)) < 0.3, ids, -100
+        )
+        logits = model(torch.where(labels >= 0, torch.ones_like(ids), ids))[0]  # [MASK] = 1
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    model = random_caduceus(caduceus_config(rcps=True))
+    model.train()
+    compiled = step(model)
+    model.zero_grad()
+    monkeypatch.setattr(mixers, "selective_scan", lambda *a, overwrite_x=False: selective_scan_chunked(*a))
+    chunked = step(model)
+    assert compiled.keys() == chunked.keys() and any("A_log" in name for name in compiled)
+    for name, g in chunked.items():
+        # float32 on either side; differences are accumulation order, ~1e-7 x the largest
+        torch.testing.assert_close(compiled[name], g, rtol=1e-4, atol=1e-5 * float(g.abs().max()), msg=name)
+        assert float(g.abs().max()) > 0, name
 
 
 def test_compiled_exp_is_float32_accurate_on_the_scans_range():

@@ -14,7 +14,10 @@ in a fixed order, so a sequence's output does not depend on what it is batched w
 thread count. Threads are plain Python threads over channel ranges (the kernel releases the
 GIL), so no numba threading layer is involved and concurrent callers are safe.
 
-Forward only: training goes through `scan.selective_scan_chunked` (autograd).
+Training runs the same way backwards (`CompiledScan`, an autograd Function): the forward keeps
+the state entering every `CHECKPOINT`-position chunk; the backward walks the chunks from the
+end, recomputes a chunk's states from its checkpoint and carries the adjoint back through them
+(dx, d dt, dA, dD per channel group; dB and dC, sums over channels, as one partial per thread).
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ def _exp_nonpositive(x):
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _scan_groups(x, dt, A, B, C, D, y, first, last):
-    """y[b, :, g*LANES:(g+1)*LANES] for every sequence b and channel group first <= g < last."""
+def _scan_groups(x, dt, A, B, C, D, y, states, every, first, last):
+    """y[b, :, g*LANES:(g+1)*LANES] for every sequence b and channel group first <= g < last; with
+    `every` > 0, also the state entering each `every`-position chunk into states[b, chunk]."""
     batch, length, _ = x.shape
     n = A.shape[1]
     h = np.empty((n, LANES), np.float32)
@@ -83,6 +87,10 @@ def _scan_groups(x, dt, A, B, C, D, y, first, last):
                     a[s, j] = A[d0 + j, s]
                     h[s, j] = 0.0
             for t in range(length):
+                if every > 0 and t % every == 0:
+                    for s in range(n):
+                        for j in range(LANES):
+                            states[b, t // every, s, d0 + j] = h[s, j]
                 for j in range(LANES):
                     step[j] = dt[b, t, d0 + j]
                     u[j] = step[j] * x[b, t, d0 + j]
@@ -98,6 +106,96 @@ def _scan_groups(x, dt, A, B, C, D, y, first, last):
                     y[b, t, d0 + j] = acc[j]
 
 
+# rows of `_scan_grad_groups`'s scratch: per state (A, the carried adjoint a_{t+1} g_{t+1}, dA)
+# and per lane (this position's dt, dt * x, x, dy, du, d dt; and dD over the positions)
+_A, _CARRY, _DA = 0, 1, 2
+_STEP, _U, _X, _DY, _DU, _DSTEP, _DD = 0, 1, 2, 3, 4, 5, 6
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _scan_grad_groups(x, dt, A, B, C, D, dy, states, every, dx, ddt, dA, dD, dB, dC, first, last):
+    """The gradients of `_scan_groups`'s y for channel groups first <= g < last: dx, ddt, dA and
+    dD for those channels, and their share of dB and dC added into `dB`, `dC` (this thread's).
+
+    Chunk by chunk from the end: the chunk's states are recomputed forward from its checkpoint,
+    then the adjoint g_t = dy_t C_t + a_{t+1} g_{t+1} is carried back through it, so h_{t-1} is
+    never recovered by dividing by a decay. The scratch lives in two buffers (`per_state`,
+    `per_lane`) whose rows LLVM can tell apart, so the lane loops vectorise (with a dozen
+    separate arrays it cannot rule out aliasing and the loops stay scalar, 2x slower)."""
+    batch, length, _ = x.shape
+    n = A.shape[1]
+    chunks = states.shape[1]
+    hs = np.empty((every + 1, n, LANES), np.float32)  # hs[i + 1]: after position i
+    decays = np.empty((every, n, LANES), np.float32)
+    per_state = np.empty((n, 3, LANES), np.float32)
+    per_lane = np.empty((7, LANES), np.float32)
+    for g in range(first, last):
+        d0 = g * LANES
+        for s in range(n):
+            for j in range(LANES):
+                per_state[s, _A, j] = A[d0 + j, s]
+                per_state[s, _DA, j] = 0.0
+        for j in range(LANES):
+            per_lane[_DD, j] = 0.0
+        for b in range(batch):
+            for s in range(n):
+                for j in range(LANES):
+                    per_state[s, _CARRY, j] = 0.0
+            for c in range(chunks - 1, -1, -1):
+                t0 = c * every
+                t1 = min(length, t0 + every)
+                for s in range(n):
+                    for j in range(LANES):
+                        hs[0, s, j] = states[b, c, s, d0 + j]
+                for t in range(t0, t1):
+                    i = t - t0
+                    for j in range(LANES):
+                        per_lane[_STEP, j] = dt[b, t, d0 + j]
+                        per_lane[_U, j] = per_lane[_STEP, j] * x[b, t, d0 + j]
+                    for s in range(n):
+                        bs = B[b, t, s]
+                        for j in range(LANES):
+                            av = _exp_nonpositive(per_lane[_STEP, j] * per_state[s, _A, j])
+                            decays[i, s, j] = av
+                            hs[i + 1, s, j] = av * hs[i, s, j] + per_lane[_U, j] * bs
+                for t in range(t1 - 1, t0 - 1, -1):
+                    i = t - t0
+                    for j in range(LANES):
+                        per_lane[_STEP, j] = dt[b, t, d0 + j]
+                        per_lane[_X, j] = x[b, t, d0 + j]
+                        per_lane[_U, j] = per_lane[_STEP, j] * per_lane[_X, j]
+                        per_lane[_DY, j] = dy[b, t, d0 + j]
+                        per_lane[_DU, j] = 0.0
+                        per_lane[_DSTEP, j] = 0.0
+                    for s in range(n):
+                        bs = B[b, t, s]
+                        cs = C[b, t, s]
+                        acc_b = np.float32(0.0)
+                        acc_c = np.float32(0.0)
+                        for j in range(LANES):
+                            gv = per_lane[_DY, j] * cs + per_state[s, _CARRY, j]
+                            av = decays[i, s, j]
+                            q = gv * hs[i, s, j] * av  # the gradient of log a_t
+                            per_state[s, _DA, j] += q * per_lane[_STEP, j]
+                            per_lane[_DSTEP, j] += q * per_state[s, _A, j]
+                            per_lane[_DU, j] += gv * bs
+                            acc_b += gv * per_lane[_U, j]
+                            acc_c += per_lane[_DY, j] * hs[i + 1, s, j]
+                            per_state[s, _CARRY, j] = av * gv
+                        dB[b, t, s] += acc_b
+                        dC[b, t, s] += acc_c
+                    for j in range(LANES):
+                        dx[b, t, d0 + j] = (
+                            per_lane[_DU, j] * per_lane[_STEP, j] + per_lane[_DY, j] * D[d0 + j]
+                        )
+                        ddt[b, t, d0 + j] = per_lane[_DSTEP, j] + per_lane[_DU, j] * per_lane[_X, j]
+                        per_lane[_DD, j] += per_lane[_DY, j] * per_lane[_X, j]
+        for j in range(LANES):
+            dD[d0 + j] = per_lane[_DD, j]
+            for s in range(n):
+                dA[d0 + j, s] = per_state[s, _DA, j]
+
+
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 
 
@@ -107,6 +205,53 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < workers:
         _POOL = (os.getpid(), workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="v1-scan"))
     return _POOL[2]
+
+
+def _thread_ranges(groups: int) -> list[tuple[int, int]]:
+    """Channel-group ranges, one per thread (torch's thread count, at most one per group)."""
+    workers = min(groups, max(1, torch.get_num_threads()))
+    return [(groups * i // workers, groups * (i + 1) // workers) for i in range(workers)]
+
+
+def _run(kernel, ranges: list[tuple[int, int]], args_of) -> None:
+    """kernel(*args_of(i), first, last) for each thread's range i, in this process's pool."""
+    if len(ranges) == 1:
+        kernel(*args_of(0), *ranges[0])
+        return
+    jobs = [_pool(len(ranges)).submit(kernel, *args_of(i), lo, hi) for i, (lo, hi) in enumerate(ranges)]
+    for job in jobs:
+        job.result()
+
+
+def _array(t: torch.Tensor, channel_dim: int | None = None) -> np.ndarray:
+    """A contiguous float32 array of `t`, its channel dim (if given) padded to a multiple of
+    LANES with zeros."""
+    t = t.detach().float()
+    pad = (-t.shape[channel_dim]) % LANES if channel_dim is not None else 0
+    if pad:
+        t = torch.nn.functional.pad(t, [0, 0] * (t.dim() - 1 - channel_dim) + [0, pad])
+    return t.contiguous().numpy()
+
+
+def _arrays(x, dt, A, B, C, D) -> tuple[np.ndarray, ...]:
+    """The scan's inputs as `_array`s: padded channels have dt = 0 and x = 0, so their state
+    stays 0, and so do their gradients."""
+    return _array(x, 2), _array(dt, 2), _array(A, 0), _array(B), _array(C), _array(D, 0)
+
+
+def _forward(
+    arrays: tuple[np.ndarray, ...], every: int, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """y (padded channels; into `out` when given) and, with `every` > 0, the states entering
+    each `every`-chunk."""
+    xs, dts, As, Bs, Cs, Ds = arrays
+    batch, length, padded = xs.shape
+    shape = (batch, -(-length // every), As.shape[1], padded) if every else (1, 1, 1, 1)
+    states = np.empty(shape, np.float32)
+    y = torch.empty(batch, length, padded, dtype=torch.float32) if out is None else out
+    ys = y.numpy()
+    _run(_scan_groups, _thread_ranges(padded // LANES), lambda i: (*arrays, ys, states, every))
+    return y, states
 
 
 def selective_scan_cpu(
@@ -122,32 +267,60 @@ def selective_scan_cpu(
     without autograd. With `overwrite_x`, a contiguous float32 `x` whose channels fill whole
     groups receives y (each position's x is read before its y is written), saving a
     full-length tensor; otherwise y is new."""
-    batch, length, channels = x.shape
-    pad = (-channels) % LANES  # padded channels have dt = 0 and x = 0: their state stays 0
-    overwrite_x = overwrite_x and not pad and x.dtype == torch.float32 and x.is_contiguous()
+    channels = x.shape[2]
+    in_place = overwrite_x and channels % LANES == 0 and x.dtype == torch.float32 and x.is_contiguous()
+    y, _ = _forward(_arrays(x, dt, A, B, C, D), 0, out=x.detach() if in_place else None)
+    return y[..., :channels]
 
-    def arr(t: torch.Tensor, channel_dim: int | None = None) -> np.ndarray:
-        t = t.detach().float()
-        if pad and channel_dim is not None:
-            widths = [0, 0] * (t.dim() - 1 - channel_dim) + [0, pad]
-            t = torch.nn.functional.pad(t, widths)
-        return t.contiguous().numpy()
 
-    xs, dts, As, Ds = arr(x, 2), arr(dt, 2), arr(A, 0), arr(D, 0)
-    Bs, Cs = arr(B), arr(C)
-    y = x.detach() if overwrite_x else torch.empty(batch, length, channels + pad, dtype=torch.float32)
-    ys = y.numpy()
-    groups = (channels + pad) // LANES
-    workers = min(groups, max(1, torch.get_num_threads()))
-    bounds = [groups * i // workers for i in range(workers + 1)]
-    if workers == 1:
-        _scan_groups(xs, dts, As, Bs, Cs, Ds, ys, 0, groups)
-    else:
-        jobs = [
-            _pool(workers).submit(_scan_groups, xs, dts, As, Bs, Cs, Ds, ys, lo, hi)
-            for lo, hi in zip(bounds, bounds[1:])
-            if hi > lo
-        ]
-        for job in jobs:
-            job.result()
-    return y[..., :channels] if pad else y
+# positions between the states the forward keeps for the backward: the backward recomputes
+# the states within a chunk, so memory is (batch, length / CHECKPOINT, d_state, channels)
+CHECKPOINT = 64
+
+
+class CompiledScan(torch.autograd.Function):
+    """The compiled scan with its compiled backward (`_scan_grad_groups`); float32 inside, y
+    float32, each gradient in its input's dtype. The inputs are saved as autograd saves them
+    (an in-place change before the backward is an error), the checkpointed states on `ctx`."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D):
+        every = max(1, min(CHECKPOINT, x.shape[1]))
+        y, ctx.states = _forward(_arrays(x, dt, A, B, C, D), every)
+        ctx.save_for_backward(x, dt, A, B, C, D)
+        ctx.every = every
+        ctx.dtypes, ctx.channels = [t.dtype for t in (x, dt, A, B, C, D)], x.shape[2]
+        return y[..., : x.shape[2]].contiguous()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        arrays = _arrays(*ctx.saved_tensors)
+        xs, dts, As, Bs, Cs, Ds = arrays
+        batch, length, padded = xs.shape
+        n, channels = As.shape[1], ctx.channels
+        dys = _array(dy, 2)
+        dx, ddt = np.empty_like(xs), np.empty_like(dts)
+        dA, dD = np.empty_like(As), np.empty_like(Ds)
+        ranges = _thread_ranges(padded // LANES)
+        dB_parts = np.zeros((len(ranges), batch, length, n), np.float32)  # each thread's share
+        dC_parts = np.zeros_like(dB_parts)
+        _run(
+            _scan_grad_groups,
+            ranges,
+            lambda i: (*arrays, dys, ctx.states, ctx.every, dx, ddt, dA, dD, dB_parts[i], dC_parts[i]),
+        )
+        grads = [dx, ddt, dA, dB_parts.sum(0), dC_parts.sum(0), dD]
+        grads = [torch.from_numpy(g) for g in grads]
+        grads[0], grads[1] = grads[0][..., :channels], grads[1][..., :channels]
+        grads[2], grads[5] = grads[2][:channels], grads[5][:channels]
+        ctx.states = None
+        return tuple(
+            g.to(dtype) if needed else None
+            for g, dtype, needed in zip(grads, ctx.dtypes, ctx.needs_input_grad)
+        )
+
+
+def selective_scan_cpu_with_grad(x, dt, A, B, C, D) -> torch.Tensor:
+    """`selective_scan_cpu` with autograd: the backward is compiled too (`CompiledScan`)."""
+    return CompiledScan.apply(x, dt, A, B, C, D)

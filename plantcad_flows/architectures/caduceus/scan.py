@@ -2,9 +2,8 @@
 
 Mamba v1's selective scan keeps a state of (channels, d_state) per sequence,
 `h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * x_t`, `y_t = <C_t, h_t> + D * x_t`. Its decay
-differs per channel and state, so no matmul form exists. On a CPU without autograd
-`selective_scan` runs the compiled kernel of `cpu_scan` (the state in registers, one pass over
-the inputs). Elsewhere (CUDA or MPS without mamba_ssm, and training) it runs
+differs per channel and state, so no matmul form exists. On a CPU `selective_scan` runs the compiled kernels of `cpu_scan` (the state in registers, one pass over
+the inputs; a compiled backward for training). Elsewhere (CUDA or MPS without mamba_ssm) it runs
 `selective_scan_chunked`, which takes the channels a block at a time (so an 8 kb window never
 materialises its whole (batch, channels, length, state) tensor), cuts the sequence into chunks,
 steps through the positions of all chunks at once, then carries each chunk's final state into
@@ -28,7 +27,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from plantcad_flows.architectures.caduceus.cpu_scan import selective_scan_cpu
+from plantcad_flows.architectures.caduceus.cpu_scan import selective_scan_cpu, selective_scan_cpu_with_grad
 
 # elements of the (batch, length, channels, d_state) slab one pass of the v1 scan holds (128 MiB)
 V1_SLAB = 1 << 25
@@ -55,13 +54,16 @@ def _v1_chunk(length: int) -> int:
 
 
 def selective_scan(x, dt, A, B, C, D, overwrite_x: bool = False) -> torch.Tensor:
-    """Mamba v1's scan (arguments as `selective_scan_chunked`): the compiled CPU kernel
-    (`cpu_scan`) for CPU tensors without autograd, else the chunked PyTorch form. With
-    `overwrite_x` the CPU kernel may write y into x's memory (x is not needed afterwards)."""
+    """Mamba v1's scan (arguments as `selective_scan_chunked`): on CPU tensors the compiled
+    kernel (`cpu_scan`; with its compiled backward when autograd is needed), elsewhere the
+    chunked PyTorch form. With `overwrite_x`, inference on a CPU may write y into x's memory
+    (x is not needed afterwards)."""
+    if x.device.type != "cpu":
+        return selective_scan_chunked(x, dt, A, B, C, D)
     training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, D))
-    if x.device.type == "cpu" and not training:
-        return selective_scan_cpu(x, dt, A, B, C, D, overwrite_x=overwrite_x)
-    return selective_scan_chunked(x, dt, A, B, C, D)
+    if training:
+        return selective_scan_cpu_with_grad(x, dt, A, B, C, D)
+    return selective_scan_cpu(x, dt, A, B, C, D, overwrite_x=overwrite_x)
 
 
 def selective_scan_chunked(
