@@ -2,8 +2,9 @@
 
 Mamba v1's selective scan keeps a state of (channels, d_state) per sequence,
 `h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * x_t`, `y_t = <C_t, h_t> + D * x_t`. Its decay
-differs per channel and state, so no matmul form exists. On a CPU `selective_scan` runs the compiled kernels of `cpu_scan` (the state in registers, one pass over
-the inputs; a compiled backward for training). Elsewhere (CUDA or MPS without mamba_ssm) it runs
+differs per channel and state, so no matmul form exists. On a CPU `selective_scan` runs the
+compiled kernels of `cpu_scan` (the state in registers, one pass over the inputs; a compiled
+backward for training). Elsewhere (CUDA or MPS without mamba_ssm) it runs
 `selective_scan_chunked`, which takes the channels a block at a time (so an 8 kb window never
 materialises its whole (batch, channels, length, state) tensor), cuts the sequence into chunks,
 steps through the positions of all chunks at once, then carries each chunk's final state into
@@ -16,7 +17,7 @@ Mamba v2's decay is one scalar per head, so the scan within a chunk is a masked 
 
 Both run in float32 whatever the model's dtype, as mamba_ssm's kernels accumulate. The
 sequential scans (`selective_scan_reference`, `ssd_scan_reference`) are the readable definition
-the tests compare against; nothing else runs them.
+the tests compare against and the benchmark times; nothing else runs them.
 """
 
 from __future__ import annotations
