@@ -22,7 +22,7 @@ from plantcad_flows.architectures.caduceus.config import CaduceusSpec, MambaSpec
 from plantcad_flows.architectures.caduceus.scan import selective_scan, softplus, softplus_, ssd_scan
 
 
-def _lean() -> bool:
+def in_place_ok() -> bool:
     """No autograd: intermediates may be overwritten in place, so a long window holds fewer
     full-length tensors at once (the function is the same)."""
     return not torch.is_grad_enabled()
@@ -39,7 +39,7 @@ def _causal_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
         out += conv.bias
     for back in range(1, min(taps, x.shape[1] + 1)):
         out[:, back:].addcmul_(x[:, :-back], weight[:, -1 - back])
-    return F.silu(out, inplace=_lean())
+    return F.silu(out, inplace=in_place_ok())
 
 
 class Mamba(nn.Module):
@@ -77,14 +77,15 @@ class Mamba(nn.Module):
             dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
             # the bias joins in float32, inside the softplus, as mamba_ssm's scan adds it
             dt = F.linear(dt, self.dt_proj.weight).float()
-            if _lean():  # in place: one full-length tensor for dt, and y written over x
+            lean = in_place_ok()
+            if lean:  # in place: one full-length tensor for dt, and y written over x
                 dt = softplus_(dt.add_(self.dt_proj.bias.float()))
             else:
                 dt = softplus(dt + self.dt_proj.bias.float())
-            y = selective_scan(x, dt, -torch.exp(self.A_log.float()), B, C, self.D, overwrite_x=_lean())
+            y = selective_scan(x, dt, -torch.exp(self.A_log.float()), B, C, self.D, overwrite_x=lean)
             del x, dt
-            z = F.silu(self._in_proj(hidden_states, 1).float(), inplace=_lean())
-            y = y.mul_(z) if _lean() else y * z
+            z = F.silu(self._in_proj(hidden_states, 1).float(), inplace=lean)
+            y = y.mul_(z) if lean else y * z
         return self.out_proj(y.to(hidden_states.dtype))
 
 
@@ -176,7 +177,7 @@ class BiMambaWrapper(nn.Module):
         if self.mamba_rev is None:
             return out
         rev = self.mamba_rev(hidden_states.flip(1)).flip(1)
-        if _lean():  # out is this call's own fresh tensor
+        if in_place_ok():  # out is this call's own fresh tensor
             return out.add_(rev) if self.strategy == "add" else out.mul_(rev)
         return out + rev if self.strategy == "add" else out * rev
 

@@ -26,7 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from plantcad_flows.architectures.caduceus.config import CaduceusSpec
-from plantcad_flows.architectures.caduceus.mixers import BiMambaWrapper, Mamba, Mamba2, RCPSWrapper, rc
+from plantcad_flows.architectures.caduceus.mixers import (
+    BiMambaWrapper,
+    Mamba,
+    Mamba2,
+    RCPSWrapper,
+    in_place_ok,
+    rc,
+)
 
 
 class RMSNorm(nn.Module):
@@ -101,7 +108,7 @@ class Block(nn.Module):
         dtype = hidden_states.dtype
         if residual is None:
             residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
-        elif not torch.is_grad_enabled():  # the residual is this forward's own: add in place
+        elif in_place_ok():  # the residual is this forward's own: add in place
             residual = residual.add_(hidden_states.to(residual.dtype))
         else:
             residual = hidden_states.to(residual.dtype) + residual
